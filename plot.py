@@ -1,0 +1,470 @@
+"""Learning curves from finished or running STEVE runs: score against frames and against hours.
+
+Run by hand after (or during) training, never by the training processes:
+
+    python plot.py output/ --pattern '*Hopper*'            # every run under a root
+    python plot.py output/Hopper-v5/steve.seed0 output/Hopper-v5/ddpg.seed0 --x frames
+
+Reads, for every run folder `<output_root>/<ENV>/<EXPERIMENT>/`:
+- `log/*.greedy.csv`: one line per finished evaluation episode, `hours,epoch,frames,score`
+  (no header, appended by the evaluators; a half-written last line is ignored);
+- `log/hps.json` (optional): the resolved config; `env.name` names the environment panel.
+
+Writes PNG files only (to a temporary name, then renamed into place): with `--x frames` or
+`--x hours` one file at `--out`; with `--x both` (the default) two files, `<out>_frames.png` and
+`<out>_hours.png`. Default `--out`: `learning_curves.png` in the first root given, or in the
+parent of the first run given. The written paths are printed, one per line.
+
+Each figure has one panel per environment and one line per algorithm (runs grouped by experiment
+name without the `.seed<S>` suffix and without a trailing run number, e.g. `steve3.seed1` ->
+`steve`). Per run, evaluation episodes at the same frame count are averaged; each run is then
+interpolated onto a common grid (only inside the range it covers), and the line is the mean over
+runs with a shaded band (min-max across runs by default, or +-1 standard deviation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+X_CHOICES = ("frames", "hours", "both")
+LABEL_BY_CHOICES = ("algo", "experiment")
+BAND_CHOICES = ("minmax", "std")
+SEARCH_DEPTH = 3  # how deep below a root to look for run folders (root/ENV/EXPERIMENT is 2)
+GRID_POINTS = 300  # common-grid size when the runs' own x values are too many to use directly
+PANEL_COLUMNS = 4  # panels per figure row
+
+# greedy.csv columns
+HOURS, EPOCH, FRAMES, SCORE = range(4)
+
+_SEED_SUFFIX = re.compile(r"\.seed\d+$")
+_RUN_NUMBER = re.compile(r"[._-]?\d+$")
+
+
+class PlotError(ValueError):
+    """A problem the user can fix: a missing path, no runs found, a run without evaluations."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where a run lives and how it is labelled."""
+
+    path: Path
+    env: str  # panel
+    experiment: str  # folder name without `.seed<S>`
+    algo: str  # experiment without a trailing run number
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+
+def is_run(path: Path) -> bool:
+    """A run folder is a folder holding a `log/` folder."""
+    return (path / "log").is_dir()
+
+
+def find_runs(paths: Iterable[str | os.PathLike], pattern: str | None = None) -> list[Path]:
+    """Return the run folders named by `paths`, in a stable order, without duplicates.
+
+    A path that is itself a run is taken as is. Any other folder is a root, searched up to
+    `SEARCH_DEPTH` levels down for run folders whose path relative to the root matches the
+    fnmatch `pattern` (all of them when `pattern` is None). Raises PlotError for a path that
+    does not exist, or when nothing is found.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise PlotError("no run folder or output root was given: name at least one.")
+    runs: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise PlotError(f"{path} does not exist: check the run folder or output root given.")
+        if not path.is_dir():
+            raise PlotError(f"{path} is not a folder: give a run folder or an output root.")
+        if is_run(path):
+            runs.append(path)
+            continue
+        for run in sorted(_search(path, SEARCH_DEPTH)):
+            relative = run.relative_to(path).as_posix()
+            if pattern is None or fnmatch.fnmatch(relative, pattern):
+                runs.append(run)
+    unique = list(dict.fromkeys(runs))
+    if not unique:
+        where = ", ".join(str(p) for p in paths)
+        matching = f" matching --pattern '{pattern}'" if pattern is not None else ""
+        raise PlotError(
+            f"no run folder (a folder with log/){matching} was found under {where}: "
+            "check the paths and the pattern."
+        )
+    return unique
+
+
+def _search(root: Path, depth: int) -> list[Path]:
+    """Run folders below `root` (not `root` itself), at most `depth` levels down."""
+    if depth <= 0:
+        return []
+    found: list[Path] = []
+    try:
+        children = sorted(entry for entry in root.iterdir() if entry.is_dir())
+    except OSError:
+        return []
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        if is_run(child):
+            found.append(child)  # do not look inside a run (log/, checkpoints/)
+        else:
+            found.extend(_search(child, depth - 1))
+    return found
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def strip_seed(name: str) -> str:
+    """`steve.seed3` -> `steve`; names without a seed suffix are returned unchanged."""
+    return _SEED_SUFFIX.sub("", name)
+
+
+def algorithm_label(experiment: str) -> str:
+    """The algorithm of an experiment folder name.
+
+    Drops a `.seed<S>` suffix, then a trailing run number (the 2018 experiment names end in the
+    number of the kept run, which changes nothing): `steve3` -> `steve`, `mve_tdk1.seed0` ->
+    `mve_tdk`, `speedy_steve1` -> `speedy_steve`. A name that is only digits is kept whole.
+    """
+    name = strip_seed(experiment)
+    algo = _RUN_NUMBER.sub("", name)
+    return algo or name
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """Environment, experiment and algorithm of a run folder.
+
+    The environment is `env.name` from `log/hps.json` when that file has it, else the name of
+    the run's parent folder (`<output_root>/<ENV>/<EXPERIMENT>`).
+    """
+    path = Path(run_dir)
+    env = Path(os.path.abspath(path)).parent.name
+    hps_path = path / "log" / "hps.json"
+    if hps_path.is_file():
+        try:
+            hps = json.loads(hps_path.read_text())
+        except (OSError, ValueError):
+            hps = None  # a damaged config does not stop plotting; fall back on the folder name
+        if isinstance(hps, dict):
+            env_config = hps.get("env")
+            if isinstance(env_config, dict) and isinstance(env_config.get("name"), str):
+                env = env_config["name"]
+    experiment = strip_seed(Path(os.path.abspath(path)).name)
+    return RunInfo(path=path, env=env, experiment=experiment, algo=algorithm_label(experiment))
+
+
+def group_runs(
+    run_dirs: Iterable[str | os.PathLike], label_by: str = "algo"
+) -> dict[str, dict[str, list[Path]]]:
+    """Group runs as {environment: {label: [run folders]}}, keys sorted.
+
+    `label_by="algo"` labels a run by `algorithm_label` of its folder name; `"experiment"` by
+    the folder name without its `.seed<S>` suffix (so seeds still share a line).
+    """
+    if label_by not in LABEL_BY_CHOICES:
+        raise PlotError(f"label_by must be one of {', '.join(LABEL_BY_CHOICES)}, not {label_by!r}.")
+    groups: dict[str, dict[str, list[Path]]] = {}
+    for run_dir in run_dirs:
+        info = run_info(run_dir)
+        label = info.algo if label_by == "algo" else info.experiment
+        groups.setdefault(info.env, {}).setdefault(label, []).append(info.path)
+    return {env: dict(sorted(labels.items())) for env, labels in sorted(groups.items())}
+
+
+# ----------------------------------------------------------------------------- reading curves
+
+
+def greedy_csv_path(run_dir: str | os.PathLike) -> Path | None:
+    """The run's `log/*.greedy.csv`, preferring `log/<folder name>.greedy.csv`; None if absent."""
+    log = Path(run_dir) / "log"
+    preferred = log / f"{Path(os.path.abspath(run_dir)).name}.greedy.csv"
+    if preferred.is_file():
+        return preferred
+    candidates = sorted(log.glob("*.greedy.csv"))
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates)
+        raise PlotError(
+            f"run {run_dir} has several greedy.csv files ({names}) and none is named after the "
+            "run folder: move the stale ones out of log/."
+        )
+    return candidates[0] if candidates else None
+
+
+def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
+    """All finished evaluation episodes of a run as a float array [k, 4]: hours, epoch, frames,
+    score, in file order.
+
+    A last line without a newline or with fewer than four numbers is taken to be still being
+    written and is ignored. Raises PlotError when the run has no evaluation yet, or when an
+    earlier line cannot be read.
+    """
+    csv_path = greedy_csv_path(run_dir)
+    rows: list[list[float]] = []
+    if csv_path is not None:
+        lines = csv_path.read_text().split("\n")
+        # split() leaves "" after a final newline; anything else there is a line being written.
+        complete, partial = lines[:-1], lines[-1]
+        for number, line in enumerate(complete, start=1):
+            if not line.strip():
+                continue
+            row = _parse_line(line)
+            if row is None:
+                raise PlotError(
+                    f"line {number} of {csv_path} is not 'hours,epoch,frames,score' "
+                    f"({line.strip()[:60]!r}): fix or remove that line."
+                )
+            rows.append(row)
+        if partial.strip():
+            row = _parse_line(partial)
+            if row is not None:
+                rows.append(row)
+    if not rows:
+        raise PlotError(
+            f"run {run_dir} has no evaluations yet (log/*.greedy.csv is missing or empty): "
+            "wait for its first evaluation episode to finish, or leave the run out."
+        )
+    return np.asarray(rows, dtype=np.float64)  # [k, 4]
+
+
+def _parse_line(line: str) -> list[float] | None:
+    fields = line.strip().split(",")
+    if len(fields) != 4:
+        return None
+    try:
+        values = [float(field) for field in fields]
+    except ValueError:
+        return None
+    return values if all(np.isfinite(values)) else None
+
+
+def run_curve(data: np.ndarray, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """One run's curve (x [n], score [n]), sorted by x: episodes at the same frame count (the
+    same policy checkpoint) are averaged, their hours too. `x` is "frames" or "hours"."""
+    if x not in ("frames", "hours"):
+        raise PlotError(f"x must be 'frames' or 'hours', not {x!r}.")
+    frames, inverse = np.unique(data[:, FRAMES], return_inverse=True)  # [n], [k]
+    counts = np.bincount(inverse, minlength=len(frames))  # [n]
+    score = np.bincount(inverse, weights=data[:, SCORE], minlength=len(frames)) / counts  # [n]
+    if x == "frames":
+        return frames, score
+    hours = np.bincount(inverse, weights=data[:, HOURS], minlength=len(frames)) / counts  # [n]
+    order = np.argsort(hours, kind="stable")
+    return hours[order], score[order]
+
+
+@dataclass(frozen=True)
+class Band:
+    """A group's summary on a common grid; NaN where no run covers a grid point."""
+
+    x: np.ndarray  # [g]
+    mean: np.ndarray  # [g]
+    low: np.ndarray  # [g]
+    high: np.ndarray  # [g]
+    count: np.ndarray  # [g] runs covering each grid point
+
+
+def summarize(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "minmax") -> Band:
+    """Mean and band across runs of a group.
+
+    The grid is the union of the runs' own x values when that is small, else GRID_POINTS evenly
+    spaced points over the union of their ranges (plus each run's end points). Each run is
+    linearly interpolated onto the grid only inside [its first x, its last x].
+    """
+    if band not in BAND_CHOICES:
+        raise PlotError(f"band must be one of {', '.join(BAND_CHOICES)}, not {band!r}.")
+    all_x = np.unique(np.concatenate([xs for xs, _ in curves]))
+    if len(all_x) <= GRID_POINTS:
+        grid = all_x
+    else:
+        ends = np.array([v for xs, _ in curves for v in (xs[0], xs[-1])])
+        grid = np.unique(np.concatenate([np.linspace(all_x[0], all_x[-1], GRID_POINTS), ends]))
+    values = np.full((len(curves), len(grid)), np.nan)  # [runs, g]
+    for i, (xs, ys) in enumerate(curves):
+        inside = (grid >= xs[0]) & (grid <= xs[-1])
+        values[i, inside] = np.interp(grid[inside], xs, ys)
+    count = np.sum(~np.isnan(values), axis=0)  # [g]
+    covered = count > 0
+    grid, values, count = grid[covered], values[:, covered], count[covered]
+    mean = np.nanmean(values, axis=0)  # [g]
+    if band == "minmax":
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    else:
+        std = np.nanstd(values, axis=0)
+        low, high = mean - std, mean + std
+    return Band(x=grid, mean=mean, low=low, high=high, count=count)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def output_paths(out_path: str | os.PathLike, x: str) -> dict[str, Path]:
+    """{x kind: PNG path}: `out_path` itself for one kind; `<stem>_frames.png` and
+    `<stem>_hours.png` next to it for "both"."""
+    if x not in X_CHOICES:
+        raise PlotError(f"x must be one of {', '.join(X_CHOICES)}, not {x!r}.")
+    out = Path(out_path)
+    if out.suffix.lower() != ".png":
+        raise PlotError(f"the output {out} must end in .png: give a .png path with --out.")
+    if x != "both":
+        return {x: out}
+    return {kind: out.with_name(f"{out.stem}_{kind}.png") for kind in ("frames", "hours")}
+
+
+def default_out_path(paths: Sequence[str | os.PathLike]) -> Path:
+    """`learning_curves.png` in the first path when it is a root, or in a run's parent folder."""
+    first = Path(paths[0])
+    folder = Path(os.path.abspath(first)).parent if is_run(first) else first  # `.` has no parent
+    return folder / "learning_curves.png"
+
+
+def plot_runs(
+    run_dirs: Iterable[str | os.PathLike],
+    out_path: str | os.PathLike,
+    x: str = "both",
+    label_by: str = "algo",
+    band: str = "minmax",
+) -> list[str]:
+    """Draw the learning curves of `run_dirs` and return the PNG paths written.
+
+    `x`: "frames", "hours" or "both" (two PNGs, see `output_paths`). Raises PlotError before
+    writing anything if a run has no evaluations yet.
+    """
+    outputs = output_paths(out_path, x)
+    if band not in BAND_CHOICES:
+        raise PlotError(f"band must be one of {', '.join(BAND_CHOICES)}, not {band!r}.")
+    run_dirs = list(dict.fromkeys(Path(r) for r in run_dirs))
+    if not run_dirs:
+        raise PlotError("no run folders were given to plot: name at least one.")
+    groups = group_runs(run_dirs, label_by)
+    data = {run: load_greedy(run) for run in run_dirs}  # every run is checked before drawing
+    written = []
+    for kind, path in outputs.items():
+        figure = _draw(groups, data, kind, band)
+        written.append(str(_save(figure, path)))
+    return written
+
+
+def _draw(groups, data, kind: str, band: str):
+    """A matplotlib Figure (Agg canvas) with one panel per environment."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    labels = sorted({label for by_label in groups.values() for label in by_label})
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    n_panels = len(groups)
+    n_cols = min(PANEL_COLUMNS, n_panels)
+    n_rows = -(-n_panels // n_cols)
+    figure = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows + 0.5), layout="constrained")
+    FigureCanvasAgg(figure)  # render with Agg, whatever pyplot's backend is
+    axes = figure.subplots(n_rows, n_cols, squeeze=False)
+    for ax, (env, by_label) in zip(axes.flat, groups.items(), strict=False):
+        for label, runs in by_label.items():
+            summary = summarize([run_curve(data[run], kind) for run in runs], band)
+            few = len(summary.x) < 3
+            ax.plot(
+                summary.x,
+                summary.mean,
+                color=colors[label],
+                linewidth=1.8,
+                marker="o" if few else None,
+                label=f"{label} ({len(runs)} run{'s' if len(runs) != 1 else ''})",
+            )
+            ax.fill_between(
+                summary.x, summary.low, summary.high, color=colors[label], alpha=0.2, linewidth=0
+            )
+        ax.set_title(env)
+        ax.set_xlabel("environment frames" if kind == "frames" else "hours")
+        ax.set_ylabel("score (greedy episode return)")
+        if kind == "frames":
+            ax.xaxis.set_major_formatter(FuncFormatter(_frames_tick))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    for ax in list(axes.flat)[n_panels:]:
+        ax.set_visible(False)
+    spread = "min-max" if band == "minmax" else "+-1 std"
+    separator = "\n" if n_cols == 1 else ", "  # one panel is too narrow for one line
+    figure.suptitle(
+        f"Line: mean over the runs reaching each point{separator}shaded: {spread} across runs"
+    )
+    return figure
+
+
+def _frames_tick(value: float, _position=None) -> str:
+    """Frame counts as 0, 500, 20k, 1.5M."""
+    magnitude = abs(value)
+    if magnitude >= 1e6:
+        return f"{value / 1e6:g}M"
+    if magnitude >= 1e3:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
+
+
+def _save(figure, path: Path) -> Path:
+    """Write the PNG to a temporary name in the same folder, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(temporary, format="png", dpi=120)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plot.py",
+        description="Plot score against environment frames and hours from runs' greedy.csv.",
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="RUN_OR_ROOT", help="a run folder (has log/) or an output root"
+    )
+    parser.add_argument(
+        "--pattern", help="fnmatch pattern on run paths relative to a root, e.g. '*Hopper*/steve*'"
+    )
+    parser.add_argument("--out", help="PNG path (default: learning_curves.png in the first path)")
+    parser.add_argument("--x", choices=X_CHOICES, default="both", help="x axis (default: both)")
+    parser.add_argument(
+        "--label-by", choices=LABEL_BY_CHOICES, default="algo", help="line per algo or experiment"
+    )
+    parser.add_argument(
+        "--band", choices=BAND_CHOICES, default="minmax", help="shaded band across runs"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        runs = find_runs(args.paths, args.pattern)
+        out = Path(args.out) if args.out else default_out_path(args.paths)
+        written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band)
+    except PlotError as error:
+        print(f"plot.py: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Tests for plot.py: finding and grouping runs, reading greedy.csv, curves, PNG output, errors.
+
+Fake runs are written under pytest's tmp_path: `<root>/<ENV>/<EXPERIMENT>.seed<S>/log/` with
+hps.json and a greedy.csv holding a rising noisy curve.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import plot  # noqa: E402
+
+PYTHON = REPO / ".venv" / "bin" / "python"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(root, env, experiment, seed, rows, hps_env=True):
+    """A fake run folder; `rows` are (hours, epoch, frames, score) lines, None for no file."""
+    folder = f"{experiment}.seed{seed}" if seed is not None else experiment
+    run = root / env / folder
+    (run / "log").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    hps = {"seed": seed, "policy_config": {"algo": "ddpg"}}
+    if hps_env:
+        hps["env"] = {"name": env, "max_frames": 1000}
+    (run / "log" / "hps.json").write_text(json.dumps(hps))
+    if rows is not None:
+        text = "".join(f"{h},{e},{f},{s}\n" for h, e, f, s in rows)
+        (run / "log" / f"{folder}.greedy.csv").write_text(text)
+    return run
+
+
+def rising_rows(seed, slope, checkpoints=8, episodes=2, frame_step=5000):
+    """Evaluations at slightly different frame counts per seed, `episodes` per checkpoint."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(1, checkpoints + 1):
+        frames = c * frame_step + 137 * seed
+        for _ in range(episodes):
+            score = slope * frames / 1000 + rng.normal(0.0, 5.0)
+            rows.append((round(frames / 20000, 4), c, frames, round(score, 3)))
+    return rows
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    """2 algorithms x 2 seeds on one environment."""
+    root = tmp_path / "output"
+    for seed in (0, 1):
+        make_run(root, "Hopper-v5", "steve3", seed, rising_rows(seed, slope=20.0))
+        make_run(root, "Hopper-v5", "ddpg0", seed, rising_rows(seed + 10, slope=8.0))
+    return root
+
+
+def assert_png(path, min_bytes=10_000):
+    import matplotlib.image
+
+    path = Path(path)
+    assert path.is_file()
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > min_bytes
+    image = matplotlib.image.imread(path)
+    return image.shape
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+@pytest.mark.parametrize(
+    "name, algo",
+    [
+        ("steve3", "steve"),
+        ("ddpg0", "ddpg"),
+        ("mve_tdk1", "mve_tdk"),
+        ("speedy_steve1", "speedy_steve"),
+        ("steve.seed0", "steve"),
+        ("steve3.seed12", "steve"),
+        ("mve_tdlambda", "mve_tdlambda"),
+        ("ddpg_2", "ddpg"),
+        ("42", "42"),
+    ],
+)
+def test_algorithm_label(name, algo):
+    assert plot.algorithm_label(name) == algo
+
+
+def test_group_runs_by_algo_and_experiment(tmp_path):
+    root = tmp_path / "out"
+    a = make_run(root, "Hopper-v5", "steve3", 0, [])
+    b = make_run(root, "Hopper-v5", "steve3", 1, [])
+    c = make_run(root, "Hopper-v5", "steve1", None, [])
+    d = make_run(root, "folder_name_only", "mve_tdk1", 0, [], hps_env=False)
+    e = make_run(root, "walker_folder", "ddpg0", 0, [])  # hps.json names the env
+    hps = json.loads((e / "log" / "hps.json").read_text())
+    hps["env"]["name"] = "Walker2d-v5"
+    (e / "log" / "hps.json").write_text(json.dumps(hps))
+
+    groups = plot.group_runs([a, b, c, d, e])
+    assert groups == {
+        "Hopper-v5": {"steve": [a, b, c]},
+        "Walker2d-v5": {"ddpg": [e]},
+        "folder_name_only": {"mve_tdk": [d]},
+    }
+    by_experiment = plot.group_runs([a, b, c, d], label_by="experiment")
+    assert by_experiment["Hopper-v5"] == {"steve1": [c], "steve3": [a, b]}
+    with pytest.raises(plot.PlotError, match="label_by"):
+        plot.group_runs([a], label_by="seed")
+
+
+def test_find_runs_root_pattern_and_explicit_run(fake_root, tmp_path):
+    runs = plot.find_runs([fake_root])
+    names = [r.relative_to(fake_root).as_posix() for r in runs]
+    assert names == [
+        "Hopper-v5/ddpg0.seed0",
+        "Hopper-v5/ddpg0.seed1",
+        "Hopper-v5/steve3.seed0",
+        "Hopper-v5/steve3.seed1",
+    ]
+    steve = plot.find_runs([fake_root], pattern="*/steve*")
+    assert [r.name for r in steve] == ["steve3.seed0", "steve3.seed1"]
+    # an explicit run is taken as is; a repeated one only once
+    one = fake_root / "Hopper-v5" / "ddpg0.seed1"
+    assert plot.find_runs([one, one]) == [one]
+    # too deep: root/a/b/c/d/run is 4 levels below the root
+    deep = make_run(tmp_path / "deep" / "a" / "b" / "c", "d", "x", None, [])
+    assert deep.exists()
+    with pytest.raises(plot.PlotError, match="no run folder"):
+        plot.find_runs([tmp_path / "deep"])
+
+
+def test_find_runs_errors(tmp_path):
+    with pytest.raises(plot.PlotError, match="does not exist") as missing:
+        plot.find_runs([tmp_path / "nope"])
+    assert str(tmp_path / "nope") in str(missing.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(plot.PlotError, match="no run folder") as none:
+        plot.find_runs([tmp_path / "empty"], pattern="*steve*")
+    assert str(tmp_path / "empty") in str(none.value) and "*steve*" in str(none.value)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_load_greedy_and_partial_last_line(tmp_path):
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, [(0.1, 1, 1000, 5.5), (0.2, 1, 1000, 7.5)])
+    csv = run / "log" / "steve.seed0.greedy.csv"
+    with csv.open("a") as f:
+        f.write("0.3,2,20")  # an evaluator is in the middle of writing this line
+    data = plot.load_greedy(run)
+    assert data.shape == (2, 4)
+    np.testing.assert_allclose(data, [[0.1, 1, 1000, 5.5], [0.2, 1, 1000, 7.5]])
+    with csv.open("a") as f:
+        f.write("00,9.0\n")  # finished
+    np.testing.assert_allclose(plot.load_greedy(run)[-1], [0.3, 2, 2000, 9.0])
+
+
+def test_load_greedy_bad_middle_line(tmp_path):
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, [(0.1, 1, 1000, 5.5)])
+    csv = run / "log" / "steve.seed0.greedy.csv"
+    csv.write_text("0.1,1,1000,5.5\nhours,epoch\n0.2,2,2000,6\n")
+    with pytest.raises(plot.PlotError, match="line 2 of"):
+        plot.load_greedy(run)
+
+
+@pytest.mark.parametrize("rows", [None, []], ids=["absent", "empty"])
+def test_load_greedy_no_evaluations(tmp_path, rows):
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, rows)
+    with pytest.raises(plot.PlotError, match="no evaluations yet") as error:
+        plot.load_greedy(run)
+    assert str(run) in str(error.value)
+    assert "wait for its first evaluation" in str(error.value)
+
+
+def test_run_curve_averages_episodes_per_checkpoint():
+    data = np.array(
+        [
+            [0.20, 2, 2000, 30.0],
+            [0.10, 1, 1000, 10.0],
+            [0.12, 1, 1000, 20.0],
+            [0.22, 2, 2000, 50.0],
+        ]
+    )
+    frames, score = plot.run_curve(data, "frames")
+    np.testing.assert_allclose(frames, [1000, 2000])
+    np.testing.assert_allclose(score, [15.0, 40.0])
+    hours, score_h = plot.run_curve(data, "hours")
+    np.testing.assert_allclose(hours, [0.11, 0.21])
+    np.testing.assert_allclose(score_h, [15.0, 40.0])
+
+
+def test_summarize_interpolates_only_inside_each_run():
+    a = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
+    b = (np.array([5.0, 20.0]), np.array([15.0, 30.0]))
+    band = plot.summarize([a, b], band="minmax")
+    np.testing.assert_allclose(band.x, [0, 5, 10, 20])
+    np.testing.assert_allclose(band.count, [1, 2, 2, 1])
+    np.testing.assert_allclose(band.mean, [0, 10, 15, 30])  # at 5: (5+15)/2, at 10: (10+20)/2
+    np.testing.assert_allclose(band.low, [0, 5, 10, 30])
+    np.testing.assert_allclose(band.high, [0, 15, 20, 30])
+    std = plot.summarize([a, b], band="std")
+    np.testing.assert_allclose(std.high - std.mean, [0, 5, 5, 0])
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def test_plot_runs_writes_pngs(fake_root, tmp_path):
+    runs = plot.find_runs([fake_root])
+    written = plot.plot_runs(runs, tmp_path / "figs" / "curves.png")
+    figs = tmp_path / "figs"
+    assert written == [str(figs / "curves_frames.png"), str(figs / "curves_hours.png")]
+    for path in written:
+        height, width, channels = assert_png(path)
+        assert (width, height) == (504, 468)  # one panel: 4.2 x 3.9 inches at 120 dpi
+        assert channels in (3, 4)
+    only = plot.plot_runs(runs, tmp_path / "frames.png", x="frames", band="std")
+    assert only == [str(tmp_path / "frames.png")]
+    assert_png(only[0])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_plot_runs_two_environments_layout(fake_root, tmp_path):
+    make_run(fake_root, "Walker2d-v5", "steve1", 0, rising_rows(3, slope=15.0))
+    written = plot.plot_runs(plot.find_runs([fake_root]), tmp_path / "two.png", x="hours")
+    height, width, _ = assert_png(written[0])
+    assert (width, height) == (1008, 468)  # two panels side by side
+
+
+def test_plot_runs_refuses_run_without_evaluations(fake_root, tmp_path):
+    make_run(fake_root, "Hopper-v5", "mve_tdk1", 0, [])
+    with pytest.raises(plot.PlotError, match="mve_tdk1.seed0 has no evaluations yet"):
+        plot.plot_runs(plot.find_runs([fake_root]), tmp_path / "x.png")
+    assert not (tmp_path / "x_frames.png").exists()
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [str(PYTHON), str(REPO / "plot.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_cli_default_output_next_to_root(fake_root, tmp_path):
+    result = run_cli(fake_root, "--pattern", "Hopper-v5/*", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = [str(fake_root / f"learning_curves_{kind}.png") for kind in ("frames", "hours")]
+    assert result.stdout.split() == expected
+    for path in expected:
+        assert_png(path)
+
+
+def test_cli_errors(fake_root, tmp_path):
+    missing = run_cli(tmp_path / "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "nowhere does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    empty = make_run(tmp_path / "other", "Hopper-v5", "steve", 0, None)
+    result = run_cli(fake_root / "Hopper-v5" / "steve3.seed0", empty, "--x", "frames", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"plot.py: error: run {empty} has no evaluations yet (log/*.greedy.csv is missing or "
+        "empty): wait for its first evaluation episode to finish, or leave the run out."
+    ]
+
+    nothing = run_cli(fake_root, "--pattern", "*/sac*", cwd=tmp_path)
+    assert nothing.returncode == 2
+    assert "no run folder" in nothing.stderr and str(fake_root) in nothing.stderr
+
+
+def test_single_evaluation_run_and_default_out(tmp_path):
+    """A tiny run with one evaluation episode still gives a figure (drawn as a marker)."""
+    run = make_run(tmp_path / "output", "Hopper-v5", "steve", 0, [(0.01, 0, 0, 12.5)])
+    out = plot.default_out_path([run])
+    assert out == tmp_path / "output" / "Hopper-v5" / "learning_curves.png"
+    root = tmp_path / "output"
+    assert plot.default_out_path([root]) == root / "learning_curves.png"
+    written = plot.plot_runs([run], out, x="frames")
+    assert written == [str(out)]
+    assert_png(out)
+
+
+def test_output_paths_and_bad_arguments(tmp_path):
+    assert plot.output_paths(tmp_path / "a.png", "hours") == {"hours": tmp_path / "a.png"}
+    assert plot.output_paths(tmp_path / "a.png", "both") == {
+        "frames": tmp_path / "a_frames.png",
+        "hours": tmp_path / "a_hours.png",
+    }
+    with pytest.raises(plot.PlotError, match="must end in .png"):
+        plot.output_paths(tmp_path / "a.pdf", "frames")
+    with pytest.raises(plot.PlotError, match="x must be one of"):
+        plot.output_paths(tmp_path / "a.png", "epochs")
+    assert plot._frames_tick(1_500_000) == "1.5M"
+    assert plot._frames_tick(200_000) == "200k"
+    assert plot._frames_tick(500) == "500"
