@@ -54,8 +54,11 @@ tables and one per method, so a given seed gives the same files bit for bit, and
 numbers do not depend on which other methods run. Everything is vectorised across trials,
 ensemble members and rollouts; only the loop over steps is in Python.
 
-Figures use matplotlib's Agg backend, selected inside `main` (never at import), so the script runs
-without a display. Importing this module has no side effects.
+Figures have a log y-axis on which values below 1e-3 (exact zeros included) are drawn at 1e-3. The
+comparison shows, per method, the mean over trials and a band from the smallest to the largest
+trial; the target-error figures show the mean over trials smoothed by a running mean over
+steps / 100 steps. Figures use matplotlib's Agg backend, selected inside `main` (never at
+import), so the script runs without a display. Importing this module has no side effects.
 
 Compared with the 2018 script: the diagnostic true target is the right one (s, and 100 for the last
 state, not off by one), the output folder is created, only current numpy and matplotlib functions
@@ -359,7 +362,7 @@ def plot_comparison(results: dict[str, MethodResult], out_dir: Path) -> list[Pat
     """Figure `comparison`: table MSE of every method, mean over trials, band = min..max."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 6), layout="constrained")
     for name, result in results.items():
         colour, style = _STYLES.get(name, (None, "-"))
         mse = np.maximum(result.table_mse, LOG_FLOOR)  # [steps, trials]
@@ -374,8 +377,7 @@ def plot_comparison(results: dict[str, MethodResult], out_dir: Path) -> list[Pat
     ax.set_ylabel(f"MSE of the (mean) table vs. true values (floor {LOG_FLOOR:g})")
     ax.set_title(f"{ENV_NAME}: convergence, mean and min-max band over {n_trials} trials")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=3, fontsize=9)
     paths = _save_figure(fig, out_dir, "comparison")
     plt.close(fig)
     return paths
