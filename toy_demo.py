@@ -8,7 +8,8 @@ TensorFlow (numpy and matplotlib only) and reads nothing from disk. It writes, u
 - `comparison.png` and `comparison.pdf`: convergence of the six methods;
 - `target_errors_true.png/.pdf` and `target_errors_noisy.png/.pdf`: error of STEVE's candidate
   targets against the true one-step target, with the true and the noisy model.
-Each file is written to a temporary name in the same folder and renamed into place.
+Each file is written to a temporary name in the same folder and renamed into place; PDFs carry
+no creation date, so a seed gives the same bytes in every file.
 
 The chain. States 0..100 plus an absorbing terminal state (index 101). Every step moves s to s + 1
 with reward -1, except that the step from 100 into the terminal state pays +100; the terminal state
@@ -332,7 +333,13 @@ def _save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{stem}.{ext}"
-        _replace_atomically(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
+        # no creation date in the PDF, so a seed gives the same bytes
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+
+        def write(tmp: str, ext: str = ext, metadata: dict | None = metadata) -> None:
+            fig.savefig(tmp, format=ext, dpi=150, metadata=metadata)
+
+        _replace_atomically(path, write)
         paths.append(path)
     return paths
 
@@ -456,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_outputs(results, Path(args.out))
     except ToyDemoError as err:
         print(f"toy_demo: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"toy_demo: cannot write under {args.out} ({err.strerror or err}); "
+              "pick a writable --out.", file=sys.stderr)
         return 2
     for name, result in results.items():
         print(f"{name:12s} final table MSE {result.table_mse[-1].mean():.4g} "

@@ -139,6 +139,11 @@ def test_reduced_run_writes_six_csvs_and_three_figures(tmp_path, capsys):
         np.testing.assert_array_equal(rows[:, 0], rows[:, 2])
         assert np.isfinite(rows[:, 3]).all() and (rows[:, 3] >= 0).all()
         assert 100.0 < rows[0, 3] < 5000.0  # random integer tables start far from the truth
+    again = tmp_path / "again"
+    assert toy_demo.main(["--out", str(again), "--trials", str(trials), "--steps", str(steps),
+                          "--seed", "5"]) == 0
+    for name in sorted(expected):  # the same seed gives the same bytes, figures included
+        assert (folder / name).read_bytes() == (again / "Toy-v1" / name).read_bytes(), name
     for stem in FIGURES:
         png = (folder / f"{stem}.png").read_bytes()
         pdf = (folder / f"{stem}.pdf").read_bytes()
