@@ -399,7 +399,7 @@ def plot_target_errors(result: MethodResult, out_dir: Path, stem: str) -> list[P
     window = max(1, n_steps // 100)
     smooth = _running_mean(errors.mean(axis=1), window)  # [steps, 4]
     steps = np.arange(1, n_steps + 1)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     styles = [("tab:gray", ":"), ("tab:blue", "--"), ("tab:red", "-"), ("tab:green", "-.")]
     for k, (name, (colour, style)) in enumerate(zip(TARGET_ERROR_NAMES, styles, strict=True)):
         ax.plot(steps, np.maximum(smooth[:, k], LOG_FLOOR), color=colour, linestyle=style,
@@ -410,8 +410,7 @@ def plot_target_errors(result: MethodResult, out_dir: Path, stem: str) -> list[P
     ax.set_title(f"{ENV_NAME}: {result.method.label}\n"
                  f"target error, mean over {n_trials} trials, running mean over {window} steps")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=2, fontsize=9)
     paths = _save_figure(fig, out_dir, stem)
     plt.close(fig)
     return paths
