@@ -4,12 +4,20 @@ Used by whichever process builds an environment (interactors, evaluators, the vi
 `envwrap.make_env`; reads pybullet's bundled robot and scene files, writes nothing to disk.
 
 Why pybullet: Roboschool itself has no wheel for Python 3.11. `pybullet_envs` (pybullet 3.2.7)
-is the line-by-line port of Roboschool's locomotion tasks: the same humanoid model
-(`humanoid_symmetric.xml`), the same 44 observations (8 body values, 17 joint position/speed
-pairs, 2 foot contacts) and 17 actions in [-1, 1], the same reward terms (alive bonus, progress
-towards the target, electricity, stall-torque and joint-limit costs) and the same termination
-(the torso drops below 0.78 m). A MuJoCo re-implementation of our own would only approximate
-all of that.
+is the port of Roboschool's locomotion tasks to pybullet (Roboschool, too, simulated with
+Bullet): the same humanoid model (`humanoid_symmetric.xml`), the same 44 observations (8 body
+values, 17 joint position/speed pairs, 2 foot contacts) and 17 actions in [-1, 1], the same
+reward terms (alive bonus, progress towards the target, electricity, stall-torque and
+joint-limit costs) and the same termination (the torso drops below 0.78 m). A MuJoCo
+re-implementation of our own would only approximate all of that.
+
+Known differences of the flag-run port from Roboschool's RoboschoolHumanoidFlagrun (from
+Roboschool's published source; we keep pybullet's behaviour unchanged): Roboschool halved the
+electricity cost for flag-run and put the first flag straight ahead in half of the episodes;
+pybullet keeps the humanoid's electricity cost and always draws the first flag uniformly over
+the central half of the field. Both face the humanoid along +x at the start (pybullet's
+`random_yaw = True` sits on the env class, which the robot never reads) and move the flag
+after 150 frames or when it is reached.
 
 Two problems stand between pybullet_envs and current gymnasium, and this module works around
 both without touching the installed package:
@@ -31,9 +39,6 @@ limit inside the env (pybullet's registration adds a 1000-step TimeLimit, Robosc
 pybullet's default would first try to attach to a shared-memory server, which would make two
 envs share one simulation if such a server were running, and prints "argv[0]=" lines.
 `render()` gives a 320x240 RGB frame from pybullet's software renderer (no GL needed).
-Known difference from Roboschool: in pybullet's flag-run port the humanoid starts facing +x
-(Roboschool turned it to a random yaw), because the port sets `random_yaw` on the env class
-rather than on the robot. The flag still moves to a random spot, as in Roboschool.
 """
 
 from __future__ import annotations

@@ -389,3 +389,22 @@ def test_render_needs_render_mode():
         env.render()
     env.close()
 
+
+
+def test_batch_of_pybullet_envs_are_independent_simulations():
+    batch = EnvBatch(config("HumanoidBulletEnv-v0"), 2, seed=4)
+    singles = [make_env(config("HumanoidBulletEnv-v0"), seed=4 + i) for i in range(2)]
+    obs = batch.reset()
+    for i, env in enumerate(singles):
+        np.testing.assert_array_equal(obs[i], env.reset())
+    assert not np.array_equal(obs[0], obs[1])
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        actions = rng.uniform(-1, 1, (2, 17))
+        out = batch.step(actions)
+        for i, env in enumerate(singles):
+            o2, r, d, t = env.step(actions[i])
+            np.testing.assert_array_equal(out.next_obs[i], o2)
+            assert out.reward[i] == np.float32(r) and out.terminal[i] == float(d)
+    for env in [batch, *singles]:
+        env.close()
