@@ -1,0 +1,205 @@
+"""Interactors and evaluators: the processes that play the environment.
+
+Both run on the CPU (master.py hides every GPU from them).
+- An interactor steps `agent_config.batch_size` environments, acts uniformly at random for the
+  first `agent_config.full_random_n` frames and until a policy checkpoint exists, then with the
+  exploring policy (STEVE.md section 5), and appends every frame to the shared replay buffer
+  (`replay/`). With `agent_config.wait_for_learners` it pauses while a learner is behind its
+  `frames_per_update` ratio, so the update-per-frame ratio holds on any hardware. It checks for
+  a newer policy checkpoint every `reload_every_n` steps (a stat of the pointer file; the
+  checkpoint itself is read only when it changed). It stops at the frame budget and sets
+  `finish`.
+- An evaluator runs the greedy policy on `evaluator_config.batch_size` environments and, at the
+  end of every episode, appends `hours,epoch,frames,score` to `log/<EXPERIMENT>.greedy.csv`
+  (under a lock) and picks up the newest policy.
+Both write TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis.
+
+Why a plain loop over environments (envwrap.EnvBatch) and not gymnasium's vector envs: see
+envwrap.EnvBatch; in short the replay needs the true successor of every step and a time-out that
+is not terminal, and a plain loop on one core is as fast as a synchronous vector env.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from replay import ReplayBuffer
+from rundir import Progress, append_greedy_row
+from runtime import ProcessSpec, load_impl
+
+THROTTLE_SECONDS = 0.001  # how long an interactor waits for the learners before looking again
+
+
+def process_seed(spec: ProcessSpec) -> int:
+    """A distinct, reproducible seed for each process of a run."""
+    role = ("interactor", "evaluator").index(spec.role)
+    return int(np.random.SeedSequence([spec.seed, 7 + role, spec.index]).generate_state(1)[0])
+
+
+class PolicyWatcher:
+    """Loads the policy learner's newest checkpoint into an actor when it changes."""
+
+    def __init__(self, spec: ProcessSpec, seed: int):
+        self.spec = spec
+        self.directory = spec.run.checkpoint_dir("policy")
+        self.pointer = self.directory / "latest.json"
+        self.seed = seed
+        self.actor = None
+        self.epoch = 0
+        self.loaded = False
+        self._stamp = None
+
+    def poll(self) -> bool:
+        """Load a newer checkpoint if the pointer changed; True once a policy is loaded."""
+        import checkpoint
+
+        try:
+            st = os.stat(self.pointer)
+        except FileNotFoundError:
+            return self.loaded
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return self.loaded
+        path = checkpoint.latest_checkpoint(self.directory)
+        if path is None:
+            return self.loaded
+        if self.actor is None:
+            cls = load_impl(self.spec, "policy")
+            self.actor = cls.make_actor(self.spec.config, self.seed)
+        try:
+            counters = self.actor.restore(path)
+        except (FileNotFoundError, checkpoint.CheckpointError):
+            return self.loaded  # replaced while we read it: the next poll loads the newer one
+        self.epoch = int(counters.get("epoch", 0))
+        self._stamp = stamp
+        self.loaded = True
+        return True
+
+
+def _learners(spec: ProcessSpec) -> list[tuple[str, dict]]:
+    out = [("policy", spec.config["policy_config"])]
+    if spec.model_based:
+        out.append(("worldmodel", spec.config["model_config"]))
+    return out
+
+
+def learners_behind(spec: ProcessSpec, progress: Progress, frames: int, slack: int) -> bool:
+    """True when some learner has fewer updates than its frames_per_update ratio asks for."""
+    for role, cfg in _learners(spec):
+        ratio = cfg.get("frames_per_update")
+        if ratio is False or ratio is None:
+            continue
+        done = max(progress.get(f"{role}_updates") - int(cfg.get("pretrain_n") or 0), 0)
+        if frames - cfg["frames_before_learning"] > ratio * done + slack:
+            return True
+    return False
+
+
+def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:
+    while not ReplayBuffer.exists(spec.run.replay):
+        if stop.wait(0.05):
+            return None
+    return ReplayBuffer.open(spec.run.replay)
+
+
+def _summary_writer(spec: ProcessSpec):
+    import tensorflow as tf
+
+    return tf.summary.create_file_writer(str(spec.run.tensorboard(spec.name)))
+
+
+def run_interactor(spec: ProcessSpec, stop, finish) -> None:
+    """Entry function of an interactor process."""
+    import envwrap
+    import nn
+
+    nn.configure_tensorflow(spec.threads or 1)
+    import tensorflow as tf
+
+    config = spec.config
+    ac = config["agent_config"]
+    seed = process_seed(spec)
+    rng = np.random.default_rng(seed)
+    envs = envwrap.EnvBatch(config["env"], ac["batch_size"], seed=seed)
+    replay = _wait_for_replay(spec, stop)
+    if replay is None:
+        return
+    progress = Progress(spec.run.progress_file)
+    watcher = PolicyWatcher(spec, seed)
+    explore = config["policy_config"].get("explore_chance") or 0.0
+    full_random = ac.get("full_random_n") or 0
+    throttle = bool(ac.get("wait_for_learners"))
+    slack = ac["batch_size"] * ac["count"]
+    reload_every = max(1, ac["reload_every_n"])
+    writer = _summary_writer(spec)
+    total = spec.total_frames
+    obs = envs.reset()
+    steps, have_policy = 0, False
+    t0, f0 = time.time(), replay.count
+    while not stop.is_set() and not finish.is_set():
+        frames = replay.count
+        if total is not None and frames >= total:
+            finish.set()
+            break
+        if throttle and learners_behind(spec, progress, frames, slack):
+            time.sleep(THROTTLE_SECONDS)
+            continue
+        if steps % reload_every == 0:
+            have_policy = watcher.poll()
+        if not have_policy or frames < full_random:
+            actions = rng.uniform(-1.0, 1.0, size=(envs.n, envs.action_dims)).astype(np.float32)
+        else:
+            actions = watcher.actor.explore_action(obs, explore)
+        step = envs.step(actions)
+        frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal)
+        obs = step.obs
+        steps += 1
+        if step.finished:
+            with writer.as_default(step=frames):
+                for _, episode_return, length in step.finished:
+                    tf.summary.scalar("charts/episode_return", episode_return)
+                    tf.summary.scalar("charts/episode_length", length)
+        now = time.time()
+        if now - t0 >= 10.0:
+            with writer.as_default(step=frames):
+                tf.summary.scalar("charts/frames_per_s", (frames - f0) / (now - t0))
+            t0, f0 = now, frames
+    writer.flush()
+
+
+def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
+    """Entry function of an evaluator process."""
+    import envwrap
+    import nn
+
+    nn.configure_tensorflow(spec.threads or 1)
+    import tensorflow as tf
+
+    config = spec.config
+    seed = process_seed(spec)
+    envs = envwrap.EnvBatch(config["env"], config["evaluator_config"]["batch_size"], seed=seed)
+    replay = _wait_for_replay(spec, stop)
+    if replay is None:
+        return
+    watcher = PolicyWatcher(spec, seed)
+    while not watcher.poll():
+        if stop.wait(0.2):
+            return
+    writer = _summary_writer(spec)
+    obs = envs.reset()
+    while not stop.is_set():
+        step = envs.step(watcher.actor.greedy_action(obs))
+        obs = step.obs
+        if not step.finished:
+            continue
+        frames = replay.count
+        for _, episode_return, _ in step.finished:
+            append_greedy_row(spec.run.greedy_csv, spec.hours(), watcher.epoch, frames,
+                              float(episode_return))
+            with writer.as_default(step=frames):
+                tf.summary.scalar("eval/score", episode_return)
+        writer.flush()
+        watcher.poll()

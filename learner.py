@@ -1,0 +1,233 @@
+"""The learner loop, shared by the policy learner and the world-model learner.
+
+Runs in the learner processes (`master.py` starts one per learner, through runtime.child_main).
+Reads the shared replay buffer (`replay/`) and the other learner's checkpoints; writes its own
+checkpoints (`checkpoints/<role>/`), numbered backups (`checkpoints/backups/`), its log
+(`log/valuerl.log` or `log/worldmodel.log`), TensorBoard summaries (`tensorboard/<role>/`) and
+its update counter in `state/progress.bin`.
+
+The loop (STEVE.md section 5):
+1. restore the newest checkpoint of this role, if any (resume): counters continue;
+2. wait until the buffer holds `frames_before_learning` frames;
+3. `before_learning()` (the policy learner waits here for the first world model);
+4. update: the first `pretrain_n` updates run unthrottled (world model only); after them, update
+   number u (counting from the end of pretraining) may run only when
+   frames - frames_before_learning > frames_per_update * u; `frames_per_update: false` runs
+   free. Every `log_every_n` updates a log line; every `epoch_every_n` a checkpoint (an epoch,
+   after `on_epoch()`); every `backup_every_n` a numbered backup;
+5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
+   still owed for the frames collected, then a final checkpoint.
+
+Subclasses add only what is theirs: `build()` (the objects to checkpoint), `update(batch)`,
+`before_learning()`, `on_epoch()`, and `make_actor()` for the processes that act.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from replay import ReplayBuffer
+from rundir import Progress
+from runtime import ProcessSpec, load_impl
+
+WAIT_SECONDS = 0.002  # how long a learner waits for new frames before looking again
+
+
+class Learner:
+    role = "?"  # "policy" or "worldmodel"
+
+    def __init__(self, spec: ProcessSpec, stop, finish):
+        self.spec = spec
+        self.stop = stop
+        self.finish = finish
+        self.config = spec.config
+        self.cfg = spec.config["policy_config" if self.role == "policy" else "model_config"]
+        self.run = spec.run
+        self.replay: ReplayBuffer | None = None
+        self.progress = Progress(self.run.progress_file)
+        self.rng = np.random.default_rng([spec.seed, 1 if self.role == "policy" else 2])
+        self.updates = 0
+        self.epoch = 0
+        self.hours_base = 0.0
+        self.start_time = time.time()
+        self.restored_from: str | None = None
+        self.pretrain_n = int(self.cfg.get("pretrain_n") or 0)
+        self._logs: dict[str, list[float]] = defaultdict(list)
+        self._log_t = time.time()
+        self._log_updates = 0
+        self._writer = None
+
+    # ------------------------------------------------------------------ hooks
+    def build(self) -> dict:
+        """Create the networks and optimizers; return the objects a checkpoint holds."""
+        raise NotImplementedError
+
+    def update(self, batch) -> dict:
+        """One update on one batch; returns the values to log (floats or scalar tensors)."""
+        raise NotImplementedError
+
+    def before_learning(self) -> bool:
+        """Called once before the first update; return False if `stop` interrupted it."""
+        return True
+
+    def on_epoch(self) -> None:
+        """Called at every epoch, before the checkpoint is written."""
+
+    @staticmethod
+    def make_actor(config: dict, seed: int):
+        """The object interactors and evaluators act with (policy learners only)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def hours(self) -> float:
+        return self.hours_base + (time.time() - self.start_time) / 3600.0
+
+    def frames(self) -> int:
+        return self.replay.count if self.replay is not None else 0
+
+    def counters(self) -> dict:
+        return {"epoch": self.epoch, "updates": self.updates, "frames": self.frames(),
+                "hours": self.hours}
+
+    def _publish(self) -> None:
+        self.progress.set(f"{self.role}_updates", self.updates)
+        self.progress.set(f"{self.role}_epoch", self.epoch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def restore(self, objects: dict) -> None:
+        import checkpoint
+
+        latest = checkpoint.latest_checkpoint(self.run.checkpoint_dir(self.role))
+        if latest is None:
+            return
+        counters = checkpoint.restore_checkpoint(latest, objects, strict=True)
+        self.updates = int(counters["updates"])
+        self.epoch = int(counters["epoch"])
+        self.hours_base = float(counters["hours"])
+        self.start_time = time.time()
+        self.restored_from = latest
+        self._publish()
+        self.log_line(f"resumed from {latest}")
+
+    def save(self, objects: dict) -> None:
+        import checkpoint
+
+        checkpoint.save_checkpoint(self.run.checkpoint_dir(self.role), objects, self.counters())
+
+    def backup(self) -> None:
+        import checkpoint
+
+        checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role), self.run.backups,
+                                     f"{self.role}-{self.updates}")
+
+    # ------------------------------------------------------------------ logging
+    def log_line(self, text: str) -> None:
+        with open(self.run.learner_log(self.role), "a") as f:
+            f.write(text + "\n")
+
+    def _summary_writer(self):
+        if self._writer is None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(str(self.run.tensorboard(self.role)))
+        return self._writer
+
+    def _record(self, logs: dict) -> None:
+        for key, value in logs.items():
+            self._logs[key].append(value)
+        if self.updates % self.cfg["log_every_n"]:
+            return
+        import tensorflow as tf
+
+        now = time.time()
+        values = {k: float(np.mean([float(x) for x in v])) for k, v in self._logs.items()}
+        values["charts/updates_per_s"] = (self.updates - self._log_updates) / max(
+            now - self._log_t, 1e-9)
+        self._log_t, self._log_updates = now, self.updates
+        self._logs.clear()
+        frames = self.frames()
+        fields = " ".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
+        self.log_line(f"hours={self.hours:.4f} epoch={self.epoch} updates={self.updates} "
+                      f"frames={frames} {fields}")
+        with self._summary_writer().as_default(step=frames):
+            for key, value in values.items():
+                tf.summary.scalar(key, value)
+            tf.summary.scalar("charts/updates", self.updates)
+            tf.summary.scalar("charts/updates_per_frame",
+                              self.updates / max(frames, 1))
+
+    # ------------------------------------------------------------------ the loop
+    def may_update(self) -> bool:
+        """The frames_per_update rule of STEVE.md section 5 (pretraining is unthrottled)."""
+        if self.updates < self.pretrain_n:
+            return True
+        ratio = self.cfg.get("frames_per_update")
+        if ratio is False or ratio is None:
+            return True
+        owed = self.frames() - self.cfg["frames_before_learning"]
+        return owed > ratio * (self.updates - self.pretrain_n)
+
+    def _wait_for_frames(self) -> bool:
+        need = self.cfg["frames_before_learning"]
+        while self.frames() < max(need, 1):
+            if self.stop.is_set() or self.finish.wait(0.05):
+                if self.stop.is_set() or self.frames() < max(need, 1):
+                    return False
+        return True
+
+    def _open_replay(self) -> None:
+        while self.replay is None:
+            if ReplayBuffer.exists(self.run.replay):
+                self.replay = ReplayBuffer.open(self.run.replay)
+            elif self.stop.wait(0.05):
+                return
+
+    def run_loop(self) -> None:
+        objects = self.build()
+        self.restore(objects)
+        self._open_replay()
+        if self.replay is None or not self._wait_for_frames() or not self.before_learning():
+            self.save(objects)
+            return
+        epoch_every = self.cfg["epoch_every_n"]
+        backup_every = self.cfg.get("backup_every_n") or 0
+        batch_size = self.cfg["batch_size"]
+        newest = self.cfg["replay_size"]
+        free_running = self.cfg.get("frames_per_update") is False
+        while not self.stop.is_set():
+            if not self.may_update():
+                if self.finish.is_set():
+                    break  # every update owed for the collected frames is done
+                time.sleep(WAIT_SECONDS)
+                continue
+            if free_running and self.finish.is_set():
+                break
+            batch = self.replay.sample(batch_size, newest, self.rng)
+            logs = self.update(batch)
+            self.updates += 1
+            self._publish()
+            self._record(logs)
+            if self.updates % epoch_every == 0 or self.updates == self.pretrain_n:
+                self.epoch += 1
+                self.on_epoch()
+                self.save(objects)
+                self._publish()
+            if backup_every and self.updates % backup_every == 0:
+                self.backup()
+        self.save(objects)
+        self._publish()
+        self.log_line(f"hours={self.hours:.4f} epoch={self.epoch} updates={self.updates} "
+                      f"frames={self.frames()} final checkpoint")
+
+
+def run_learner(spec: ProcessSpec, stop, finish) -> None:
+    """Entry function of a learner process (policy or world model)."""
+    import nn
+
+    nn.configure_tensorflow(spec.threads)
+    cls = load_impl(spec, spec.role)
+    cls(spec, stop, finish).run_loop()

@@ -1,0 +1,103 @@
+"""What every child process of a run shares: its description and its entry point.
+
+`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish)` with
+the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
+`CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
+sets `stop`), turns SIGTERM into `stop`, then calls the role's entry function. A crash writes the
+traceback to `log/<process>.err` (the master quotes its end) and exits with status 1.
+
+Events: `stop` means "write a final checkpoint and exit now" (Ctrl-C, SIGTERM, a dead sibling);
+`finish` means "the frame budget is reached": interactors stop acting, learners do the updates
+still owed for the frames collected, checkpoint and exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from rundir import RunDir
+
+DEFAULT_IMPL = {
+    "policy": "valuerl_learner:ValueRLLearner",
+    "worldmodel": "worldmodel_learner:WorldModelLearner",
+}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """Everything one child needs, as plain picklable values."""
+
+    role: str  # "policy", "worldmodel", "interactor" or "evaluator"
+    index: int
+    run: RunDir
+    config: dict
+    seed: int
+    cuda_visible_devices: str  # "" hides every GPU
+    hours_base: float  # run hours already spent before this start (resume)
+    start_time: float  # time.time() of this start, so every process shares one clock
+    total_frames: int | None = None
+    impl: dict = field(default_factory=lambda: dict(DEFAULT_IMPL))
+    threads: int | None = None  # TensorFlow threads; None lets the role choose
+
+    @property
+    def name(self) -> str:
+        if self.role in ("policy", "worldmodel"):
+            return f"{self.role}-learner"
+        return f"{self.role}-{self.index}"
+
+    def hours(self) -> float:
+        return self.hours_base + (time.time() - self.start_time) / 3600.0
+
+    @property
+    def model_based(self) -> bool:
+        return bool(self.config.get("model_config"))
+
+
+def load_impl(spec: ProcessSpec, role: str):
+    """The class implementing `role` ("module:Class" in spec.impl)."""
+    module_name, _, class_name = spec.impl[role].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def child_main(spec: ProcessSpec, stop, finish) -> None:
+    """Entry point of every child process (see the module docstring)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if spec.role in ("policy", "worldmodel"):
+            import learner
+
+            learner.run_learner(spec, stop, finish)
+        elif spec.role == "interactor":
+            import agent
+
+            agent.run_interactor(spec, stop, finish)
+        elif spec.role == "evaluator":
+            import agent
+
+            agent.run_evaluator(spec, stop, finish)
+        else:
+            raise ValueError(f"unknown process role {spec.role!r}")
+    except BaseException as e:
+        if isinstance(e, SystemExit) and not e.code:
+            raise
+        text = traceback.format_exc()
+        try:
+            spec.run.error_file(spec.name).write_text(text)
+        finally:
+            sys.stderr.write(f"[{spec.name}] {text}")
+            sys.stderr.flush()
+        os._exit(1)
+
+
+def sleep_unless(event, seconds: float) -> bool:
+    """Sleep up to `seconds`; return True if `event` was set (then return at once)."""
+    return event.wait(seconds)

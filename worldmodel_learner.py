@@ -1,0 +1,24 @@
+"""The world-model learner: trains the transition, reward and done ensembles (STEVE.md section 2).
+
+Runs in its own process on GPU `GPU+1` (master.py), only for configs with a `model_config`.
+The loop, counters, logging (`log/worldmodel.log`) and checkpoints (`checkpoints/worldmodel/`)
+are learner.Learner's; this class adds only the model and its update. Its checkpoints are what
+the policy learner loads at every epoch.
+"""
+
+from __future__ import annotations
+
+from learner import Learner
+
+
+class WorldModelLearner(Learner):
+    role = "worldmodel"
+
+    def build(self) -> dict:
+        import worldmodel
+
+        self.worldmodel = worldmodel.WorldModel(self.config, seed=self.spec.seed)
+        return {"worldmodel": self.worldmodel}
+
+    def update(self, batch) -> dict:
+        return self.worldmodel.train_step(batch)
