@@ -1,0 +1,251 @@
+"""Atomic, strict TensorFlow 2 checkpoints with run counters.
+
+Used by the policy learner and the world-model learner (save, backup, resume), and by the
+interactors, evaluators and the policy learner to load the newest complete checkpoint of another
+process (restore, often with strict=False for a partial view).
+
+On-disk layout of one checkpoint directory (e.g. `<run>/checkpoints/valuerl/`):
+
+    ckpt-<n>/                      one complete checkpoint, n = 1, 2, 3, ...
+        variables.index            tf.train.Checkpoint index (object graph + variable table)
+        variables.data-00000-of-00001
+        counters.json              {"epoch": int, "updates": int, "frames": int, "hours": float}
+    latest.json                    {"checkpoint": "ckpt-<n>", "counters": {...}}
+    .tmp-ckpt-<n>-<pid>/           only while a save is in progress (or after a crash mid-save)
+
+Write order: the files are written into `.tmp-ckpt-<n>-<pid>/`, which is renamed to `ckpt-<n>` in
+one step; then `latest.json` is replaced atomically (written to a temporary name, `os.replace`);
+then all but the newest 3 `ckpt-*` folders are deleted. A reader that follows `latest.json` (or,
+failing that, takes the highest-numbered `ckpt-<n>` holding its index file) therefore never sees
+a partial checkpoint. The counters are also stored in the checkpoint itself as variables
+(`counters/epoch`, `updates`, `frames` as int64, `hours` as float64), and `restore_checkpoint`
+returns the values read from there.
+
+Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<number>/`
+(through a temporary sibling folder and a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+PREFIX = "variables"
+KEEP = 3
+_CKPT_RE = re.compile(r"^ckpt-(\d+)$")
+_COUNTERS = (
+    ("epoch", tf.int64),
+    ("updates", tf.int64),
+    ("frames", tf.int64),
+    ("hours", tf.float64),
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, or does not match the objects restored into it."""
+
+
+class _Counters(tf.Module):
+    def __init__(self, values: dict | None = None):
+        super().__init__(name="counters")
+        values = values or {}
+        for key, dtype in _COUNTERS:
+            setattr(self, key, tf.Variable(tf.cast(values.get(key, 0), dtype), name=key))
+
+    def as_dict(self) -> dict:
+        out = {}
+        for key, dtype in _COUNTERS:
+            value = getattr(self, key).numpy()
+            out[key] = int(value) if dtype == tf.int64 else float(value)
+        return out
+
+
+def _numbered(directory: str) -> list[int]:
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        match = _CKPT_RE.match(name)
+        if match and _complete(os.path.join(directory, name)):
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def _complete(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, PREFIX + ".index")) and os.path.isfile(
+        os.path.join(path, "counters.json")
+    )
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _checkpoint_for(objects: dict, counters: _Counters) -> tf.train.Checkpoint:
+    if "counters" in objects:
+        raise ValueError("the name 'counters' is reserved for the run counters; rename the object.")
+    return tf.train.Checkpoint(counters=counters, **objects)
+
+
+def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
+    """Write a complete checkpoint of `objects` (name -> tf.Module) and the run counters
+    (epoch, updates, frames, hours) as `directory/ckpt-<n>`; return its path."""
+    os.makedirs(directory, exist_ok=True)
+    existing = [int(m.group(1)) for m in (_CKPT_RE.match(n) for n in os.listdir(directory)) if m]
+    n = max(existing, default=0) + 1
+    values = {key: counters.get(key, 0) for key, _ in _COUNTERS}
+    values = {k: (float(v) if k == "hours" else int(v)) for k, v in values.items()}
+    tmp = os.path.join(directory, f".tmp-ckpt-{n}-{os.getpid()}")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    _checkpoint_for(objects, _Counters(values)).write(os.path.join(tmp, PREFIX))
+    _write_json_atomic(os.path.join(tmp, "counters.json"), values)
+    final = os.path.join(directory, f"ckpt-{n}")
+    os.rename(tmp, final)
+    _write_json_atomic(
+        os.path.join(directory, "latest.json"), {"checkpoint": f"ckpt-{n}", "counters": values}
+    )
+    for old in _numbered(directory)[:-KEEP]:
+        shutil.rmtree(os.path.join(directory, f"ckpt-{old}"), ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The path of the newest complete checkpoint in `directory`, or None if there is none."""
+    try:
+        with open(os.path.join(directory, "latest.json")) as f:
+            path = os.path.join(directory, json.load(f)["checkpoint"])
+        if _complete(path):
+            return path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    numbers = _numbered(directory)
+    return os.path.join(directory, f"ckpt-{numbers[-1]}") if numbers else None
+
+
+def _escape(name: str) -> str:
+    # tf.train.Checkpoint's key escaping: "." -> ".S", "/" -> ".."
+    return name.replace(".", ".S").replace("/", "..")
+
+
+def _expected_keys(root: tf.train.Checkpoint) -> dict[str, tuple]:
+    """Variable keys the object graph of `root` would save, with their shapes (breadth first,
+    each variable under its first path, as tf.train.Checkpoint names them)."""
+    keys: dict[str, tuple] = {}
+    seen = {id(root)}
+    queue = [((), root)]
+    while queue:
+        path, obj = queue.pop(0)
+        if isinstance(obj, tf.Variable):
+            keys["/".join(path) + "/.ATTRIBUTES/VARIABLE_VALUE"] = tuple(obj.shape.as_list())
+            continue
+        children = tf.train.TrackableView(obj).children(obj)
+        for name, child in children.items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            queue.append(((*path, _escape(name)), child))
+    return keys
+
+
+def _stored_keys(prefix: str) -> dict[str, tuple]:
+    return {
+        name: tuple(shape)
+        for name, shape in tf.train.list_variables(prefix)
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+
+
+def _describe(names: list[str]) -> str:
+    shown = [n.replace("/.ATTRIBUTES/VARIABLE_VALUE", "") for n in sorted(names)[:5]]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(shown) + more
+
+
+def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
+    """Restore `objects` (name -> tf.Module, as given to save_checkpoint) from the checkpoint
+    folder `path` and return its counters.
+
+    strict=True: every variable of `objects` must be in the checkpoint with the same shape and
+    every variable in the checkpoint must be matched, or CheckpointError is raised before any
+    variable changes. strict=False restores what matches (for partial views such as the policy
+    alone) and still refuses a shape mismatch.
+    """
+    prefix = os.path.join(path, PREFIX)
+    if not _complete(path):
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint (no {PREFIX}.index or counters.json); "
+            "use latest_checkpoint() to find a complete one."
+        )
+    counters = _Counters()
+    root = _checkpoint_for(objects, counters)
+    expected, stored = _expected_keys(root), _stored_keys(prefix)
+    missing = [k for k in expected if k not in stored]
+    extra = [k for k in stored if k not in expected]
+    mismatched = [k for k in expected if k in stored and expected[k] != stored[k]]
+    if mismatched:
+        detail = ", ".join(
+            f"{k.replace('/.ATTRIBUTES/VARIABLE_VALUE', '')} {stored[k]} vs {expected[k]}"
+            for k in mismatched[:5]
+        )
+        raise CheckpointError(
+            f"checkpoint {path} holds variables of other shapes than the objects being restored "
+            f"(checkpoint vs objects: {detail}); the config that wrote it differs from this one."
+        )
+    if strict and (missing or extra):
+        parts = []
+        if missing:
+            parts.append(f"lacks {len(missing)} variables the objects need ({_describe(missing)})")
+        if extra:
+            parts.append(f"holds {len(extra)} variables nothing matches ({_describe(extra)})")
+        raise CheckpointError(
+            f"checkpoint {path} "
+            + " and ".join(parts)
+            + "; restore the objects it was saved from, or pass strict=False for a partial load."
+        )
+    if not strict and not [k for k in expected if k in stored and not k.startswith("counters/")]:
+        raise CheckpointError(
+            f"checkpoint {path} holds none of the variables of {sorted(objects)}; "
+            "check that it was written by the process you meant to load from."
+        )
+    try:
+        status = root.read(prefix)
+        if strict:
+            status.assert_consumed()
+        else:
+            status.expect_partial()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
+        ) from e
+    return counters.as_dict()
+
+
+def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:
+    """Copy the latest complete checkpoint of `directory` to `backups_dir/<number>/`."""
+    source = latest_checkpoint(directory)
+    if source is None:
+        raise CheckpointError(
+            f"{directory} holds no complete checkpoint to back up; save one first."
+        )
+    os.makedirs(backups_dir, exist_ok=True)
+    final = os.path.join(backups_dir, str(int(number)))
+    if os.path.exists(final):
+        raise CheckpointError(f"backup {final} already exists; choose another backup number.")
+    tmp = os.path.join(backups_dir, f".tmp-{int(number)}-{os.getpid()}")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    os.rename(tmp, final)
+    return final

@@ -1,0 +1,479 @@
+"""The policy learner's agent: policy, Q ensemble, target Q and the STEVE value targets (TF 2).
+
+Used by the policy learner (`train_step`, `copy_to_target`), and by the interactors and evaluators
+(`greedy_action`, `explore_action`), which restore only the policy from the learner's checkpoints
+(`policy_view`). Nothing here reads or writes files. Importing this module creates no variables.
+
+The value-target code follows STEVE.md section 3 with its symbols. It is split into pure functions
+of tensors so that tests can feed them directly:
+- `continuation(dones)` -> C, S;
+- `candidate_targets(rew, dones, V, ...)` -> the grid T[i, j] for every (m, n, k) sample;
+- `target_moments(T)` -> mu, sigma2;
+- `reduction_weights(...)` -> w[i, j] for the configured reduction, and `reduce_targets` -> y_i;
+- `reach_weights(C)` -> the TD-k row weights.
+Rollout layout (time first, then the sample axes, batch last):
+  rew   [H+1, M, N, B]   rew_0 = r0 (real), rew_t = rhat_t from reward member n of rollout m
+  dones [H+1, M, B]      done_0 = d1 (real), done_t = sigmoid(done_m(x_t, x_{t-1}, a_{t-1}))
+  V     [H+1, M, K, B]   V_t = Q'_k(x_t, a_t)
+  T     [H+1(i), H+1(j), M, N, K, B]
+The target grid is computed in float64 (cheap: at most a few hundred thousand numbers), so that
+STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
+
+Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.discount`;
+`policy_config.{hidden_dim, hidden_layers, learning_rate, pretanh_penalty, variance_epsilon,
+covariance_ridge, bayesian, value_expansion}`; `model_config.bayesian` (member counts M and N).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import nn
+
+
+class _Compiled:
+    """Holds compiled functions outside TensorFlow's object tracking (not checkpointed)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value targets: pure functions of tensors (STEVE.md section 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def continuation(dones: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """C_t = prod_{j=0..t} (1 - done_j) and S_t = C_{t-1}, S_0 = 1.
+
+    dones [H+1, M, B] -> C [H+1, M, B], S [H+1, M, B].
+    """
+    C = tf.math.cumprod(1.0 - dones, axis=0)  # [H+1, M, B]
+    S = tf.concat([tf.ones_like(C[:1]), C[:-1]], axis=0)  # [H+1, M, B]
+    return C, S
+
+
+def candidate_targets(
+    rew: tf.Tensor,
+    dones: tf.Tensor,
+    V: tf.Tensor,
+    gamma: float,
+    reward_scale: float,
+    epsilon: float = 1e-8,
+) -> tf.Tensor:
+    """The (H+1) x (H+1) grid of candidate targets, one value per (m, n, k) sample.
+
+    T[i, j] = reward_scale * sum_{t=i..j} gamma^(t-i) (S_t / S_i) rew_t
+              + gamma^(j-i+1) (C_j / S_i) V_j,        for j >= i; 0 for j < i.
+    rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] -> T [H+1, H+1, M, N, K, B].
+    """
+    dtype = rew.dtype
+    H1 = rew.shape[0]  # H + 1
+    C, S = continuation(dones)  # [H+1, M, B] each
+    i = np.arange(H1)[:, None, None]  # [H+1, 1, 1]
+    j = np.arange(H1)[None, :, None]  # [1, H+1, 1]
+    t = np.arange(H1)[None, None, :]  # [1, 1, H+1]
+    # D[i, j, t] = gamma^(t-i) on i <= t <= j: the discounts of the rewards summed by T[i, j].
+    D = np.where((i <= t) & (t <= j), gamma ** (t - i).astype(np.float64), 0.0)  # [H+1,H+1,H+1]
+    # G[i, j] = gamma^(j-i+1) on j >= i: the discount of the bootstrap V_j.
+    G = np.where(j[..., 0] >= i[..., 0], gamma ** (j[..., 0] - i[..., 0] + 1.0), 0.0)  # [H+1,H+1]
+    D, G = tf.constant(D, dtype), tf.constant(G, dtype)
+    inv_S = 1.0 / (S + epsilon)  # [H+1(i), M, B]
+    reward_sum = reward_scale * tf.einsum("ijt,tmnb->ijmnb", D, S[:, :, None, :] * rew)
+    reward_part = reward_sum * inv_S[:, None, :, None, :]  # [H+1, H+1, M, N, B]
+    bootstrap = G[:, :, None, None, None] * (C[:, :, None, :] * V)[None]  # [H+1,H+1,M,K,B]
+    bootstrap = bootstrap * inv_S[:, None, :, None, :]  # [H+1, H+1, M, K, B]
+    T = reward_part[:, :, :, :, None, :] + bootstrap[:, :, :, None, :, :]  # [H+1,H+1,M,N,K,B]
+    return T
+
+
+def target_samples(T: tf.Tensor) -> tf.Tensor:
+    """Flatten the (m, n, k) axes: T [H+1, H+1, M, N, K, B] -> [H+1, H+1, M N K, B]."""
+    shape = tf.shape(T)
+    return tf.reshape(T, [shape[0], shape[1], -1, shape[-1]])
+
+
+def target_moments(T: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and (population) variance over the M*N*K samples.
+
+    T [H+1, H+1, M, N, K, B] -> mu [H+1, H+1, B], sigma2 [H+1, H+1, B].
+    """
+    samples = target_samples(T)  # [H+1, H+1, MNK, B]
+    mu = tf.reduce_mean(samples, axis=2)  # [H+1, H+1, B]
+    sigma2 = tf.reduce_mean(tf.square(samples - mu[:, :, None, :]), axis=2)  # [H+1, H+1, B]
+    return mu, sigma2
+
+
+def _upper(H1: int, dtype: tf.DType) -> tf.Tensor:
+    """mask[i, j] = 1 on j >= i: [H+1, H+1]."""
+    return tf.constant(np.triu(np.ones((H1, H1))), dtype)
+
+
+def _normalise_rows(w: tf.Tensor) -> tf.Tensor:
+    """w [H+1(i), H+1(j), B] -> w / sum_j w."""
+    return w / tf.reduce_sum(w, axis=1, keepdims=True)
+
+
+def reduction_weights(
+    T: tf.Tensor,
+    mu: tf.Tensor,
+    sigma2: tf.Tensor,
+    value_expansion: dict | None,
+    epsilon: float = 1e-8,
+    ridge: float = 1e-3,
+) -> tf.Tensor:
+    """The weights w[i, j] that reduce row i to y_i = sum_j w[i, j] mu[i, j] (rows sum to 1).
+
+    Checked in STEVE.md's order: mean_k_return, lambda_return, steve_reweight (with covariances),
+    else MVE (all weight on j = H); no value_expansion (DDPG, H = 0) is MVE with H = 0.
+    T [H+1, H+1, M, N, K, B], mu and sigma2 [H+1, H+1, B] -> w [H+1, H+1, B].
+    """
+    ve = value_expansion or {}
+    H1 = mu.shape[0]
+    H = H1 - 1
+    dtype = mu.dtype
+    upper = _upper(H1, dtype)  # [H+1, H+1]
+    ones_b = tf.ones_like(mu[:1, :1])  # [1, 1, B]
+    if ve.get("mean_k_return"):
+        w = upper / tf.reduce_sum(upper, axis=1, keepdims=True)  # [H+1, H+1]
+        return w[:, :, None] * ones_b  # [H+1, H+1, B]
+    lam = ve.get("lambda_return")
+    if lam:
+        lam = float(lam)
+        w = np.zeros((H1, H1))
+        for i in range(H1):
+            for j in range(i, H):
+                w[i, j] = (1.0 - lam) * lam ** (j - i)
+            w[i, H] = lam ** (H - i)
+        return tf.constant(w, dtype)[:, :, None] * ones_b  # [H+1, H+1, B]
+    if ve.get("steve_reweight"):
+        if ve.get("covariances"):
+            samples = target_samples(T)  # [H+1(i), H+1(j), MNK, B]
+            centred = samples - mu[:, :, None, :]  # [H+1, H+1, MNK, B]
+            count = tf.cast(tf.shape(samples)[2], dtype)
+            # Sigma_i[j, l] = mean_s centred[i, j, s] centred[i, l, s]
+            Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred) / count  # [B, H+1, H+1, H+1]
+            A = Sigma + ridge * tf.eye(H1, dtype=dtype)  # [B, H+1, H+1, H+1]
+            rhs = tf.ones_like(A[..., :1])  # [B, H+1, H+1, 1]
+            w = tf.linalg.solve(A, rhs)[..., 0]  # [B, H+1(i), H+1(j)]
+            w = tf.transpose(w, [1, 2, 0]) * upper[:, :, None]  # [H+1, H+1, B]
+            return _normalise_rows(w)
+        w = upper[:, :, None] / (sigma2 + epsilon)  # [H+1, H+1, B]
+        return _normalise_rows(w)
+    w = np.zeros((H1, H1))
+    w[:, H] = 1.0
+    return tf.constant(w, dtype)[:, :, None] * ones_b  # [H+1, H+1, B]
+
+
+def reduce_targets(mu: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """y_i = sum_j w[i, j] mu[i, j]: mu, w [H+1, H+1, B] -> y [H+1, B]."""
+    return tf.reduce_sum(w * mu, axis=1)
+
+
+def reach_weights(C: tf.Tensor) -> tf.Tensor:
+    """TD-k row weights: 1 for row 0, mean over m of C_{i-1} for row i >= 1.
+
+    C [H+1, M, B] -> reach [H+1, B].
+    """
+    reach_rows = tf.reduce_mean(C[:-1], axis=1)  # [H, B]
+    return tf.concat([tf.ones_like(reach_rows[:1]), reach_rows], axis=0)  # [H+1, B]
+
+
+def average_model_use(w: tf.Tensor) -> tf.Tensor:
+    """1 - mean over the batch of w[0, 0]: w [H+1, H+1, B] -> []."""
+    return 1.0 - tf.reduce_mean(w[0, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_tensors(batch: Any) -> tuple[tf.Tensor, ...]:
+    return tuple(
+        tf.convert_to_tensor(np.asarray(getattr(batch, k), dtype=np.float32))
+        for k in ("obs", "action", "reward", "next_obs", "terminal")
+    )
+
+
+class ValueRL(tf.Module):
+    """Policy pi (pre-tanh output), Q ensemble, target Q', their two Adam optimizers and a
+    random generator (member draws, exploration noise), all checkpointed together."""
+
+    def __init__(self, config: dict, seed: int, jit_compile: bool = True):
+        super().__init__(name="valuerl")
+        env, pc = config["env"], config["policy_config"]
+        self.obs_dims, self.action_dims = int(env["obs_dims"]), int(env["action_dims"])
+        self.gamma = float(env["discount"])
+        self.reward_scale = float(env.get("reward_scale", 1.0))
+        self.pretanh_penalty = float(pc.get("pretanh_penalty", 1e-3))
+        self.variance_epsilon = float(pc.get("variance_epsilon", 1e-8))
+        self.covariance_ridge = float(pc.get("covariance_ridge", 1e-3))
+        self.q_sizes = nn.ensemble_sizes(pc.get("bayesian"), "policy_config.bayesian")
+        self.value_expansion = dict(pc.get("value_expansion") or {})
+        model = config.get("model_config") or {}
+        if self.value_expansion and not model:
+            raise ValueError(
+                "policy_config.value_expansion needs a model_config block (a world model to roll "
+                "out); add one or remove value_expansion."
+            )
+        bayes = (model.get("bayesian") or {}) if model else {}
+        self.transition_sizes = nn.ensemble_sizes(
+            bayes.get("transition"), "model_config.bayesian.transition"
+        )
+        self.reward_sizes = nn.ensemble_sizes(bayes.get("reward"), "model_config.bayesian.reward")
+        self.rollout_len = int(self.value_expansion.get("rollout_len", 0) or 0)
+        if self.value_expansion and self.rollout_len < 1:
+            raise ValueError(
+                "policy_config.value_expansion.rollout_len must be a positive integer; set it."
+            )
+        hidden, layers = int(pc.get("hidden_dim", 128)), int(pc.get("hidden_layers", 4))
+        s, a, E = self.obs_dims, self.action_dims, self.q_sizes.ensemble_size
+        init = tf.random.Generator.from_seed(seed * 7919 + 1)
+        self.policy = nn.FeedForward(s, a, hidden, layers, init, name="policy")
+        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="q")
+        self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="target_q")
+        for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
+            target.assign(source)
+        lr = float(pc.get("learning_rate", 3e-4))
+        self.q_optimizer = nn.Adam(self.q.trainable_variables, lr, name="q_adam")
+        self.policy_optimizer = nn.Adam(self.policy.trainable_variables, lr, name="policy_adam")
+        self.generator = tf.random.Generator.from_seed(seed * 7919 + 4)
+        spec_obs = tf.TensorSpec([None, s], tf.float32)
+        self._compiled = _Compiled()
+        self._compiled.greedy = tf.function(self._greedy, input_signature=[spec_obs])
+        self._compiled.explore = tf.function(
+            self._explore, input_signature=[spec_obs, tf.TensorSpec([], tf.float32)]
+        )
+        self._compiled.train = {}
+        self._jit_compile = jit_compile
+
+    # -- acting (STEVE.md section 5) ---------------------------------------------------------
+
+    def _greedy(self, obs):
+        return tf.tanh(self.policy(obs))  # [B, act]
+
+    def _explore(self, obs, explore_chance):
+        pre = self.policy(obs)  # [B, act]
+        noisy = self.generator.uniform(tf.shape(pre)) < explore_chance  # [B, act]
+        noise = self.generator.normal(tf.shape(pre))  # [B, act]
+        pre = tf.where(noisy, pre + noise, pre)
+        return tf.clip_by_value(tf.tanh(pre), -1.0, 1.0)  # [B, act]
+
+    def greedy_action(self, obs: np.ndarray) -> np.ndarray:
+        """tanh(pi(obs)): obs [B, obs] -> actions [B, act] in [-1, 1]."""
+        return self._compiled.greedy(np.asarray(obs, np.float32)).numpy()
+
+    def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
+        """Each action dimension is tanh(pi + N(0, 1)) with probability `explore_chance`, else
+        tanh(pi): obs [B, obs] -> actions [B, act] in [-1, 1]."""
+        return self._compiled.explore(
+            np.asarray(obs, np.float32), np.float32(explore_chance)
+        ).numpy()
+
+    def policy_view(self) -> tf.Module:
+        """A module whose only checkpointed child is `policy`, under the same path as in a
+        ValueRL: restore it as {"valuerl": agent.policy_view()} with strict=False."""
+        view = tf.Module(name="policy_view")
+        view.policy = self.policy
+        return view
+
+    # -- value targets -----------------------------------------------------------------------
+
+    def draw_members(self) -> dict[str, tf.Tensor]:
+        """Members for one target computation, drawn without replacement: transition/done [M],
+        reward [N], target Q [K]."""
+        gen = self.generator
+        out = {"q": nn.draw_members(gen, *self.q_sizes[::2])}
+        if self.rollout_len:
+            out["transition"] = nn.draw_members(gen, *self.transition_sizes[::2])
+            out["reward"] = nn.draw_members(gen, *self.reward_sizes[::2])
+        return out
+
+    def rollout(
+        self,
+        r0: tf.Tensor,
+        s1: tf.Tensor,
+        d1: tf.Tensor,
+        worldmodel: Any,
+        members: dict[str, tf.Tensor],
+    ) -> dict[str, tf.Tensor]:
+        """Roll the model H steps from s1 (H = 0 without value expansion: DDPG).
+
+        Returns rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] (float64), and the
+        rollout states x [H+1, M, B, obs] and actions a [H+1, M, B, act] (float32).
+        """
+        H = self.rollout_len
+        q_members = members["q"]  # [K]
+        B = tf.shape(s1)[0]
+        if H:
+            M, N = self.transition_sizes[2], self.reward_sizes[2]
+        else:
+            M, N = 1, 1
+        x_t = tf.tile(s1[None], [M, 1, 1])  # x_0 = s1: [M, B, obs]
+        xs, acts = [x_t], []
+        done_list = [tf.tile(d1[None], [M, 1])]  # done_0 = d1: [M, B]
+        rew_list = [tf.tile(r0[None, None], [M, N, 1])]  # rew_0 = r0: [M, N, B]
+        for _ in range(H):
+            a_t = tf.tanh(self.policy(x_t, stop_gradient=True))  # [M, B, act]
+            x_next, done_next = worldmodel.step(x_t, a_t, members["transition"])  # [M,B,obs],[M,B]
+            r_hat = worldmodel.rewards(x_next, x_t, a_t, members["reward"])  # [N, M, B]
+            acts.append(a_t)
+            xs.append(x_next)
+            done_list.append(done_next)
+            rew_list.append(tf.transpose(r_hat, [1, 0, 2]))  # [M, N, B]
+            x_t = x_next
+        acts.append(tf.tanh(self.policy(x_t, stop_gradient=True)))  # a_H: [M, B, act]
+        x = tf.stack(xs)  # [H+1, M, B, obs]
+        a = tf.stack(acts)  # [H+1, M, B, act]
+        q_in = tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])
+        V = self.target_q.members(q_in, q_members, stop_gradient=True)[..., 0]  # [K, (H+1) M B]
+        V = tf.transpose(tf.reshape(V, [-1, H + 1, M, B]), [1, 2, 0, 3])  # [H+1, M, K, B]
+        f64 = tf.float64
+        return {
+            "rew": tf.cast(tf.stack(rew_list), f64),  # [H+1, M, N, B]
+            "dones": tf.cast(tf.stack(done_list), f64),  # [H+1, M, B]
+            "V": tf.cast(V, f64),  # [H+1, M, K, B]
+            "x": x,  # [H+1, M, B, obs]
+            "a": a,  # [H+1, M, B, act]
+        }
+
+    def value_targets(
+        self,
+        r0: tf.Tensor,
+        s1: tf.Tensor,
+        d1: tf.Tensor,
+        worldmodel: Any,
+        members: dict[str, tf.Tensor],
+    ) -> dict[str, tf.Tensor]:
+        """STEVE.md section 3 end to end: rollout, candidate grid, moments, reduction.
+
+        Returns the rollout tensors plus T [H+1, H+1, M, N, K, B], mu, sigma2, w [H+1, H+1, B],
+        y [H+1, B] and reach [H+1, B] (float64).
+        """
+        out = self.rollout(r0, s1, d1, worldmodel, members)
+        T = candidate_targets(
+            out["rew"],
+            out["dones"],
+            out["V"],
+            self.gamma,
+            self.reward_scale,
+            self.variance_epsilon,
+        )  # [H+1, H+1, M, N, K, B]
+        mu, sigma2 = target_moments(T)  # [H+1, H+1, B] each
+        w = reduction_weights(
+            T, mu, sigma2, self.value_expansion, self.variance_epsilon, self.covariance_ridge
+        )  # [H+1, H+1, B]
+        y = reduce_targets(mu, w)  # [H+1, B]
+        C, _ = continuation(out["dones"])  # [H+1, M, B]
+        out.update(T=T, mu=mu, sigma2=sigma2, w=w, y=y, reach=reach_weights(C))
+        return out
+
+    # -- losses (STEVE.md section 4) ---------------------------------------------------------
+
+    def q_loss(
+        self,
+        s0: tf.Tensor,
+        a0: tf.Tensor,
+        targets: dict[str, tf.Tensor],
+        assignment: nn.Assignment,
+    ) -> tf.Tensor:
+        """Mean of reach_i * 0.5 (Q_r(guess_i) - stop_gradient(y_i))^2 over the batch and the
+        trained rows (row 0 only without the TD-k trick)."""
+        y = tf.stop_gradient(tf.cast(targets["y"], tf.float32))  # [H+1, B]
+        q_in0 = tf.concat([s0, a0], -1)  # [B, obs + act]
+        if not self.value_expansion.get("tdk_trick"):
+            guess0 = self.q.random(q_in0, assignment)[:, 0]  # [B]
+            return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
+        H, B = self.rollout_len, tf.shape(s0)[0]
+        M = self.transition_sizes.eval_sample_count
+        x = tf.stop_gradient(targets["x"][:H])  # x_0..x_{H-1}: [H, M, B, obs]
+        a = tf.stop_gradient(targets["a"][:H])  # a_0..a_{H-1}: [H, M, B, act]
+        q_in = tf.concat(
+            [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])], 0
+        )  # [B + H M B, obs + act]
+        guess = self.q.random(q_in, assignment)[:, 0]  # [B + H M B]
+        guess0 = guess[:B]  # [B]: Q_r(s0, a0)
+        guess_rows = tf.reduce_mean(tf.reshape(guess[B:], [H, M, B]), axis=1)  # [H, B]
+        guesses = tf.concat([guess0[None], guess_rows], 0)  # [H+1, B]
+        reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
+        return tf.reduce_mean(reach * 0.5 * tf.square(guesses - y))
+
+    def policy_loss(self, s0: tf.Tensor) -> tf.Tensor:
+        """- mean_b mean_q Q(s0, tanh(pi(s0))) + pretanh_penalty * mean(pi(s0)^2); no gradient
+        reaches Q's variables."""
+        pre = self.policy(s0)  # [B, act]
+        q = self.q.mean(tf.concat([s0, tf.tanh(pre)], -1), stop_gradient=True)[:, 0]  # [B]
+        return -tf.reduce_mean(q) + self.pretanh_penalty * tf.reduce_mean(tf.square(pre))
+
+    def q_assignment(self, s0: tf.Tensor) -> nn.Assignment:
+        """The random one-member-per-example read of Q for one Q loss."""
+        rows = tf.shape(s0)[0]
+        if self.value_expansion.get("tdk_trick"):
+            rows = rows * (1 + self.rollout_len * self.transition_sizes.eval_sample_count)
+        return nn.random_assignment(
+            self.generator, rows, self.q_sizes.ensemble_size, self.q_sizes.train_sample_count
+        )
+
+    def _train_step(self, s0, a0, r0, s1, d1, worldmodel, update_q, update_policy):
+        logs = {}
+        if update_q:
+            targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members())
+            assignment = self.q_assignment(s0)
+            q_vars = self.q.trainable_variables
+            with tf.GradientTape(watch_accessed_variables=False) as q_tape:
+                q_tape.watch(q_vars)
+                q_loss = self.q_loss(s0, a0, targets, assignment)
+            q_grads = q_tape.gradient(q_loss, q_vars)
+            logs["losses/q"] = q_loss
+            logs["charts/mean_target"] = tf.cast(tf.reduce_mean(targets["y"][0]), tf.float32)
+            if self.rollout_len:
+                logs["charts/average_model_use"] = tf.cast(
+                    average_model_use(targets["w"]), tf.float32
+                )
+        if update_policy:
+            p_vars = self.policy.trainable_variables
+            with tf.GradientTape(watch_accessed_variables=False) as p_tape:
+                p_tape.watch(p_vars)
+                p_loss = self.policy_loss(s0)
+            p_grads = p_tape.gradient(p_loss, p_vars)
+            logs["losses/policy"] = p_loss
+        # Both gradients come from the same current variables; then both are applied.
+        if update_q:
+            self.q_optimizer.apply(q_grads, q_vars)
+        if update_policy:
+            self.policy_optimizer.apply(p_grads, p_vars)
+        return logs
+
+    def train_step(
+        self,
+        batch: Any,
+        worldmodel: Any = None,
+        update_q: bool = True,
+        update_policy: bool = True,
+    ) -> dict[str, tf.Tensor]:
+        """One Q update and one policy update on one batch (fields obs, action, reward, next_obs,
+        terminal), both computed from the same current variables. Model-based configs need
+        `worldmodel`. `update_q` / `update_policy` = False skip one of the two (for tests)."""
+        if self.rollout_len and worldmodel is None and update_q:
+            raise ValueError(
+                "this config has policy_config.value_expansion, so train_step needs the world "
+                "model: pass worldmodel=WorldModel(...)."
+            )
+        wm = worldmodel if self.rollout_len and update_q else None
+        key = (id(wm), update_q, update_policy)
+        fn = self._compiled.train.get(key)
+        if fn is None:
+
+            def step(s0, a0, r0, s1, d1):
+                return self._train_step(s0, a0, r0, s1, d1, wm, update_q, update_policy)
+
+            fn = tf.function(step, jit_compile=self._jit_compile)
+            self._compiled.train[key] = fn
+        s0, a0, r0, s1, d1 = _as_tensors(batch)
+        return fn(s0, a0, r0, s1, d1)
+
+    def copy_to_target(self) -> None:
+        """Q' <- Q (hard copy)."""
+        for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
+            target.assign(source)
