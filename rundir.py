@@ -43,6 +43,8 @@ class RunDir:
 
     root: str
     name: str  # folder name: the experiment, with ".seed<S>" for seeded runs
+    log_path: str = "log"  # the config's log_path
+    save_model_path: str = "checkpoints"  # the config's save_model_path
 
     @classmethod
     def for_config(cls, config: dict, experiment: str, seed: int | None,
@@ -50,7 +52,8 @@ class RunDir:
         base = output_root if output_root is not None else config["output_root"]
         env = re.sub(r"[^A-Za-z0-9_.-]", "_", config["env"]["name"])
         name = run_name(experiment, seed)
-        return cls(root=str(Path(base) / env / name), name=name)
+        return cls(root=str(Path(base) / env / name), name=name, log_path=config["log_path"],
+                   save_model_path=config["save_model_path"])
 
     @property
     def path(self) -> Path:
@@ -58,7 +61,7 @@ class RunDir:
 
     @property
     def log(self) -> Path:
-        return self.path / "log"
+        return self.path / self.log_path
 
     @property
     def hps(self) -> Path:
@@ -76,7 +79,7 @@ class RunDir:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / self.save_model_path
 
     def checkpoint_dir(self, role: str) -> Path:
         return self.checkpoints / role
