@@ -121,8 +121,8 @@ class Learner:
     def backup(self) -> None:
         import checkpoint
 
-        checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role), self.run.backups,
-                                     f"{self.role}-{self.updates}")
+        checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
+                                     self.run.backups / self.role, self.updates)
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:

@@ -122,13 +122,13 @@ def _has_run(run: RunDir) -> bool:
 
 
 def _latest_counters(run: RunDir, role: str) -> dict | None:
-    import checkpoint
-
-    latest = checkpoint.latest_checkpoint(run.checkpoint_dir(role))
-    if latest is None:
+    """The counters of a role's newest checkpoint, from its pointer file (no TensorFlow here)."""
+    pointer = util.read_json(run.checkpoint_dir(role) / "latest.json")
+    if not isinstance(pointer, dict) or "counters" not in pointer:
         return None
-    pointer = util.read_json(run.checkpoint_dir(role) / "latest.json", {})
-    return dict(pointer.get("counters", {}))
+    if not (run.checkpoint_dir(role) / str(pointer.get("checkpoint", ""))).is_dir():
+        return None
+    return dict(pointer["counters"])
 
 
 def _replay_capacity(config: dict) -> int:
@@ -369,7 +369,7 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
         tail = _error_tail(run, name)
         for line in tail[:-1]:
             print(f"  {line}", file=sys.stderr)
-        last = tail[-1] if tail else "no error message was written"
+        last = tail[-1].strip() if tail else "no error message was written"
         print(f"error: {name} {_describe_exit(code)} ({last}); the other processes were "
               f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
         return 1

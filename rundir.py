@@ -6,9 +6,10 @@ Every process of a run opens the same folder (2018 layout, extended):
         log/hps.json                           the resolved config (+ name, seed), real JSON
         log/valuerl.log, log/worldmodel.log    learner lines: hours, epoch, updates, frames, losses
         log/<EXPERIMENT>.greedy.csv            evaluator rows: hours,epoch,frames,score
-        log/<role>.err                         the traceback of a process that died, if any
+        log/<process>.err                      the traceback of a process that died, if any
+        log/<process>.out                      what a child printed (TensorFlow start-up lines...)
         checkpoints/policy/, checkpoints/worldmodel/     latest checkpoints (checkpoint.py)
-        checkpoints/backups/<role>-<updates>/            numbered backups
+        checkpoints/backups/<role>/<updates>/            numbered backups
         replay/                                the shared replay buffer (replay.py)
         tensorboard/<role>/                    TensorBoard summaries, x-axis = frames
         state/progress.bin                     shared counters (below)

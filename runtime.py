@@ -4,7 +4,8 @@
 the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
 `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
 sets `stop`), turns SIGTERM into `stop`, then calls the role's entry function. A crash writes the
-traceback to `log/<process>.err` (the master quotes its end) and exits with status 1.
+traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
+child's stdout and stderr go to `log/<process>.out`.
 
 Events: `stop` means "write a final checkpoint and exit now" (Ctrl-C, SIGTERM, a dead sibling);
 `finish` means "the frame budget is reached": interactors stop acting, learners do the updates
@@ -65,10 +66,24 @@ def load_impl(spec: ProcessSpec, role: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def _redirect_output(path) -> None:
+    """Send this process's stdout and stderr (C libraries included) to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def child_main(spec: ProcessSpec, stop, finish) -> None:
     """Entry point of every child process (see the module docstring)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow prints start-up lines no setting silences; each child's output goes to
+    # log/<process>.out so the master's console stays readable.
+    _redirect_output(spec.run.log / f"{spec.name}.out")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

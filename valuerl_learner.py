@@ -13,6 +13,9 @@ this learner's checkpoints without its optimizers (a partial restore).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import util
 from learner import Learner
 
 
@@ -60,7 +63,7 @@ class ValueRLLearner(Learner):
         if latest is None or latest == self._model_path:
             return self._model_path is not None
         pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
-        counters = checkpoint.read_counters(latest)
+        counters = util.read_json(Path(latest) / "counters.json", {})
         if int(counters.get("updates", 0)) < pretrain:
             return self._model_path is not None
         try:
