@@ -173,6 +173,7 @@ class EnsembleFeedForward(tf.Module):
         members: [P] int32 member indices, or None for all E members in order (P = E).
         Returns [P, B, out].
         """
+        x = tf.convert_to_tensor(x)
         h = x if x.shape.rank == 3 else x[tf.newaxis]  # [P or 1, B, in]
         for i in range(len(self.w)):
             w, b = self.w[i], self.b[i]
@@ -193,6 +194,7 @@ class EnsembleFeedForward(tf.Module):
         self, x: tf.Tensor, assignment: Assignment, stop_gradient: bool = False
     ) -> tf.Tensor:
         """One member per example (see `random_assignment`): x [B, in] -> [B, out]."""
+        x = tf.convert_to_tensor(x)
         samples = assignment.chosen.shape[0]
         batch = tf.shape(x)[0]
         group = (batch + samples - 1) // samples  # examples per member (the last part is padded)

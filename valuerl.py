@@ -176,7 +176,7 @@ def reach_weights(C: tf.Tensor) -> tf.Tensor:
     C [H+1, M, B] -> reach [H+1, B].
     """
     reach_rows = tf.reduce_mean(C[:-1], axis=1)  # [H, B]
-    return tf.concat([tf.ones_like(reach_rows[:1]), reach_rows], axis=0)  # [H+1, B]
+    return tf.concat([tf.ones_like(C[:1, 0]), reach_rows], axis=0)  # [H+1, B]
 
 
 def average_model_use(w: tf.Tensor) -> tf.Tensor:
