@@ -1,0 +1,190 @@
+"""Tests of checkpoint.py: exact round trips (variables, optimizer slots, generator state,
+counters), strict refusal of missing/extra/mis-shaped variables with nothing changed, partial
+policy loads, the on-disk layout (pointer, keep 3, incomplete folders ignored) and backups.
+Writes only under tmp_path."""
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import checkpoint  # noqa: E402
+import valuerl  # noqa: E402
+import worldmodel  # noqa: E402
+from checkpoint import CheckpointError  # noqa: E402
+
+OBS, ACT = 3, 2
+CONFIG = {
+    "env": {"obs_dims": OBS, "action_dims": ACT, "reward_scale": 1.0, "discount": 0.99},
+    "policy_config": {
+        "hidden_dim": 8, "hidden_layers": 2,
+        "bayesian": {"ensemble_size": 2, "train_sample_count": 2, "eval_sample_count": 2},
+        "value_expansion": {"rollout_len": 2, "steve_reweight": True},
+    },
+    "model_config": {
+        "transition_hidden_dim": 8, "transition_layers": 2, "aux_hidden_dim": 4, "aux_layers": 2,
+        "bayesian": {
+            "transition": {"ensemble_size": 2, "train_sample_count": 2, "eval_sample_count": 2},
+            "reward": {"ensemble_size": 2, "train_sample_count": 1, "eval_sample_count": 1},
+        },
+    },
+}
+COUNTERS = {"epoch": 3, "updates": 1500, "frames": 2**40 + 7, "hours": 1.25}
+
+
+def make_batch(seed=0, B=16):
+    rng = np.random.default_rng(seed)
+    return types.SimpleNamespace(
+        obs=rng.normal(size=(B, OBS)).astype(np.float32),
+        action=rng.uniform(-1, 1, size=(B, ACT)).astype(np.float32),
+        reward=rng.normal(size=B).astype(np.float32),
+        next_obs=rng.normal(size=(B, OBS)).astype(np.float32),
+        terminal=(rng.uniform(size=B) < 0.2).astype(np.float32),
+    )
+
+
+def build(seed, config=CONFIG):
+    wm = worldmodel.WorldModel(config, seed=seed, jit_compile=False)
+    agent = valuerl.ValueRL(config, seed=seed, jit_compile=False)
+    return wm, agent
+
+
+def trained(seed=0):
+    wm, agent = build(seed)
+    for i in range(2):
+        wm.train_step(make_batch(i))
+        agent.train_step(make_batch(i), wm)
+    return wm, agent
+
+
+def snapshot(module):
+    return {v.name + str(i): v.numpy().copy() for i, v in enumerate(module.variables)}
+
+
+def assert_equal_vars(a, b):
+    va, vb = a.variables, b.variables
+    assert len(va) == len(vb)
+    for x, y in zip(va, vb, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.name)
+
+
+def test_round_trip_is_exact_and_training_continues_identically(tmp_path):
+    wm, agent = trained(seed=0)
+    path = checkpoint.save_checkpoint(str(tmp_path), {"valuerl": agent, "worldmodel": wm},
+                                      COUNTERS)
+    assert path == str(tmp_path / "ckpt-1")
+    wm2, agent2 = build(seed=9)  # different initial weights and generator state
+    counters = checkpoint.restore_checkpoint(path, {"valuerl": agent2, "worldmodel": wm2})
+    assert counters == COUNTERS and isinstance(counters["frames"], int)
+    assert_equal_vars(agent, agent2)  # weights, both Adam slots and step counters, generator
+    assert_equal_vars(wm, wm2)
+    assert int(agent2.q_optimizer.iterations.numpy()) == 2
+    assert np.any(agent2.q_optimizer.m[0].numpy() != 0)
+    # the next updates are the same, random member draws included
+    batch = make_batch(5)
+    for a, w in ((agent, wm), (agent2, wm2)):
+        w.train_step(batch)
+        a.train_step(batch, w)
+    assert_equal_vars(agent, agent2)
+    assert_equal_vars(wm, wm2)
+
+
+def test_strict_restore_refuses_extra_and_missing_variables_and_changes_nothing(tmp_path):
+    wm, agent = trained(seed=0)
+    both = checkpoint.save_checkpoint(str(tmp_path / "both"), {"valuerl": agent, "worldmodel": wm},
+                                      COUNTERS)
+    only = checkpoint.save_checkpoint(str(tmp_path / "only"), {"valuerl": agent}, COUNTERS)
+    wm2, agent2 = build(seed=1)
+    before = snapshot(agent2), snapshot(wm2)
+    with pytest.raises(CheckpointError) as extra:
+        checkpoint.restore_checkpoint(both, {"valuerl": agent2})
+    message = str(extra.value)
+    assert both in message and "nothing matches" in message and "worldmodel/" in message
+    assert "strict=False" in message
+    with pytest.raises(CheckpointError) as missing:
+        checkpoint.restore_checkpoint(only, {"valuerl": agent2, "worldmodel": wm2})
+    message = str(missing.value)
+    assert only in message and "lacks" in message and "worldmodel/" in message
+    after = snapshot(agent2), snapshot(wm2)
+    for b, a in zip(before, after, strict=True):
+        assert b.keys() == a.keys() and all(np.array_equal(b[k], a[k]) for k in b)
+
+
+def test_shape_mismatch_is_refused_even_when_not_strict(tmp_path):
+    _, agent = build(seed=0)
+    path = checkpoint.save_checkpoint(str(tmp_path), {"valuerl": agent}, COUNTERS)
+    bigger = {**CONFIG, "policy_config": {**CONFIG["policy_config"], "hidden_dim": 16}}
+    other = valuerl.ValueRL(bigger, seed=0, jit_compile=False)
+    for strict in (True, False):
+        with pytest.raises(CheckpointError, match="other shapes"):
+            checkpoint.restore_checkpoint(path, {"valuerl": other}, strict=strict)
+
+
+def test_partial_loads_for_actors(tmp_path):
+    wm, agent = trained(seed=0)
+    path = checkpoint.save_checkpoint(str(tmp_path), {"valuerl": agent, "worldmodel": wm},
+                                      COUNTERS)
+    # the whole agent from a checkpoint that holds more
+    _, actor = build(seed=2)
+    assert checkpoint.restore_checkpoint(path, {"valuerl": actor}, strict=False) == COUNTERS
+    assert_equal_vars(agent, actor)
+    # the policy alone: Q, target, optimizers and generator stay as they were
+    _, actor = build(seed=3)
+    q_before = snapshot(actor.q)
+    gen_before = actor.generator.state.numpy().copy()
+    checkpoint.restore_checkpoint(path, {"valuerl": actor.policy_view()}, strict=False)
+    assert_equal_vars(agent.policy, actor.policy)
+    assert all(np.array_equal(q_before[k], v) for k, v in snapshot(actor.q).items())
+    np.testing.assert_array_equal(actor.generator.state.numpy(), gen_before)
+    obs = make_batch(1).obs
+    np.testing.assert_array_equal(actor.greedy_action(obs), agent.greedy_action(obs))
+    # a checkpoint of something else entirely is refused
+    with pytest.raises(CheckpointError, match="holds none of the variables"):
+        checkpoint.restore_checkpoint(path, {"other": actor.policy_view()}, strict=False)
+
+
+def test_layout_pointer_keep_three_and_incomplete_folders(tmp_path):
+    directory = str(tmp_path / "ckpts")
+    assert checkpoint.latest_checkpoint(directory) is None
+    _, agent = build(seed=0)
+    for i in range(1, 6):
+        path = checkpoint.save_checkpoint(directory, {"valuerl": agent}, {**COUNTERS, "epoch": i})
+        assert path == os.path.join(directory, f"ckpt-{i}")
+        assert checkpoint.latest_checkpoint(directory) == path
+    names = sorted(os.listdir(directory))
+    assert names == ["ckpt-3", "ckpt-4", "ckpt-5", "latest.json"]
+    assert sorted(os.listdir(os.path.join(directory, "ckpt-5"))) == [
+        "counters.json", "variables.data-00000-of-00001", "variables.index"]
+    with open(os.path.join(directory, "latest.json")) as f:
+        pointer = json.load(f)
+    assert pointer == {"checkpoint": "ckpt-5", "counters": {**COUNTERS, "epoch": 5}}
+    # a crashed save (temporary folder) and a later folder without its index are ignored
+    os.makedirs(os.path.join(directory, ".tmp-ckpt-6-123"))
+    os.makedirs(os.path.join(directory, "ckpt-7"))
+    os.remove(os.path.join(directory, "latest.json"))
+    assert checkpoint.latest_checkpoint(directory) == os.path.join(directory, "ckpt-5")
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        checkpoint.restore_checkpoint(os.path.join(directory, "ckpt-7"), {"valuerl": agent})
+
+
+def test_backup_copies_the_latest_complete_checkpoint(tmp_path):
+    directory, backups = str(tmp_path / "ckpts"), str(tmp_path / "backups")
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        checkpoint.backup_checkpoint(directory, backups, 1)
+    _, agent = build(seed=0)
+    checkpoint.save_checkpoint(directory, {"valuerl": agent}, COUNTERS)
+    checkpoint.save_checkpoint(directory, {"valuerl": agent}, {**COUNTERS, "updates": 2000})
+    path = checkpoint.backup_checkpoint(directory, backups, 2000)
+    assert path == os.path.join(backups, "2000")
+    _, other = build(seed=4)
+    assert checkpoint.restore_checkpoint(path, {"valuerl": other})["updates"] == 2000
+    assert_equal_vars(agent, other)
+    with pytest.raises(CheckpointError, match="already exists"):
+        checkpoint.backup_checkpoint(directory, backups, 2000)
