@@ -84,6 +84,8 @@ def child_main(spec: ProcessSpec, stop, finish) -> None:
     # TensorFlow prints start-up lines no setting silences; each child's output goes to
     # log/<process>.out so the master's console stays readable.
     _redirect_output(spec.run.log / f"{spec.name}.out")
+    print(f"{spec.name} (pid {os.getpid()}): CUDA_VISIBLE_DEVICES="
+          f"{spec.cuda_visible_devices!r}", flush=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -101,3 +101,9 @@ class StubLearner(Learner):
     @staticmethod
     def make_actor(config, seed):
         return StubActor(config, seed)
+
+
+class StubModelLearner(StubLearner):
+    """The same stand-in in the world-model learner's seat (for model-based topologies)."""
+
+    role = "worldmodel"

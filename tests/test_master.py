@@ -1,0 +1,255 @@
+"""master.py end to end: real runs of tiny configs, resume, a killed child, bad inputs, devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import master
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
+TINY_STEVE = TESTS / "configs/tiny_steve.json"
+sys.path.insert(0, str(TESTS))
+
+
+def run_master(*args, env=None, timeout=300):
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)])
+    return subprocess.run([sys.executable, str(ROOT / "master.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=ROOT)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its size and modification time."""
+    if not folder.exists():
+        return {}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def counters(run: Path, role: str = "policy") -> dict:
+    return json.loads((run / f"checkpoints/{role}/latest.json").read_text())["counters"]
+
+
+def test_tiny_ddpg_run_and_resume(tmp_path):
+    out = run_master(TINY_DDPG, 0, "--total-frames", 300, "--output-root", tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
+    for rel in ("log/hps.json", "log/valuerl.log", "log/tiny_ddpg.greedy.csv",
+                "checkpoints/policy/latest.json", "replay", "state/finished.json",
+                "tensorboard/policy", "tensorboard/evaluator-0"):
+        assert (run / rel).exists(), rel
+    assert not (run / "log/worldmodel.log").exists()
+    assert json.loads((run / "log/hps.json").read_text())["env"]["name"] == "InvertedPendulum-v5"
+    rows = (run / "log/tiny_ddpg.greedy.csv").read_text().splitlines()
+    assert rows and all(len(r.split(",")) == 4 for r in rows)
+    assert "frames " in out.stdout and "updates/frame" in out.stdout
+    first = counters(run)
+    finished = json.loads((run / "state/finished.json").read_text())
+    assert first["updates"] == finished["policy_updates"] == finished["frames"] - 100
+
+    again = run_master(TINY_DDPG, 0, "--total-frames", 500, "--output-root", tmp_path,
+                       "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = counters(run)
+    assert second["updates"] > first["updates"] and second["epoch"] > first["epoch"]
+    assert second["frames"] >= 500 and second["hours"] > first["hours"]
+    rows2 = (run / "log/tiny_ddpg.greedy.csv").read_text().splitlines()
+    assert rows2[: len(rows)] == rows and len(rows2) > len(rows)
+    assert (run / "log/valuerl.log").read_text().count("resumed from") == 1
+
+
+def test_tiny_steve_run(tmp_path):
+    out = run_master(TINY_STEVE, 0, "--total-frames", 300, "--output-root", tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "InvertedPendulum-v5" / "tiny_steve"
+    assert "model updates" in out.stdout
+    model = counters(run, "worldmodel")
+    policy = counters(run, "policy")
+    assert model["updates"] >= 20 + 300 - 100  # pretraining, then one update per frame
+    assert policy["updates"] == 300 - 100
+    log = (run / "log/valuerl.log").read_text()
+    assert "charts/average_model_use" in log
+    assert "wm/" in (run / "log/worldmodel.log").read_text()
+
+
+def _descendants(pid: int) -> set[int]:
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killed_child_stops_everything(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
+        deadline = time.time() + 120
+        while not (run / "checkpoints/policy/latest.json").exists():  # everything is running
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        family = _descendants(proc.pid)
+        workers = [p for p in family
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+        assert len(workers) == 3  # policy learner, interactor, evaluator
+        os.kill(workers[0], signal.SIGKILL)
+        killed_at = time.time()
+        _, stderr = proc.communicate(timeout=60)
+        assert time.time() - killed_at < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None)
+    assert "was killed by SIGKILL" in stderr
+    time.sleep(1)
+    assert not [p for p in family if _alive(p)]
+
+
+def test_sigint_writes_final_checkpoints_and_exits_zero(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
+    deadline = time.time() + 120
+    while not (run / "checkpoints/policy/latest.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    log = (run / "log/valuerl.log").read_text().strip().splitlines()
+    assert log[-1].endswith("final checkpoint")
+    final_updates = int(log[-1].split("updates=")[1].split()[0])
+    assert counters(run)["updates"] == final_updates
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def test_resume_with_nothing_to_resume(tmp_path):
+    out = run_master(TINY_DDPG, 0, "--resume", "--output-root", tmp_path)
+    assert out.returncode == 2
+    assert "no run to resume" in out.stderr and out.stderr.count("\n") == 1
+    assert snapshot(tmp_path) == {}
+
+
+def test_resume_without_checkpoint_and_occupied_folder(tmp_path):
+    run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
+    (run / "log").mkdir(parents=True)
+    (run / "log/notes.txt").write_text("keep me")
+    before = snapshot(tmp_path)
+    out = run_master(TINY_DDPG, 0, "--resume", "--output-root", tmp_path)
+    assert out.returncode == 2 and "no checkpoint yet" in out.stderr
+    out = run_master(TINY_DDPG, 0, "--output-root", tmp_path)
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert "--resume" in out.stderr and "--overwrite" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("gpu,visible,message", [
+    (3, "", "shows no GPU; use 0"),
+    (-1, "", "is not a GPU id"),
+    (2, "4,6", "GPU 2 does not exist: CUDA_VISIBLE_DEVICES=4,6 gives 2 GPU(s)"),
+])
+def test_bad_gpu(tmp_path, gpu, visible, message):
+    out = run_master(TINY_DDPG, gpu, "--output-root", tmp_path,
+                     env={"CUDA_VISIBLE_DEVICES": visible})
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert snapshot(tmp_path) == {}
+
+
+def test_bad_environment(tmp_path):
+    cfg = tmp_path / "bad_env.json"
+    cfg.write_text(json.dumps({"inherits": [str(TINY_DDPG)],
+                               "updates": {"env": {"name": "Hopper-v1"}}}))
+    out = run_master(cfg, 0, "--output-root", tmp_path / "out")
+    assert out.returncode == 2 and "Hopper-v1" in out.stderr and "Traceback" not in out.stderr
+    cfg.write_text(json.dumps({"inherits": [str(TINY_DDPG)],
+                               "updates": {"env": {"obs_dims": 5}}}))
+    out = run_master(cfg, 0, "--output-root", tmp_path / "out")
+    assert out.returncode == 2 and "obs_dims = 5" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_replay_too_big_for_disk(tmp_path):
+    cfg = tmp_path / "huge.json"
+    cfg.write_text(json.dumps({"inherits": [str(TINY_DDPG)],
+                               "updates": {"policy_config": {"replay_size": 10**14}}}))
+    out = run_master(cfg, 0, "--output-root", tmp_path / "out")
+    assert out.returncode == 2 and "replay buffer needs" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_assign_devices(monkeypatch):
+    assert master.assign_devices(0, True, []) [:2] == ("", "")
+    assert master.assign_devices(1, True, ["0", "1", "2", "3"])[:2] == ("1", "2")
+    assert master.assign_devices(2, False, ["0", "1", "2", "3"])[:2] == ("2", "")
+    policy, model, note = master.assign_devices(0, True, ["7"])
+    assert (policy, model) == ("7", "7") and "shares" in note
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert master.visible_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert master.visible_gpus() == []
+
+
+def test_children_see_their_devices(tmp_path):
+    """With CUDA_VISIBLE_DEVICES=3,5 preset, GPU 0 means 3 for the policy and 5 for the model."""
+    cfg = tmp_path / "counting_model.json"
+    cfg.write_text(json.dumps({
+        "inherits": [str(ROOT / "config/algos/mve_tdk.json")],
+        "updates": {
+            "env": {"name": "pipeline_stubs:Counting-v0", "obs_dims": 2, "action_dims": 1,
+                    "reward_scale": 1.0, "discount": 0.99, "max_frames": 10},
+            "agent_config": {"batch_size": 2, "full_random_n": 0},
+            "evaluator_config": {"count": 1},
+            "policy_config": {"batch_size": 8, "replay_size": 500, "frames_before_learning": 20,
+                              "log_every_n": 10, "epoch_every_n": 10, "frames_per_update": 1},
+            "model_config": {"batch_size": 8, "replay_size": 500, "frames_before_learning": 20,
+                             "log_every_n": 10, "epoch_every_n": 10, "frames_per_update": 1,
+                             "pretrain_n": False},
+        }}))
+    impl = {"policy": "pipeline_stubs:StubLearner", "worldmodel": "pipeline_stubs:StubModelLearner"}
+    os.environ["CUDA_VISIBLE_DEVICES"] = "3,5"
+    try:
+        assert master.main([str(cfg), "0", "--output-root", str(tmp_path / "out"),
+                            "--total-frames", "60"], impl=impl) == 0
+    finally:
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    log = tmp_path / "out/pipeline_stubs_Counting-v0/counting_model/log"
+    seen = {p.stem: p.read_text().splitlines()[0].split("CUDA_VISIBLE_DEVICES=")[1]
+            for p in log.glob("*.out")}
+    assert seen == {"policy-learner": "'3'", "worldmodel-learner": "'5'",
+                    "interactor-0": "''", "evaluator-0": "''"}
