@@ -1,0 +1,773 @@
+"""Grids of runs on Ray: `python sweep.py CONFIG [CONFIG ...] --seeds N [--total-frames N]`.
+
+Run by hand (or by `bench/`) on the machine that drives the sweep; it never trains anything
+itself. Each (config, seed) pair is one run of `master.py`, started as a subprocess inside one
+Ray task that reserves what the run needs:
+- GPUs: 2 for a model-based config, 1 for a model-free one, 0 when the cluster has no GPU
+  (master.py is always given GPU 0; Ray's CUDA_VISIBLE_DEVICES makes that the task's GPU);
+- CPUs: one per process of the run (learners + interactors + evaluators), or `--cpus-per-run`;
+- memory: `MEMORY_PER_PROCESS` bytes per process (TensorFlow in each), or `--memory-per-run`.
+A run that no node can hold is refused before anything starts.
+
+Without `--address`, a local Ray instance sized to this machine is started on 127.0.0.1 (and
+stopped at the end); with one, the sweep joins that cluster. Every node must see this project at
+the same path, with the same Python, and the output root on a shared file system.
+
+Inside a task, a small guard process (`_guard_main`) sits between the Ray worker and master.py:
+it takes the run's lock, decides from the run folder how to start, runs master.py and forwards
+SIGTERM to it. If the worker dies (its node removed, the task killed), master.py gets SIGTERM
+through the kernel's parent-death signal and writes its final checkpoints; the run's lock stays
+held until master.py has exited, so a retry never overlaps the attempt before it.
+
+How a run starts (decided after taking its lock, again on every retry):
+- `state/finished.json` records a budget >= --total-frames: done, nothing is started;
+- a checkpoint exists (`checkpoints/<role>/latest.json`): `master.py --resume`;
+- the folder exists without a checkpoint (killed early): `master.py --overwrite`;
+- otherwise a new run.
+A failed attempt (node lost, process killed, a child died) is retried up to `--retries` times;
+a user error of master.py (exit status 2) is not. Ctrl-C stops every run cleanly (SIGTERM to
+master.py, which checkpoints and exits 0); the same command later skips finished runs and
+resumes the others.
+
+Reads: the configs, and every run folder (`log/*.greedy.csv`, `replay/`, `state/`,
+`checkpoints/*/latest.json`) for the status table. Writes, per run, beside the run folder:
+`<output_root>/<ENV>/.sweep/<RUN>.lock` (the lock) and `<RUN>.out` (master.py's console output,
+appended per attempt); master.py writes the run folder itself. At the end: the learning curves
+of the sweep, `<output_root>/sweep_<EXPERIMENTS>_{frames,hours}.png` (plot.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import config as config_lib
+import util
+from rundir import ROLES, RunDir, last_greedy_row
+
+PROJECT_DIR = Path(__file__).resolve().parent
+MASTER = PROJECT_DIR / "master.py"
+DEFAULT_TOTAL_FRAMES = 1_000_000  # a paper-length run (PLATFORM.md: a GPU job)
+MEMORY_PER_PROCESS = 800 * 2**20  # TensorFlow + an environment: about 0.7 GB per process
+STATUS_SECONDS = 5.0
+DEFAULT_RETRIES = 3
+LOCK_WAIT_SECONDS = 180.0  # how long a retry waits for the attempt before it to stop
+CONNECT_SECONDS = 5.0
+SWEEP_DIR = ".sweep"
+LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps a local Ray on 127.0.0.1
+
+# How a run starts (see the module docstring).
+DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"
+_MASTER_FLAGS = {RESUME: ["--resume"], RESTART: ["--overwrite"], NEW: []}
+_ANNOUNCE = {DONE: "skipping {n} finished run(s)", RESUME: "resuming {n} unfinished run(s)",
+             RESTART: "restarting {n} run(s) that have no checkpoint yet",
+             NEW: "starting {n} new run(s)"}
+
+# Guard exit statuses beside master.py's own (0 ok, 1 a child died, 2 user error).
+GUARD_LOCK_TIMEOUT = 75
+GUARD_STOPPED = 76
+
+
+class SweepError(Exception):
+    """A problem with the sweep's input or cluster; the message is one sentence with the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    """One (config, seed) pair and what its task reserves."""
+
+    config: str  # absolute path of the config file
+    experiment: str
+    seed: int
+    run: RunDir
+    model_based: bool
+    processes: int
+    cpus: float
+    memory: int  # bytes
+    gpus: int = 0  # set once the cluster is known
+
+    @property
+    def key(self) -> str:
+        """`<ENV>/<RUN>`: how the run is named in tables and messages."""
+        return f"{self.run.path.parent.name}/{self.run.name}"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How one run of the sweep ended."""
+
+    config: str
+    experiment: str
+    seed: int
+    path: str  # the run folder
+    state: str  # "done", "skipped" (finished before), "failed" or "stopped" (interrupted)
+    attempts: int = 0  # master.py starts in this sweep
+    nodes: list[str] = dataclasses.field(default_factory=list)  # node id of each attempt
+    modes: list[str] = dataclasses.field(default_factory=list)  # new/resume/restart, per attempt
+    frames: int = 0
+    score: float | None = None  # latest greedy score
+    updates_per_frame: float | None = None
+    message: str = ""
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def plan_runs(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
+              output_root: str | os.PathLike | None = None, cpus_per_run: float | None = None,
+              memory_per_run: float | None = None) -> list[RunRequest]:
+    """Resolve every config and list the runs, without touching the disk or Ray.
+
+    `seeds`: a count N (seeds 0..N-1) or the seeds themselves. `memory_per_run` is in GB.
+    Raises SweepError (or config.ConfigError) naming the problem and the fix.
+    """
+    if not configs:
+        raise SweepError("No config was given; name at least one config file.")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SweepError(f"--seeds {seeds} gives no runs; use 1 or more.")
+        seeds = list(range(seeds))
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SweepError(f"The seeds {seeds} must be distinct and at least one; fix the list.")
+    if cpus_per_run is not None and cpus_per_run <= 0:
+        raise SweepError(f"--cpus-per-run {cpus_per_run} must be above 0.")
+    if memory_per_run is not None and memory_per_run < 0:
+        raise SweepError(f"--memory-per-run {memory_per_run} must be 0 or more GB.")
+    requests: list[RunRequest] = []
+    seen: dict[str, str] = {}
+    for path in configs:
+        path = Path(path)
+        if not path.is_file():
+            raise SweepError(f"Config file {path} does not exist; give the path of a .json "
+                             f"file (for example config/experiments/goodruns/hopper/"
+                             f"steve3.json).")
+        cfg = config_lib.load_config(path)
+        experiment = config_lib.experiment_name(path)
+        root = Path(output_root if output_root is not None else cfg["output_root"]).resolve()
+        model_based = config_lib.is_model_based(cfg)
+        processes = ((2 if model_based else 1) + cfg["agent_config"]["count"]
+                     + cfg["evaluator_config"]["count"])
+        memory = (int(memory_per_run * 2**30) if memory_per_run is not None
+                  else processes * MEMORY_PER_PROCESS)
+        for seed in seeds:
+            run = RunDir.for_config(cfg, experiment, seed, str(root))
+            if run.root in seen:
+                raise SweepError(f"{path} and {seen[run.root]} would both write {run.root}; "
+                                 f"rename one of the config files.")
+            seen[run.root] = str(path)
+            requests.append(RunRequest(
+                config=str(path.resolve()), experiment=experiment, seed=seed, run=run,
+                model_based=model_based, processes=processes,
+                cpus=float(cpus_per_run if cpus_per_run is not None else processes),
+                memory=memory))
+    return requests
+
+
+def run_state(run: RunDir, total_frames: int) -> str:
+    """DONE, RESUME, RESTART or NEW: how the run in `run` would start now."""
+    finished = util.read_json(run.finished_file)
+    if isinstance(finished, dict) and int(finished.get("total_frames", 0)) >= total_frames:
+        return DONE
+    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in ROLES):
+        return RESUME
+    if run.path.is_dir() and any(run.path.iterdir()):
+        return RESTART
+    return NEW
+
+
+def sweep_files(run: RunDir) -> tuple[Path, Path]:
+    """(lock, console output) of a run: `<ENV>/.sweep/<RUN>.lock` and `.out`."""
+    folder = run.path.parent / SWEEP_DIR
+    return folder / f"{run.name}.lock", folder / f"{run.name}.out"
+
+
+def gpus_per_run(model_based: bool, cluster_gpus: float) -> int:
+    """2 for model-based, 1 for model-free configs; 0 when the cluster has no GPU."""
+    if cluster_gpus <= 0:
+        return 0
+    return 2 if model_based else 1
+
+
+def check_fits(requests: Sequence[RunRequest], nodes: Sequence[dict]) -> None:
+    """Refuse (SweepError) a run that no single node can hold: it would wait forever."""
+    if not nodes:
+        raise SweepError("The Ray cluster has no live node; start one with `ray start --head`.")
+    for req in requests:
+        need = {"GPU": req.gpus, "CPU": req.cpus, "memory": req.memory}
+        if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+            continue
+        most = {k: max(node.get(k, 0) for node in nodes) for k in need}
+        if req.gpus > most["GPU"]:
+            raise SweepError(
+                f"{req.key} needs {req.gpus} GPUs but the largest node has {most['GPU']:g}; "
+                f"add a node with {req.gpus} GPUs or run model-free configs only.")
+        if req.cpus > most["CPU"]:
+            raise SweepError(
+                f"{req.key} reserves {req.cpus:g} CPUs but the largest node has "
+                f"{most['CPU']:g}; lower --cpus-per-run to {most['CPU']:g} or less.")
+        if req.memory > most["memory"]:
+            raise SweepError(
+                f"{req.key} reserves {req.memory / 2**30:.1f} GB of memory but the largest "
+                f"node offers {most['memory'] / 2**30:.1f} GB to Ray; lower --memory-per-run.")
+        raise SweepError(f"{req.key} needs {req.gpus} GPUs, {req.cpus:g} CPUs and "
+                         f"{req.memory / 2**30:.1f} GB on one node and no node has all three; "
+                         f"lower --cpus-per-run or --memory-per-run.")
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """Fail fast (SweepError) when nothing listens at a `host:port` Ray address."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise SweepError(f"--address {address} is not of the form HOST:PORT (for example "
+                         f"10.0.0.1:6379, as `ray start --head` prints it).")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise SweepError(f"No Ray cluster answers at {address} ({e.strerror or e}); start one "
+                         f"there with `ray start --head`, or leave out --address to run on "
+                         f"this machine.") from None
+
+
+def _connect(address: str | None) -> bool:
+    """Initialise Ray (joining `address`, or a local instance); True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning",
+                  configure_logging=True)
+    if address is None:
+        os.environ.update(LOCAL_ENV)
+        try:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        except Exception as e:
+            raise SweepError(f"Ray could not start on this machine ({e}); check that no "
+                             f"other Ray instance holds its ports, or pass --address.") from None
+        return True
+    check_address(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:
+        raise SweepError(f"Could not join the Ray cluster at {address} ({e}); check the "
+                         f"address that `ray start --head` printed.") from None
+    return True
+
+
+def alive_nodes() -> list[dict]:
+    """Resources of every live Ray node, with "id" and "ip"."""
+    import ray
+
+    return [dict(n["Resources"], id=n["NodeID"], ip=n["NodeManagerAddress"])
+            for n in ray.nodes() if n.get("Alive")]
+
+
+class _Board:
+    """A tiny Ray actor: where each run is running, and the sweep's stop flag."""
+
+    def __init__(self):
+        self.placed: dict[str, tuple[int, str, str]] = {}
+        self.stop_requested = False
+
+    def started(self, key: str, attempt: int, node_id: str, ip: str) -> None:
+        self.placed[key] = (attempt, node_id, ip)
+
+    def placements(self) -> dict:
+        return dict(self.placed)
+
+    def stop(self) -> None:
+        self.stop_requested = True
+
+    def stopping(self) -> bool:
+        return self.stop_requested
+
+
+def _run_task(job: dict, board) -> dict:
+    """The Ray task of one attempt: start the guard (which runs master.py) and watch it."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    ip = ray.util.get_node_ip_address()
+    with contextlib.suppress(Exception):
+        ray.get(board.started.remote(job["key"], job["attempt"], node_id, ip), timeout=30)
+    env = dict(os.environ)
+    if job["gpus"] == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU reservation sees no GPU
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_DIR), env.get("PYTHONPATH", "")])
+    job = dict(job, parent=os.getpid())
+    guard = subprocess.Popen(
+        [sys.executable, "-c", "import sys, sweep; sys.exit(sweep._guard_main(sys.argv[1]))",
+         json.dumps(job)], cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, text=True)
+    stopped = False
+    while guard.poll() is None:
+        try:
+            guard.wait(timeout=1.0)
+            continue
+        except subprocess.TimeoutExpired:
+            try:
+                stop_now = bool(ray.get(board.stopping.remote(), timeout=10))
+            except Exception:
+                stop_now = False
+        except KeyboardInterrupt:  # ray.cancel: stop like Ctrl-C
+            stop_now = True
+        if stop_now and not stopped:
+            guard.send_signal(signal.SIGTERM)
+            stopped = True
+    report = {}
+    for line in guard.stdout.read().splitlines():
+        with contextlib.suppress(ValueError):
+            report = json.loads(line)
+    report.update(guard=guard.returncode, node_id=node_id, ip=ip, stop_requested=stopped)
+    return report
+
+
+# ------------------------------------------------------------------------------ the guard
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies; exit now if it is already gone."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:
+        sys.exit(GUARD_STOPPED)
+
+
+def _master_preexec() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+
+
+def _tail_message(path: Path, offset: int) -> str:
+    """The last `error:` line master.py wrote after `offset`, else its last line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+    except FileNotFoundError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
+def _guard_main(job_json: str) -> int:
+    """Between the Ray worker and master.py: lock, decide how to start, run, forward SIGTERM.
+
+    Prints one JSON line for the task: {"mode", "returncode", "message"}.
+    """
+    job = json.loads(job_json)
+    _die_with_parent(job.get("parent", 0))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # Ray blocks
+    stop: list[int] = []
+    master: list[subprocess.Popen] = []
+
+    def on_signal(signum, _frame):
+        stop.append(signum)
+        if master and master[0].poll() is None:
+            master[0].send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def report(mode: str, returncode: int | None, message: str = "") -> None:
+        print(json.dumps({"mode": mode, "returncode": returncode, "message": message}),
+              flush=True)
+
+    run = RunDir(**job["run"])
+    lock_path, out_path = sweep_files(run)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    import fcntl
+
+    deadline = time.time() + job["lock_wait"]
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if stop:
+                report("", None, "stopped before it started")
+                return GUARD_STOPPED
+            if time.time() > deadline:
+                report("", None, f"the previous attempt still held {lock_path} after "
+                                 f"{job['lock_wait']:.0f} s")
+                return GUARD_LOCK_TIMEOUT
+            time.sleep(0.5)
+    mode = run_state(run, job["total_frames"])
+    if mode == DONE:
+        report(DONE, 0)
+        return 0
+    if stop:
+        report("", None, "stopped before it started")
+        return GUARD_STOPPED
+    argv = [sys.executable, str(MASTER), job["config"], "0",
+            "--total-frames", str(job["total_frames"]), "--output-root", job["output_root"],
+            "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
+    with open(out_path, "ab") as out:
+        out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
+        out.flush()
+        offset = out.tell()
+        proc = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, pass_fds=(lock_fd,),
+                                preexec_fn=_master_preexec, start_new_session=True)
+    master.append(proc)
+    if stop:
+        proc.send_signal(signal.SIGTERM)
+    returncode = proc.wait()
+    report(mode, returncode, _tail_message(out_path, offset) if returncode else "")
+    return 0
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def run_progress(run: RunDir) -> dict:
+    """frames, latest greedy score and updates/frame of a run, read from its folder."""
+    frames = None
+    if (run.replay / "header.bin").is_file():
+        with contextlib.suppress(Exception):
+            import replay
+
+            with replay.ReplayBuffer.open(run.replay) as buf:
+                frames = buf.count
+    if frames is None:
+        counters = [util.read_json(run.checkpoint_dir(r) / "latest.json", {}) or {}
+                    for r in ROLES]
+        frames = max([int(c.get("counters", {}).get("frames", 0)) for c in counters] + [0])
+    updates = None
+    with contextlib.suppress(Exception):
+        import numpy as np
+
+        updates = int(np.fromfile(run.progress_file, dtype="<i8", count=1)[0])
+    row = last_greedy_row(run.greedy_csv)
+    return {"frames": int(frames), "score": row[3] if row else None,
+            "updates_per_frame": updates / frames if updates is not None and frames else None}
+
+
+def _node_label(node_id: str, ip: str) -> str:
+    return f"{ip} {node_id[:6]}"
+
+
+def status_table(requests: Sequence[RunRequest], states: dict[str, str],
+                 places: dict[str, str], progress: dict[str, dict], elapsed: float) -> str:
+    """The periodic table: one line per run, then nothing else."""
+    counts = collections.Counter(states.values())
+    head = " | ".join(f"{counts[s]} {s}" for s in ("running", "pending", "done", "failed",
+                                                     "stopped") if counts[s])
+    rows = [("run", "state", "node", "frames", "greedy", "upd/frame")]
+    for req in requests:
+        p = progress.get(req.key, {})
+        rows.append((req.key, states[req.key], places.get(req.key, "-"),
+                     util.format_count(p["frames"]) if "frames" in p else "-",
+                     f"{p['score']:.1f}" if p.get("score") is not None else "-",
+                     f"{p['updates_per_frame']:.2f}"
+                     if p.get("updates_per_frame") is not None else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"sweep {util.format_duration(elapsed)} | {head}"]
+    lines += ["  " + "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def figure_path(requests: Sequence[RunRequest]) -> Path:
+    """`<output_root>/sweep_<experiments>.png` (a hash when the names are long)."""
+    names = "-".join(sorted({r.experiment for r in requests}))
+    if len(names) > 60:
+        names = hashlib.sha1(names.encode()).hexdigest()[:10]
+    return requests[0].run.path.parent.parent / f"sweep_{names}.png"
+
+
+def plot_sweep(requests: Sequence[RunRequest]) -> tuple[list[str], str]:
+    """Draw the sweep's learning curves; (paths written, reason when nothing was drawn)."""
+    import plot
+
+    runs = [r.run.path for r in requests if last_greedy_row(r.run.greedy_csv) is not None]
+    if not runs:
+        return [], "no run has an evaluation yet"
+    try:
+        return plot.plot_runs(plot.find_runs(runs), figure_path(requests)), ""
+    except plot.PlotError as e:
+        return [], str(e)
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+
+def run_sweep(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
+              total_frames: int | None = None, output_root: str | os.PathLike | None = None,
+              address: str | None = None, max_parallel: int | None = None,
+              cpus_per_run: float | None = None, memory_per_run: float | None = None,
+              retries: int = DEFAULT_RETRIES, status_seconds: float = STATUS_SECONDS,
+              lock_wait: float = LOCK_WAIT_SECONDS, plot: bool = True,
+              out: Callable[[str], None] | None = None) -> list[RunResult]:
+    """Run every (config, seed) to `total_frames` frames on Ray; one RunResult per run.
+
+    `address`: a Ray cluster to join ("HOST:PORT" or "auto"); None starts a local instance on
+    127.0.0.1 sized to this machine (or uses the Ray already initialised in this process).
+    `max_parallel`: at most this many runs at once (default: as many as the cluster holds).
+    `cpus_per_run` / `memory_per_run` (GB): override the per-run reservations.
+    `retries`: how often a failed run is started again (from its checkpoint).
+    `out`: where the messages and status tables go (default: print).
+    Raises SweepError (or config.ConfigError) on bad input, before writing anything. On Ctrl-C
+    the runs are stopped cleanly and returned with state "stopped".
+    """
+    say = out or (lambda text: print(text, flush=True))
+    total_frames = DEFAULT_TOTAL_FRAMES if total_frames is None else int(total_frames)
+    if total_frames <= 0:
+        raise SweepError(f"--total-frames {total_frames} must be a positive number of frames.")
+    if max_parallel is not None and max_parallel < 1:
+        raise SweepError(f"--max-parallel {max_parallel} must be 1 or more.")
+    if retries < 0:
+        raise SweepError(f"--retries {retries} must be 0 or more.")
+    requests = plan_runs(configs, seeds, output_root, cpus_per_run, memory_per_run)
+    modes = {r.key: run_state(r.run, total_frames) for r in requests}
+    results = {r.key: RunResult(config=r.config, experiment=r.experiment, seed=r.seed,
+                                path=r.run.root, state="pending") for r in requests}
+    todo = [r for r in requests if modes[r.key] != DONE]
+    for r in requests:
+        if modes[r.key] == DONE:
+            results[r.key].state = "skipped"
+            results[r.key].__dict__.update(run_progress(r.run))
+    if not todo:
+        say(f"Nothing to do: all {len(requests)} run(s) already reached {total_frames} frames "
+            f"(e.g. {requests[0].run.root}).")
+        return [results[r.key] for r in requests]
+    started_ray = _connect(address)
+    try:
+        return _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
+                      status_seconds, lock_wait, plot, say)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
+           status_seconds, lock_wait, plot, say) -> list[RunResult]:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = alive_nodes()
+    cluster_gpus = sum(n.get("GPU", 0) for n in nodes)
+    todo = [dataclasses.replace(r, gpus=gpus_per_run(r.model_based, cluster_gpus)) for r in todo]
+    check_fits(todo, nodes)
+    for mode in (DONE, RESUME, RESTART, NEW):
+        keys = [r.key for r in requests if modes[r.key] == mode]
+        if keys:
+            say(f"{_ANNOUNCE[mode].format(n=len(keys))}: {', '.join(keys)}")
+    r0 = todo[0]
+    say(f"{len(todo)} run(s) to {total_frames} frames on {len(nodes)} node(s) "
+        f"({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} GPUs); each reserves "
+        f"{r0.gpus} GPU(s), {r0.cpus:g} CPU(s), {r0.memory / 2**30:.1f} GB")
+
+    here = ray.get_runtime_context().get_node_id()
+    board = ray.remote(num_cpus=0)(_Board).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+    task = ray.remote(_run_task)
+    states = {r.key: results[r.key].state for r in requests}
+    pending = collections.deque(todo)
+    running: dict = {}  # ObjectRef -> RunRequest
+    t0 = time.time()
+    next_status = t0
+    stopping = False
+
+    def submit(req: RunRequest) -> None:
+        res = results[req.key]
+        res.attempts += 1
+        job = {"key": req.key, "attempt": res.attempts, "config": req.config, "seed": req.seed,
+               "total_frames": total_frames, "output_root": str(req.run.path.parent.parent),
+               "run": dataclasses.asdict(req.run), "gpus": req.gpus, "lock_wait": lock_wait}
+        ref = task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
+                           max_retries=0, name=f"sweep:{req.key}").remote(job, board)
+        running[ref] = req
+        states[req.key] = "pending" if res.attempts == 1 else f"retry {res.attempts - 1}"
+
+    def finish(req: RunRequest, outcome) -> None:
+        res = results[req.key]
+        res.__dict__.update(run_progress(req.run))
+        if isinstance(outcome, Exception):
+            with contextlib.suppress(Exception):
+                attempt, node_id, _ = ray.get(board.placements.remote(), timeout=10)[req.key]
+                if attempt == res.attempts:
+                    res.nodes.append(node_id)
+            reason = f"{type(outcome).__name__}: {str(outcome).strip().splitlines()[0]}"
+            retry = True
+        else:
+            res.nodes.append(outcome["node_id"])
+            if outcome.get("mode"):
+                res.modes.append(outcome["mode"])
+            rc = outcome.get("returncode")
+            reason = outcome.get("message") or f"master.py exited with status {rc}"
+            if outcome.get("mode") == DONE or (rc == 0 and run_state(req.run, total_frames)
+                                               == DONE):
+                res.state, res.message = "done", ""
+                states[req.key] = "done"
+                return
+            if outcome.get("stop_requested") or stopping:
+                res.state, res.message = "stopped", reason if rc else "stopped cleanly"
+                states[req.key] = "stopped"
+                return
+            retry = rc != 2
+        if retry and not stopping and res.attempts <= retries:
+            fits = [n for n in alive_nodes()
+                    if all(n.get(k, 0) >= v for k, v in
+                           (("GPU", req.gpus), ("CPU", req.cpus), ("memory", req.memory)) if v)]
+            if fits:
+                say(f"{req.key}: attempt {res.attempts} failed ({reason}); retrying")
+                pending.appendleft(req)
+                states[req.key] = f"retry {res.attempts}"
+                return
+            reason += "; no live node can hold it any more"
+        res.state, res.message = ("stopped" if stopping else "failed"), reason
+        states[req.key] = res.state
+        say(f"{req.key}: {res.state} after {res.attempts} attempt(s): {reason}")
+
+    def show() -> None:
+        try:
+            placed = ray.get(board.placements.remote(), timeout=10)
+        except Exception:
+            placed = {}
+        places, live = {}, {}
+        for key, (attempt, node_id, ip) in placed.items():
+            places[key] = _node_label(node_id, ip)
+            live[key] = attempt
+        for req in running.values():
+            if live.get(req.key) == results[req.key].attempts:
+                states[req.key] = ("running" if results[req.key].attempts == 1
+                                   else f"running, retry {results[req.key].attempts - 1}")
+        progress = {r.key: run_progress(r.run) for r in requests
+                    if r.run.path.is_dir()}
+        say(status_table(requests, states, places, progress, time.time() - t0))
+
+    interrupts = 0
+    while pending or running:
+        try:
+            while pending and not stopping and (max_parallel is None
+                                                or len(running) < max_parallel):
+                submit(pending.popleft())
+            if time.time() >= next_status:
+                show()
+                next_status = time.time() + status_seconds
+            ready, _ = ray.wait(list(running), num_returns=1,
+                                timeout=max(0.1, min(1.0, next_status - time.time())))
+            for ref in ready:
+                req = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as e:  # a lost node or worker, a cancelled task
+                    outcome = e
+                finish(req, outcome)
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts > 1:
+                say("Second Ctrl-C: leaving now; the runs still stop on their own "
+                    "(master.py gets SIGTERM when its task ends).")
+                raise
+            stopping = True
+            for req in pending:
+                results[req.key].state, states[req.key] = "stopped", "stopped"
+                results[req.key].message = "not started"
+            pending.clear()
+            say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
+                f"(Ctrl-C again to leave without waiting).")
+            ray.get(board.stop.remote())
+    show()
+    return _summarize(requests, results, time.time() - t0, plot, say)
+
+
+def _summarize(requests, results, seconds, plot, say) -> list[RunResult]:
+    final = [results[r.key] for r in requests]
+    counts = collections.Counter(r.state for r in final)
+    retried = sum(1 for r in final if r.attempts > 1)
+    parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "stopped") if counts[s]]
+    line = (f"sweep finished in {util.format_duration(seconds)}: {', '.join(parts)} "
+            f"({retried} retried)")
+    if counts["stopped"]:
+        line += "; run the same command again to resume the stopped runs"
+    if plot:
+        written, why = plot_sweep(requests)
+        line += f"; curves: {', '.join(written)}" if written else f"; no figure ({why})"
+    say(line)
+    return final
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sweep.py",
+        description="Run every CONFIG with seeds 0..N-1 on Ray: one master.py per run.")
+    parser.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment config files")
+    parser.add_argument("--seeds", type=int, required=True, metavar="N",
+                        help="runs per config, with seeds 0..N-1")
+    parser.add_argument("--total-frames", type=int, default=None, metavar="N",
+                        help=f"frame budget of every run (default {DEFAULT_TOTAL_FRAMES})")
+    parser.add_argument("--output-root", default=None, metavar="DIR",
+                        help="where runs go, shared by every node (default: each config's "
+                             "output_root)")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="join the Ray cluster at ADDR (HOST:PORT or auto); default: a "
+                             "local Ray instance on 127.0.0.1")
+    parser.add_argument("--max-parallel", type=int, default=None, metavar="K",
+                        help="at most K runs at once (default: as many as fit)")
+    parser.add_argument("--cpus-per-run", type=float, default=None, metavar="C",
+                        help="CPUs each run reserves (default: one per process of the run)")
+    parser.add_argument("--memory-per-run", type=float, default=None, metavar="GB",
+                        help=f"memory each run reserves (default "
+                             f"{MEMORY_PER_PROCESS / 2**30:.2f} GB per process)")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, metavar="R",
+                        help="how often a failed run is restarted from its checkpoint")
+    parser.add_argument("--status-every", type=float, default=STATUS_SECONDS, metavar="S",
+                        help="seconds between status tables")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results = run_sweep(args.configs, args.seeds, total_frames=args.total_frames,
+                            output_root=args.output_root, address=args.address,
+                            max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
+                            memory_per_run=args.memory_per_run, retries=args.retries,
+                            status_seconds=args.status_every)
+    except (SweepError, config_lib.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    states = {r.state for r in results}
+    if "stopped" in states:
+        return 130
+    return 1 if "failed" in states else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
