@@ -34,8 +34,9 @@ Order of writes in `append` (n frames, 1 <= n <= max_append):
    window (see below), so nobody reads them while they are being written;
 5. msync the touched pages of `frames.f32` (with `sync=True`, the default);
 6. publish C+n with one aligned 8-byte store into the header's count;
-7. msync the header page (with `sync=True`);
-8. release the locks.
+7. release the locks;
+8. msync the header page (with `sync=True`; outside the lock, since whichever count reaches the
+   disk, its rows got there first), then return.
 A writer killed before step 6 leaves unpublished rows that nobody can see and that the next writer
 overwrites; a writer killed after step 6 has published a complete batch. So n frames become
 visible together, or not at all, and nothing already visible is lost. The page cache holds the
@@ -410,6 +411,8 @@ class ReplayBuffer:
                 self._publish(new)
             finally:
                 portalocker.unlock(self._lock_file)
+        if self.sync:  # outside the lock: every published count already has its rows on disk
+            self._hmap.flush(0, mmap.PAGESIZE)
         return new
 
     def _write_rows(self, start: int, rows: np.ndarray) -> None:
@@ -422,13 +425,13 @@ class ReplayBuffer:
 
     def _publish(self, new_count: int) -> None:
         self._count_cell[0] = new_count  # one aligned 8-byte store: the commit point
-        if self.sync:
-            self._hmap.flush(0, mmap.PAGESIZE)
 
     # ------------------------------------------------------------------------- reading
 
     def _gather(self, slots: np.ndarray) -> np.ndarray:
-        return self._rows[slots]  # fancy indexing copies: [B, row]
+        # np.take copies whole rows; measured about twice as fast as fancy indexing here, and
+        # sorting the slots gained nothing (the rows sit in the page cache).
+        return np.take(self._rows, slots, axis=0)  # [B, row]
 
     def _draw(self, count: int, batch_size: int, newest: int, rng) -> tuple[int, np.ndarray]:
         window = min(newest, count, self.capacity)

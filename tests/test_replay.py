@@ -226,6 +226,16 @@ def test_missing_and_mismatched_buffers_give_clear_errors(tmp_path):
         ReplayBuffer.open(path)
 
 
+def test_open_refuses_when_the_rest_of_the_sparse_file_cannot_fit(tmp_path, monkeypatch):
+    path = tmp_path / "replay"
+    ReplayBuffer.create(path, 348, 17, 100_000).close()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**13, 10**13 - 10**6, 10**6))
+    with pytest.raises(ReplayError, match=r"has 0\.00 GB free but the replay buffer still needs "
+                       r"0\.33 GB; free some space or move the run\."):
+        ReplayBuffer.open(path)
+
+
 def test_create_into_an_existing_empty_folder(tmp_path):
     (tmp_path / "replay").mkdir()
     ReplayBuffer.create(tmp_path / "replay", OBS, ACT, 8).close()
@@ -335,14 +345,15 @@ def test_writers_and_reader_with_one_writer_sigkilled(tmp_path):
     mid-run. Afterwards: the count is exact, every visible row is intact, every batch is whole
     or absent, and nothing a surviving writer appended is lost."""
     path = tmp_path / "replay"
-    batches = 600
-    ReplayBuffer.create(path, OBS, ACT, 3 * batches * N).close()
+    batches, w0_batches = 600, 5000  # writer 0 is killed long before it could finish
+    ReplayBuffer.create(path, OBS, ACT, (2 * batches + w0_batches) * N).close()
     go, stop, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
     reader = SPAWN.Process(target=reader_main, args=(str(path), 1000, go, stop, out))
     reader.start()
     logs = [tmp_path / f"w{w}.log" for w in range(3)]
     writers = [SPAWN.Process(target=writer_main,
-                             args=(str(path), w, batches, str(logs[w]), 0.0005, True, go))
+                             args=(str(path), w, batches if w else w0_batches, str(logs[w]),
+                                   0.0005, True, go))
                for w in range(3)]
     for p in writers:
         p.start()
@@ -375,7 +386,7 @@ def test_writers_and_reader_with_one_writer_sigkilled(tmp_path):
         if w:
             assert visible == done == list(range(batches))  # survivors lost nothing
         else:
-            assert 100 <= len(done) < batches  # killed mid-run
+            assert 100 <= len(done) < w0_batches  # killed mid-run
             in_flight = sorted(set(started) - set(done))
             assert len(in_flight) <= 1
             assert visible in (done, done + in_flight)  # the batch being written: all or none
