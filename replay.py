@@ -30,8 +30,8 @@ Order of writes in `append` (n frames, 1 <= n <= max_append):
 1. pack the n rows in private memory;
 2. take the writer lock (a thread lock, then the exclusive file lock);
 3. read the committed count C;
-4. copy the rows into ring rows (C .. C+n-1) % slots; those rows are outside every reader's
-   window (see below), so nobody reads them while they are being written;
+4. copy the rows into ring rows (C .. C+n-1) % slots; these rows hold frames older than any
+   window a reader can draw from now (a reader that stalls is caught by the check below);
 5. msync the touched pages of `frames.f32` (with `sync=True`, the default);
 6. publish C+n with one aligned 8-byte store into the header's count;
 7. release the locks;
@@ -57,6 +57,16 @@ the copy, since w <= capacity = slots - margin. `sample` checks this after every
 it fails (a reader stalled for a long time), it retries, and after `_OPTIMISTIC_TRIES` failures
 copies under a shared file lock, which waits for writers to finish and keeps them out. The
 check assumes loads are not reordered with each other and stores not with each other (x86-64).
+
+Sizes: `capacity` is what the caller asked for (the largest `replay_size` of the learners); the
+ring has `capacity + margin` rows, margin 16384 frames by default (47 MB at Humanoid sizes, 1.8 MB
+at Hopper sizes), and one append holds at most `max_append` = 1024 frames. `required_bytes` gives
+the full file size (2.91 GB for 1M frames at Humanoid sizes). The frames file is sparse: `create`
+refuses when the disk's free space is below the full size, and `open` when it is below the part
+not yet allocated, because a write into a sparse mmap on a full disk kills the writer (SIGBUS).
+`sync=False` (per handle) skips the two msyncs: appends get about 50x faster; a process crash
+still loses nothing, but an OS crash or power loss may then lose recent frames or leave the
+count ahead of rows that never reached the disk.
 """
 
 from __future__ import annotations
@@ -357,10 +367,6 @@ class ReplayBuffer:
         """Frames ever made visible, by any process, since the buffer was created."""
         self._check_open()
         return self._load_count()
-
-    def __len__(self) -> int:
-        """Frames currently held (at most `capacity`)."""
-        return min(self.count, self.capacity)
 
     # ------------------------------------------------------------------------- writing
 

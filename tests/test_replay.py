@@ -147,7 +147,7 @@ def test_samples_only_the_newest_window_across_wraps(tmp_path):
     assert set(buf.sample(300, 30, rng).obs[:, 0].tolist()) == set(range(5))
     for start in range(5, 205, N):
         buf.append(*make_frames(range(start, start + N)))
-    assert buf.count == 205 and len(buf) == 50
+    assert buf.count == 205 and (buf.capacity, buf.slots) == (50, 58)
     batch = buf.sample(2000, 30, rng)
     assert set(batch.obs[:, 0].tolist()) == set(range(175, 205))
     assert len(bad_rows(*batch)) == 0
