@@ -259,6 +259,7 @@ def test_reader_lapped_during_copy_retries_then_locks(tmp_path):
         next_id += 4
     real_gather = reader._gather
     laps = {"left": 0}
+    copies = []
 
     def gather_while_writers_lap(slots):
         nonlocal next_id
@@ -267,7 +268,9 @@ def test_reader_lapped_during_copy_retries_then_locks(tmp_path):
             for _ in range(2):
                 writer.append(*make_frames(range(next_id, next_id + 4)))
                 next_id += 4
-        return real_gather(slots)
+        rows = real_gather(slots)
+        copies.append(rows[:, 0].copy())
+        return rows
 
     reader._gather = gather_while_writers_lap
     rng = np.random.default_rng(3)
@@ -275,6 +278,9 @@ def test_reader_lapped_during_copy_retries_then_locks(tmp_path):
     laps["left"] = 1
     batch = reader.sample(500, 16, rng)
     assert (reader.optimistic_retries, reader.locked_samples) == (1, 0)
+    # Without the check the first copy would have been returned: the window it drew was frames
+    # 24..39, but frames 44..47 had overwritten the rows of 24..27.
+    assert set(copies[0].tolist()) - set(range(24, 40)) == set(range(44, 48))
     assert set(batch.obs[:, 0].tolist()) <= set(range(next_id - 16, next_id))
     assert len(bad_rows(*batch)) == 0
 
