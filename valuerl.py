@@ -262,13 +262,17 @@ class ValueRL(tf.Module):
 
     def greedy_action(self, obs: np.ndarray) -> np.ndarray:
         """tanh(pi(obs)): obs [B, obs] -> actions [B, act] in [-1, 1]."""
-        return self._compiled.greedy(np.asarray(obs, np.float32)).numpy()
+        if not hasattr(self._compiled, "greedy_concrete"):  # calling it skips tf.function dispatch
+            self._compiled.greedy_concrete = self._compiled.greedy.get_concrete_function()
+        return self._compiled.greedy_concrete(tf.constant(obs, tf.float32)).numpy()
 
     def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
         """Each action dimension is tanh(pi + N(0, 1)) with probability `explore_chance`, else
         tanh(pi): obs [B, obs] -> actions [B, act] in [-1, 1]."""
-        return self._compiled.explore(
-            np.asarray(obs, np.float32), np.float32(explore_chance)
+        if not hasattr(self._compiled, "explore_concrete"):
+            self._compiled.explore_concrete = self._compiled.explore.get_concrete_function()
+        return self._compiled.explore_concrete(
+            tf.constant(obs, tf.float32), tf.constant(explore_chance, tf.float32)
         ).numpy()
 
     def policy_view(self) -> tf.Module:
@@ -282,7 +286,7 @@ class ValueRL(tf.Module):
 
     def draw_members(self) -> dict[str, tf.Tensor]:
         """Members for one target computation, drawn without replacement: transition/done [M],
-        reward [N], target Q [K]."""
+        reward [N], target Q [K]; None for "every member, in order" (see nn.draw_members)."""
         gen = self.generator
         out = {"q": nn.draw_members(gen, *self.q_sizes[::2])}
         if self.rollout_len:

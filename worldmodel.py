@@ -145,7 +145,8 @@ class WorldModel(tf.Module):
     def step(self, x: tf.Tensor, a: tf.Tensor, members: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One model step per rollout, rollout m using transition (and done) member members[m].
 
-        x [M, B, obs], a [M, B, act], members [M] -> x_next [M, B, obs], done_prob [M, B].
+        x [M, B, obs], a [M, B, act], members [M] (or None: M = E, all members in order)
+        -> x_next [M, B, obs], done_prob [M, B].
         No gradient reaches the model's variables.
         """
         delta = self.transition.members(tf.concat([x, a], -1), members, stop_gradient=True)
@@ -158,7 +159,7 @@ class WorldModel(tf.Module):
     ) -> tf.Tensor:
         """Predicted rewards of N reward members for every rollout.
 
-        x_next, x [M, B, obs], a [M, B, act], members [N] -> r_hat [N, M, B].
+        x_next, x [M, B, obs], a [M, B, act], members [N] (or None: all) -> r_hat [N, M, B].
         """
         aux_in = tf.concat([x_next, x, a], -1)  # [M, B, 2 obs + act]
         shape = tf.shape(aux_in)

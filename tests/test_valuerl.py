@@ -177,5 +177,10 @@ def test_actions_and_seeding():
     changed = np.mean(a.explore_action(np.repeat(obs, 200, 0), 0.05) != np.repeat(greedy, 200, 0))
     assert 0.02 < changed < 0.09
     assert a.greedy_action(obs[:1]).shape == (1, ACT)
-    m = a.draw_members()
-    assert sorted(m["q"].numpy()) == [0, 1, 2, 3] and len(set(m["transition"].numpy())) == 4
+    m = a.draw_members()  # full ensembles: every member, in order
+    assert m == {"q": None, "transition": None, "reward": None}
+    config = copy.deepcopy(STEVE)
+    config["policy_config"]["bayesian"]["eval_sample_count"] = 3
+    d = valuerl.ValueRL(config, seed=3).draw_members()
+    assert d["transition"] is None and len(set(d["q"].numpy())) == 3
+    assert set(d["q"].numpy()) <= {0, 1, 2, 3}
