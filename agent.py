@@ -11,7 +11,10 @@ Both run on the CPU (master.py hides every GPU from them).
   `finish`.
 - An evaluator runs the greedy policy on `evaluator_config.batch_size` environments and, at the
   end of every episode, appends `hours,epoch,frames,score` to `log/<EXPERIMENT>.greedy.csv`
-  (under a lock) and picks up the newest policy.
+  (under a lock) and picks up the newest policy. With `evaluator_config.episodes_per_policy` N
+  it plays at most N episodes with each policy and then waits for the next checkpoint (so that
+  evaluation does not take a whole core from the learners on a small machine); false (the
+  2018 behaviour) evaluates without pause.
 Both write TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis.
 
 Why a plain loop over environments (envwrap.EnvBatch) and not gymnasium's vector envs: see
@@ -31,6 +34,7 @@ from rundir import Progress, append_greedy_row
 from runtime import ProcessSpec, load_impl
 
 THROTTLE_SECONDS = 0.001  # how long an interactor waits for the learners before looking again
+SUMMARY_SECONDS = 10.0  # how often an interactor writes its TensorBoard summaries
 
 
 def process_seed(spec: ProcessSpec) -> int:
@@ -51,6 +55,7 @@ class PolicyWatcher:
         self.epoch = 0
         self.loaded = False
         self._stamp = None
+        self.stamp = None  # identifies the loaded checkpoint's pointer version
 
     def poll(self) -> bool:
         """Load a newer checkpoint if the pointer changed; True once a policy is loaded."""
@@ -74,7 +79,7 @@ class PolicyWatcher:
         except (FileNotFoundError, checkpoint.CheckpointError):
             return self.loaded  # replaced while we read it: the next poll loads the newer one
         self.epoch = int(counters.get("epoch", 0))
-        self._stamp = stamp
+        self._stamp = self.stamp = stamp
         self.loaded = True
         return True
 
@@ -102,7 +107,10 @@ def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:
     while not ReplayBuffer.exists(spec.run.replay):
         if stop.wait(0.05):
             return None
-    return ReplayBuffer.open(spec.run.replay)
+    # sync=False: no msync per append. A frame is still visible only once whole and survives
+    # any process crash (it is in the page cache); only an OS crash could lose recent frames,
+    # and a resume after one starts from checkpoints that never depend on them.
+    return ReplayBuffer.open(spec.run.replay, sync=False)
 
 
 def _summary_writer(spec: ProcessSpec):
@@ -138,6 +146,7 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     total = spec.total_frames
     obs = envs.reset()
     steps, have_policy = 0, False
+    returns, lengths = [], []
     t0, f0 = time.time(), replay.count
     while not stop.is_set() and not finish.is_set():
         frames = replay.count
@@ -157,15 +166,17 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal)
         obs = step.obs
         steps += 1
-        if step.finished:
-            with writer.as_default(step=frames):
-                for _, episode_return, length in step.finished:
-                    tf.summary.scalar("charts/episode_return", episode_return)
-                    tf.summary.scalar("charts/episode_length", length)
+        for _, episode_return, length in step.finished:
+            returns.append(episode_return)
+            lengths.append(length)
         now = time.time()
-        if now - t0 >= 10.0:
+        if now - t0 >= SUMMARY_SECONDS:  # summaries in bulk: a TensorFlow call costs ~0.1 ms
             with writer.as_default(step=frames):
                 tf.summary.scalar("charts/frames_per_s", (frames - f0) / (now - t0))
+                if returns:
+                    tf.summary.scalar("charts/episode_return", float(np.mean(returns)))
+                    tf.summary.scalar("charts/episode_length", float(np.mean(lengths)))
+            returns, lengths = [], []
             t0, f0 = now, frames
     writer.flush()
 
@@ -189,8 +200,18 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
         if stop.wait(0.2):
             return
     writer = _summary_writer(spec)
+    per_policy = config["evaluator_config"].get("episodes_per_policy") or 0
+    done_with_policy = 0
     obs = envs.reset()
     while not stop.is_set():
+        if per_policy and done_with_policy >= per_policy:
+            # This policy has had its episodes: wait for a newer one, then start afresh.
+            stamp = watcher.stamp
+            while watcher.stamp == stamp and not stop.wait(0.2):
+                watcher.poll()
+            done_with_policy = 0
+            obs = envs.reset()
+            continue
         step = envs.step(watcher.actor.greedy_action(obs))
         obs = step.obs
         if not step.finished:
@@ -201,5 +222,7 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
                               float(episode_return))
             with writer.as_default(step=frames):
                 tf.summary.scalar("eval/score", episode_return)
+        done_with_policy += len(step.finished)
         writer.flush()
-        watcher.poll()
+        if not per_policy:
+            watcher.poll()

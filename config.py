@@ -94,7 +94,7 @@ SCHEMA: dict = {
         "full_random_n": INT_OR_FALSE,
         "wait_for_learners": BOOL,
     },
-    "evaluator_config": {"count": INT, "batch_size": INT},
+    "evaluator_config": {"count": INT, "batch_size": INT, "episodes_per_policy": INT_OR_FALSE},
     "policy_config": {
         "algo": STR,
         "hidden_dim": INT,

@@ -208,13 +208,18 @@ class Env:
                 f"{self.name} takes actions of {self.action_dims} values, got shape "
                 f"{np.shape(action)}."
             )
+        return self.scale_actions(a[None])[0]
+
+    def scale_actions(self, actions: np.ndarray) -> np.ndarray:
+        """scale_action for a batch [n, action_dims] at once (what EnvBatch uses)."""
+        a = np.asarray(actions, dtype=np.float64)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"Action for {self.name} is not finite: {a}.")
         a = np.clip(a, -1.0, 1.0)
         low = self.action_low.astype(np.float64)
         high = self.action_high.astype(np.float64)
         scaled = low + (a + 1.0) * 0.5 * (high - low)
-        return scaled.astype(self._act_dtype).reshape(self._act_shape)
+        return scaled.astype(self._act_dtype).reshape((len(a), *self._act_shape))
 
     def _obs(self, obs) -> np.ndarray:
         return np.asarray(obs, dtype=np.float32).reshape(self.obs_dims)
@@ -232,12 +237,16 @@ class Env:
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool]:
         """One step from a policy action in [-1, 1] -> (next_obs, reward, terminal, truncated)."""
+        return self.step_scaled(self.scale_action(action))
+
+    def step_scaled(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """`step` for an action already in the env's own bounds (from `scale_actions`)."""
         if self._needs_reset:
             raise RuntimeError(
                 f"{self.name}: step() called on a finished or never-started episode; "
                 "call reset() first."
             )
-        obs, reward, terminated, env_truncated, _ = self.gym_env.step(self.scale_action(action))
+        obs, reward, terminated, env_truncated, _ = self.gym_env.step(action)
         self.steps += 1
         terminal = bool(terminated)
         # A time-out is not terminal; a termination on the last allowed step stays terminal.
@@ -342,8 +351,9 @@ class EnvBatch:
         terminal = np.zeros(self.n, dtype=np.float32)
         truncated = np.zeros(self.n, dtype=bool)
         finished: list[tuple[int, float, int]] = []
+        scaled = self.envs[0].scale_actions(actions)  # every env has the same action space
         for i, env in enumerate(self.envs):
-            o2, r, d, t = env.step(actions[i])
+            o2, r, d, t = env.step_scaled(scaled[i])
             next_obs[i] = o2
             reward[i] = r
             terminal[i] = 1.0 if d else 0.0

@@ -76,7 +76,7 @@ def test_paper_values():
     assert (mc["aux_hidden_dim"], mc["aux_layers"], mc["weight_decay"]) == (128, 4, 1e-4)
     assert (mc["pretrain_n"], mc["learning_rate"]) == (10000, 3e-4)
     assert c["agent_config"]["full_random_n"] == 10000
-    assert c["evaluator_config"] == {"count": 2, "batch_size": 1}
+    assert c["evaluator_config"] == {"count": 2, "batch_size": 1, "episodes_per_policy": False}
 
 
 def test_speedruns():
