@@ -190,7 +190,14 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
         )
     counters = _Counters()
     root = _checkpoint_for(objects, counters)
-    expected, stored = _expected_keys(root), _stored_keys(prefix)
+    try:
+        stored = _stored_keys(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({type(e).__name__}); it may have been deleted "
+            "while reading: ask latest_checkpoint() again."
+        ) from e
+    expected = _expected_keys(root)
     missing = [k for k in expected if k not in stored]
     extra = [k for k in stored if k not in expected]
     mismatched = [k for k in expected if k in stored and expected[k] != stored[k]]
