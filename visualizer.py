@@ -176,8 +176,10 @@ def _run_root(path: Path, save_model_path: str) -> Path | None:
     return None
 
 
-def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict) -> Checkpoints:
-    """Resolve CHECKPOINT_DIR into the policy (and world-model) checkpoint folders to load."""
+def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict,
+                     label: str = "the config") -> Checkpoints:
+    """Resolve CHECKPOINT_DIR into the policy (and world-model) checkpoint folders to load;
+    `label` names the config in messages."""
     import config as config_lib
 
     given = Path(checkpoint_dir)
@@ -199,6 +201,10 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict) -> Checkpo
             raise VisualizerError(f"{path / 'policy'} holds no complete checkpoint yet; wait for "
                                   f"the policy learner's first save, or {hint}.")
         worldmodel = _newest(path / "worldmodel") if model_based else None
+        if model_based and not (path / "worldmodel").is_dir():
+            raise VisualizerError(f"{path} has no worldmodel/ folder, so it comes from a "
+                                  f"model-free run, but {label} is model-based; give the config "
+                                  f"the run was made with.")
         if model_based and worldmodel is None:
             raise VisualizerError(f"{path / 'worldmodel'} holds no complete world-model "
                                   f"checkpoint, which this model-based config needs; wait for "
@@ -226,8 +232,8 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict) -> Checkpo
                                       f"model-based config needs one, so {hint}.")
             return Checkpoints(path, other, run_root)
         if not model_based:
-            raise VisualizerError(f"{given} is a world-model checkpoint but {config_name(config)} "
-                                  f"is model-free; give the policy's checkpoint folder instead.")
+            raise VisualizerError(f"{given} is a world-model checkpoint but {label} is "
+                                  f"model-free; give a policy checkpoint folder instead.")
         if other is None:
             raise VisualizerError(f"no policy checkpoint was found next to the world-model "
                                   f"checkpoint {given}; {hint}.")
@@ -235,10 +241,6 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict) -> Checkpo
 
     raise VisualizerError(f"{given} holds no STEVE checkpoint (neither a policy/ folder nor "
                           f"variables.index and counters.json); {hint}.")
-
-
-def config_name(config: dict) -> str:
-    return str(config.get("env", {}).get("name", "this config"))
 
 
 # ------------------------------------------------------------------------------ devices
@@ -285,20 +287,16 @@ def probe_mujoco_gl(backend: str, env: dict | None = None, timeout: float = 120.
 
 
 def choose_mujoco_gl(preset: str | None, probe=probe_mujoco_gl) -> str:
-    """Pick MuJoCo's headless GL backend and set MUJOCO_GL / PYOPENGL_PLATFORM for it.
+    """Pick MuJoCo's headless GL backend (a MUJOCO_GL value) for the render process.
 
-    `preset` (the user's MUJOCO_GL, read before envwrap sets a default) is the only one tried
-    when given; otherwise EGL, then OSMesa. Raises VisualizerError, naming what to install,
-    when none works.
+    `preset` (the user's MUJOCO_GL) is the only one tried when given; otherwise EGL, then
+    OSMesa. Raises VisualizerError, naming what to install, when none works.
     """
     backends = [preset] if preset else ["egl", "osmesa"]
     reasons = {}
     for backend in backends:
         reason = probe(backend)
         if reason is None:
-            os.environ["MUJOCO_GL"] = backend
-            if backend in ("egl", "osmesa"):
-                os.environ["PYOPENGL_PLATFORM"] = backend
             return backend
         reasons[backend] = reason
     tried = "; ".join(f"MUJOCO_GL={b} failed ({r})" for b, r in reasons.items())
@@ -421,9 +419,26 @@ def run_episodes(env, act, episodes: int, report=None) -> list[Episode]:
 # (next_obs, reward, terminal, truncated).
 
 
+def _gl_environment(backend: str | None, user_gl: str | None) -> dict[str, str | None]:
+    """MUJOCO_GL / PYOPENGL_PLATFORM for the render process (None: unset)."""
+    if backend is None:  # not a MuJoCo env: leave the user's setting alone
+        return {"MUJOCO_GL": user_gl}
+    platform = backend if backend in ("egl", "osmesa") else os.environ.get("PYOPENGL_PLATFORM")
+    return {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": platform}
+
+
+def _apply_environment(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _render_server(env_config: dict, seed: int, video_path: str, fps: int | None,
-                   backend: str | None, conn) -> None:
+                   backend: str | None, gl_env: dict, conn) -> None:
     """Entry function of the render process: owns one rgb_array env and the VideoWriter."""
+    _apply_environment(gl_env)  # before anything here imports mujoco
     env = video = None
     name = str(env_config.get("name"))
     try:
@@ -483,7 +498,7 @@ class RenderedEnv:
     writes every step's frame to `video_path`; `close()` finishes the video."""
 
     def __init__(self, env_config: dict, seed: int, video_path: Path, fps: int | None,
-                 backend: str | None):
+                 backend: str | None, user_gl: str | None = None):
         import multiprocessing as mp
 
         self.name = str(env_config.get("name"))
@@ -495,7 +510,8 @@ class RenderedEnv:
         self._conn, child_conn = ctx.Pipe()
         self._process = ctx.Process(
             target=_render_server, name="visualizer-render", daemon=True,
-            args=(env_config, seed, str(video_path), fps, backend, child_conn),
+            args=(env_config, seed, str(video_path), fps, backend,
+                  _gl_environment(backend, user_gl), child_conn),
         )
         self._process.start()
         child_conn.close()
@@ -637,13 +653,17 @@ def visualize(args: argparse.Namespace) -> int:
     """Everything `main` does, raising the user errors it turns into one sentence."""
     import config as config_lib
 
-    user_gl = os.environ.get("MUJOCO_GL")  # before envwrap sets its default
+    # This process never renders: `import mujoco` loads the GL backend MUJOCO_GL names, and
+    # OSMesa next to TensorFlow crashes the process, so mujoco is told to load none here. The
+    # user's value goes to the render process.
+    user_gl = os.environ.get("MUJOCO_GL")
+    os.environ["MUJOCO_GL"] = "disable"
     cfg = config_lib.load_config(args.config)
     model_based = config_lib.is_model_based(cfg)
     ve = dict(cfg["policy_config"].get("value_expansion") or {})
     gpu_note = set_visible_gpu(args.gpu)  # before anything imports TensorFlow
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ckpts = find_checkpoints(args.checkpoint_dir, cfg)
+    ckpts = find_checkpoints(args.checkpoint_dir, cfg, label=args.config)
 
     import envwrap
 
@@ -683,7 +703,7 @@ def visualize(args: argparse.Namespace) -> int:
 
         if env is None:
             path = Path(args.video) if args.video else _default_video(ckpts, counters)
-            env = RenderedEnv(env_config, args.seed, path.resolve(), args.fps, backend)
+            env = RenderedEnv(env_config, args.seed, path.resolve(), args.fps, backend, user_gl)
         episodes = run_episodes(env, agent.greedy_action, args.episodes, report=_print_episode)
         if isinstance(env, RenderedEnv):
             env.finish_video()
@@ -743,8 +763,13 @@ def _is_user_error(e: Exception) -> bool:
     return type(e).__name__ in names
 
 
+_ENVIRONMENT_KEYS = ("CUDA_VISIBLE_DEVICES", "MUJOCO_GL", "PYOPENGL_PLATFORM",
+                     "TF_CPP_MIN_LOG_LEVEL")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    saved = {key: os.environ.get(key) for key in _ENVIRONMENT_KEYS}
     try:
         return visualize(args)
     except Exception as e:  # user errors are one sentence; anything else is a real bug
@@ -752,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _apply_environment(saved)  # for callers in the same process (tests)
 
 
 if __name__ == "__main__":
