@@ -248,8 +248,21 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
                          f"this machine.") from None
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _connect(address: str | None) -> bool:
-    """Initialise Ray (joining `address`, or a local instance); True if we started it."""
+    """Initialise Ray (joining `address`, or a local instance); True if we started it.
+
+    A local instance, or a cluster on this machine's loopback address, needs LOCAL_ENV in the
+    environment before Ray is first imported; a cluster of several machines must not have it.
+    """
+    if address is not None:
+        check_address(address)  # before importing Ray: fail in seconds, not minutes
+    if address is None or _is_loopback(address):
+        os.environ.update(LOCAL_ENV)
     import ray
 
     if ray.is_initialized():
@@ -257,14 +270,12 @@ def _connect(address: str | None) -> bool:
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning",
                   configure_logging=True)
     if address is None:
-        os.environ.update(LOCAL_ENV)
         try:
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
         except Exception as e:
             raise SweepError(f"Ray could not start on this machine ({e}); check that no "
                              f"other Ray instance holds its ports, or pass --address.") from None
         return True
-    check_address(address)
     try:
         ray.init(address=address, **kwargs)
     except Exception as e:
@@ -473,16 +484,25 @@ def _node_label(node_id: str, ip: str) -> str:
     return f"{ip} {node_id[:6]}"
 
 
+STATES = ("running", "pending", "done", "skipped", "failed", "stopped")
+
+
 def status_table(requests: Sequence[RunRequest], states: dict[str, str],
-                 places: dict[str, str], progress: dict[str, dict], elapsed: float) -> str:
-    """The periodic table: one line per run, then nothing else."""
+                 places: dict[str, str], progress: dict[str, dict], elapsed: float,
+                 retried: dict[str, int] | None = None) -> str:
+    """The periodic table: a header line, then one line per run.
+
+    `states`: one of STATES per run; `places`: the node of its latest attempt; `retried`: how
+    many times it was started again after a failure (shown as "(retry N)").
+    """
     counts = collections.Counter(states.values())
-    head = " | ".join(f"{counts[s]} {s}" for s in ("running", "pending", "done", "failed",
-                                                     "stopped") if counts[s])
+    head = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
     rows = [("run", "state", "node", "frames", "greedy", "upd/frame")]
     for req in requests:
         p = progress.get(req.key, {})
-        rows.append((req.key, states[req.key], places.get(req.key, "-"),
+        n = (retried or {}).get(req.key, 0)
+        state = states[req.key] + (f" (retry {n})" if n > 0 else "")
+        rows.append((req.key, state, places.get(req.key, "-"),
                      util.format_count(p["frames"]) if "frames" in p else "-",
                      f"{p['score']:.1f}" if p.get("score") is not None else "-",
                      f"{p['updates_per_frame']:.2f}"
@@ -587,9 +607,11 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         f"({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} GPUs); each reserves "
         f"{r0.gpus} GPU(s), {r0.cpus:g} CPU(s), {r0.memory / 2**30:.1f} GB")
 
-    here = ray.get_runtime_context().get_node_id()
+    # The board lives on the head node: a sweep cannot outlive that one anyway.
+    head = next((n["id"] for n in nodes if "node:__internal_head__" in n),
+                ray.get_runtime_context().get_node_id())
     board = ray.remote(num_cpus=0)(_Board).options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True)).remote()
     task = ray.remote(_run_task)
     states = {r.key: results[r.key].state for r in requests}
     pending = collections.deque(todo)
@@ -607,7 +629,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         ref = task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
                            max_retries=0, name=f"sweep:{req.key}").remote(job, board)
         running[ref] = req
-        states[req.key] = "pending" if res.attempts == 1 else f"retry {res.attempts - 1}"
+        states[req.key] = "pending"
 
     def finish(req: RunRequest, outcome) -> None:
         res = results[req.key]
@@ -642,7 +664,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
             if fits:
                 say(f"{req.key}: attempt {res.attempts} failed ({reason}); retrying")
                 pending.appendleft(req)
-                states[req.key] = f"retry {res.attempts}"
+                states[req.key] = "pending"
                 return
             reason += "; no live node can hold it any more"
         res.state, res.message = ("stopped" if stopping else "failed"), reason
@@ -660,11 +682,11 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
             live[key] = attempt
         for req in running.values():
             if live.get(req.key) == results[req.key].attempts:
-                states[req.key] = ("running" if results[req.key].attempts == 1
-                                   else f"running, retry {results[req.key].attempts - 1}")
+                states[req.key] = "running"
         progress = {r.key: run_progress(r.run) for r in requests
                     if r.run.path.is_dir()}
-        say(status_table(requests, states, places, progress, time.time() - t0))
+        retried = {r.key: results[r.key].attempts - 1 for r in requests}
+        say(status_table(requests, states, places, progress, time.time() - t0, retried))
 
     interrupts = 0
     while pending or running:

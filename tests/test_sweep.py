@@ -25,30 +25,35 @@ ROOT = TESTS.parent
 TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
 FRAMES = 200
-FAULT_FRAMES = 400  # long enough to stop it, resume it and lose a node before it ends
+FAULT_FRAMES = 1000  # long enough to stop it, resume it and lose a node before it ends
 ENV = "InvertedPendulum-v5"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
+@pytest.fixture(scope="module", autouse=True)
+def loopback_ray():
+    """Keep every Ray process of this module on 127.0.0.1: set before Ray is first imported."""
     old = {k: os.environ.get(k) for k in sweep.LOCAL_ENV}
-    os.environ.update(sweep.LOCAL_ENV)  # before Ray is imported: keep it on the loopback
+    os.environ.update(sweep.LOCAL_ENV)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def cluster(loopback_ray):
+    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
+    import ray
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     c.add_node(num_cpus=1)
     c.wait_for_nodes()
     yield c
-    import ray
-
     ray.shutdown()
     c.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def tiny_configs(folder: Path) -> list[Path]:
@@ -61,7 +66,8 @@ def tiny_configs(folder: Path) -> list[Path]:
 
 
 def greedy_rows(run: Path) -> list[tuple[int, float]]:
-    lines = (run / "log" / f"{run.name}.greedy.csv").read_text().splitlines()
+    path = run / "log" / f"{run.name}.greedy.csv"
+    lines = path.read_text().splitlines() if path.exists() else []
     return [(int(ln.split(",")[2]), float(ln.split(",")[3])) for ln in lines]
 
 
@@ -174,7 +180,7 @@ def test_grid_on_two_nodes_then_nothing_to_do(cluster, tmp_path):
             out / ENV / f"{config}.seed1")
     assert all(r.frames >= FRAMES and r.score is not None for r in results)
     assert "starting 4 new run(s)" in text
-    assert "running" in text and "127.0.0.1" in text and "upd/frame" in text
+    assert "running" in text and "127.0.0.1" in text and "upd/frame" in text, text
     assert "sweep finished in" in lines[-1] and "4 done (0 retried)" in lines[-1]
     figures = [out / "sweep_tiny_a-tiny_b_frames.png", out / "sweep_tiny_a-tiny_b_hours.png"]
     assert all(f.stat().st_size > 0 for f in figures)
@@ -234,22 +240,32 @@ def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
 
     # Restart on a cluster with a third node; remove the node running the run once it resumed
     # and checkpointed again: the run continues on another node from its checkpoint.
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     extra = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     head_id = cluster.head_node.node_id
+    ray.init(address=cluster.address)  # run_sweep uses this connection
+    # An actor holding the head node's CPU keeps the run on a node that can be removed.
+    blocker = ray.remote(num_cpus=1)(sweep._Board).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
+    assert ray.get(blocker.placements.remote(), timeout=60) == {}
     removed: list[str] = []
     lines: list[str] = []
+    at_removal: dict = {}
 
     def watch(text: str) -> None:
         lines.append(text)
         if removed or "running" not in text:
             return
         row = next((ln for ln in text.splitlines() if "tiny_a.seed0" in ln), "")
-        if counters(run)["updates"] <= stopped_at["updates"]:
-            return  # not yet checkpointed past the stop
+        if counters(run)["updates"] <= stopped_at["updates"] or not greedy_rows(run):
+            return  # not yet checkpointed past the stop, or no evaluation yet
         for node in cluster.list_all_nodes():
             if node.node_id != head_id and node.node_id[:6] in row:
                 removed.append(node.node_id)
+                at_removal.update(counters(run), rows=greedy_rows(run))
                 cluster.remove_node(node)
                 return
 
@@ -258,6 +274,8 @@ def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
                                    address=cluster.address, cpus_per_run=1, status_seconds=1,
                                    out=watch)
     finally:
+        ray.kill(blocker)
+        ray.shutdown()
         if extra in cluster.worker_nodes:
             cluster.remove_node(extra)
     text = "\n".join(lines)
@@ -265,12 +283,15 @@ def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
     assert removed, "the run never ran on a node that could be removed:\n" + text
     assert result.state == "done", text
     assert result.attempts == 2 and result.modes == ["resume"], result  # attempt 1 was lost
-    assert result.nodes[0] == removed[0] and result.nodes[1] != removed[0]
-    assert "attempt 1 failed" in text and "retrying" in text
+    assert result.nodes[0] == removed[0] and result.nodes[1] != removed[0], (result, text)
+    assert "attempt 1 failed" in text and "retrying" in text and "running (retry 1)" in text
     finished = json.loads((run / "state/finished.json").read_text())
     assert finished["frames"] >= FAULT_FRAMES
-    assert finished["policy_updates"] >= stopped_at["updates"]
-    assert greedy_rows(run)[: len(rows_before)] == rows_before  # earlier rows kept
+    assert finished["policy_updates"] >= at_removal["updates"] > stopped_at["updates"]
+    rows = greedy_rows(run)
+    assert rows[: len(rows_before)] == rows_before  # earlier rows kept
+    assert rows[: len(at_removal["rows"])] == at_removal["rows"]
+    assert len(rows) > len(at_removal["rows"])
     updates = [int(part.split("=")[1]) for line in (run / "log/valuerl.log").read_text()
                .splitlines() for part in line.split() if part.startswith("updates=")]
     assert updates == sorted(updates) and updates[0] == 25  # counters never went back
