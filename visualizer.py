@@ -15,9 +15,12 @@ w[0, j] the config's reduction gives the candidate targets of horizon j = 0..H (
 much STEVE trusts each rollout length over the states the agent visits.
 
 Unless `--no-render`, the episodes are rendered without a screen into one mp4 (one frame per
-step, the state after the step): MuJoCo through EGL, else OSMesa (chosen by trying each in a
-short child process before anything in this process loads OpenGL), Box2D and the pybullet
-Roboschool substitutes through their own rgb_array rendering.
+step, the state after the step): MuJoCo through EGL, else OSMesa (each tried first in a short
+child process, since PyOpenGL fixes its platform at import), Box2D and the pybullet Roboschool
+substitutes through their own rgb_array rendering. Rendering happens in a second process (the
+"render process", started with spawn) that never imports TensorFlow: Mesa's software GL and
+TensorFlow in one process crash it. This process computes the actions and the weights; with
+`--no-render` it steps the env itself and loads no GL library at all.
 
 Reads: CONFIG and the checkpoint folders (variables.* and counters.json, latest.json). Writes:
 only the video, by default `<run>/videos/<run name>.updates<U>.mp4` (written to a temporary
@@ -313,6 +316,11 @@ def _is_mujoco(env) -> bool:
     return type(env.gym_env).__module__.startswith("gymnasium.envs.mujoco")
 
 
+def _temporary_video(path: Path, pid: int) -> Path:
+    """Where process `pid` writes the mp4 for `path` until it is complete."""
+    return path.parent / f".{path.stem}.{pid}.tmp.mp4"
+
+
 class VideoWriter:
     """Frames into an mp4 via imageio + imageio-ffmpeg, written to a temporary name in the target
     folder and renamed into place by `close()`."""
@@ -326,7 +334,7 @@ class VideoWriter:
                                   f"install them with `pip install imageio imageio-ffmpeg`, or "
                                   f"run with --no-render.") from e
         self.path = path
-        self.tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.mp4"
+        self.tmp = _temporary_video(path, os.getpid())
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp.touch()
@@ -567,6 +575,8 @@ class RenderedEnv:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(5)
+        # a render process that crashed cannot remove its partial video itself
+        _temporary_video(self.video_path, self._process.pid).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ weights

@@ -9,6 +9,7 @@ import ctypes.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,19 @@ def test_fixed_reduction_weights_are_printed_once():
     text = visualizer.format_weights(w, {"rollout_len": 2})
     assert "does not reweight by state (MVE: all weight on j = H)" in text
     assert "[0.000, 0.000, 1.000] at every one of the 5 visited states" in text
+
+
+def test_a_crashed_render_process_is_one_sentence_and_leaves_no_file(tmp_path):
+    video = tmp_path / "crash.mp4"
+    env = visualizer.RenderedEnv({"name": "InvertedPendulum-v5", "max_frames": 10}, 0, video,
+                                 None, "egl")
+    try:
+        env.reset()
+        assert visualizer._temporary_video(video, env._process.pid).exists()
+        os.kill(env._process.pid, signal.SIGKILL)
+        with pytest.raises(visualizer.VisualizerError, match="was killed by signal 9.*"
+                           "--no-render"):
+            env.step(np.zeros(1, np.float32))
+    finally:
+        env.close()
+    assert list(tmp_path.iterdir()) == []
