@@ -49,6 +49,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -320,6 +321,10 @@ def _run_task(job: dict, board) -> dict:
     ip = ray.util.get_node_ip_address()
     with contextlib.suppress(Exception):
         ray.get(board.started.remote(job["key"], job["attempt"], node_id, ip), timeout=30)
+    with contextlib.suppress(Exception):
+        if ray.get(board.stopping.remote(), timeout=10):
+            return {"mode": "", "returncode": None, "message": "stopped before it started",
+                    "guard": None, "node_id": node_id, "ip": ip, "stop_requested": True}
     env = dict(os.environ)
     if job["gpus"] == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU reservation sees no GPU
@@ -581,7 +586,7 @@ def run_sweep(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
     started_ray = _connect(address)
     try:
         return _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
-                      status_seconds, lock_wait, plot, say)
+                      status_seconds, lock_wait, plot, say, local=address is None)
     finally:
         if started_ray:
             import ray
@@ -590,13 +595,19 @@ def run_sweep(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
 
 
 def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
-           status_seconds, lock_wait, plot, say) -> list[RunResult]:
+           status_seconds, lock_wait, plot, say, local) -> list[RunResult]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = alive_nodes()
     cluster_gpus = sum(n.get("GPU", 0) for n in nodes)
     todo = [dataclasses.replace(r, gpus=gpus_per_run(r.model_based, cluster_gpus)) for r in todo]
+    if local:  # a local instance is this machine: a run may take all of its CPUs, no more
+        most = max(n.get("CPU", 0) for n in nodes)
+        if any(r.cpus > most for r in todo):
+            say(f"note: this machine has {most:g} CPUs, so a run reserves at most {most:g} "
+                f"(its processes share them)")
+            todo = [dataclasses.replace(r, cpus=min(r.cpus, most)) for r in todo]
     check_fits(todo, nodes)
     for mode in (DONE, RESUME, RESTART, NEW):
         keys = [r.key for r in requests if modes[r.key] == mode]
@@ -688,9 +699,35 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         retried = {r.key: results[r.key].attempts - 1 for r in requests}
         say(status_table(requests, states, places, progress, time.time() - t0, retried))
 
-    interrupts = 0
-    while pending or running:
-        try:
+    interrupts: list[int] = []
+
+    def on_sigint(_signum, _frame):
+        interrupts.append(1)
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt  # the second Ctrl-C leaves at once
+
+    def begin_stop() -> None:
+        for req in pending:
+            results[req.key].state, states[req.key] = "stopped", "stopped"
+            results[req.key].message = "not started"
+        pending.clear()
+        say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
+            f"(Ctrl-C again to leave without waiting).")
+        ray.get(board.stop.remote())
+        started = ray.get(board.placements.remote())
+        for ref, req in running.items():  # queued tasks: take them off Ray's queue
+            if started.get(req.key, (0,))[0] != results[req.key].attempts:
+                ray.cancel(ref)
+
+    # Ctrl-C only sets a flag here, so no result is half-handled; the loop checks it every
+    # second. (Only the main thread may install a handler: elsewhere Ctrl-C is not ours.)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    try:
+        while pending or running:
+            if interrupts and not stopping:
+                stopping = True
+                begin_stop()
             while pending and not stopping and (max_parallel is None
                                                 or len(running) < max_parallel):
                 submit(pending.popleft())
@@ -700,26 +737,18 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
             ready, _ = ray.wait(list(running), num_returns=1,
                                 timeout=max(0.1, min(1.0, next_status - time.time())))
             for ref in ready:
-                req = running.pop(ref)
                 try:
                     outcome = ray.get(ref)
                 except Exception as e:  # a lost node or worker, a cancelled task
                     outcome = e
-                finish(req, outcome)
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts > 1:
-                say("Second Ctrl-C: leaving now; the runs still stop on their own "
-                    "(master.py gets SIGTERM when its task ends).")
-                raise
-            stopping = True
-            for req in pending:
-                results[req.key].state, states[req.key] = "stopped", "stopped"
-                results[req.key].message = "not started"
-            pending.clear()
-            say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
-                f"(Ctrl-C again to leave without waiting).")
-            ray.get(board.stop.remote())
+                finish(running.pop(ref), outcome)
+    except KeyboardInterrupt:
+        say("Second Ctrl-C: leaving now; each master.py still gets SIGTERM and stops on its "
+            "own when its Ray task ends.")
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old_handler)
     show()
     return _summarize(requests, results, time.time() - t0, plot, say)
 
