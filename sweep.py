@@ -14,10 +14,12 @@ stopped at the end); with one, the sweep joins that cluster. Every node must see
 the same path, with the same Python, and the output root on a shared file system.
 
 Inside a task, a small guard process (`_guard_main`) sits between the Ray worker and master.py:
-it takes the run's lock, decides from the run folder how to start, runs master.py and forwards
-SIGTERM to it. If the worker dies (its node removed, the task killed), master.py gets SIGTERM
-through the kernel's parent-death signal and writes its final checkpoints; the run's lock stays
-held until master.py has exited, so a retry never overlaps the attempt before it.
+it takes the run's lock, decides from the run folder how to start, runs master.py and sends it
+SIGTERM when asked to stop (its own SIGTERM, or a stop-request file the sweep writes on Ctrl-C;
+the task itself never blocks on Ray, since Ray lends a blocked task's CPUs to other tasks).
+If the worker dies (its node removed, the task killed), master.py gets SIGTERM through the
+kernel's parent-death signal and writes its final checkpoints; the run's lock stays held until
+master.py has exited, so a retry never overlaps the attempt before it.
 
 How a run starts (decided after taking its lock, again on every retry):
 - `state/finished.json` records a budget >= --total-frames: done, nothing is started;
@@ -31,8 +33,9 @@ resumes the others.
 
 Reads: the configs, and every run folder (`log/*.greedy.csv`, `replay/`, `state/`,
 `checkpoints/*/latest.json`) for the status table. Writes, per run, beside the run folder:
-`<output_root>/<ENV>/.sweep/<RUN>.lock` (the lock) and `<RUN>.out` (master.py's console output,
-appended per attempt); master.py writes the run folder itself. At the end: the learning curves
+`<output_root>/<ENV>/.sweep/<RUN>.lock` (the lock), `<RUN>.out` (master.py's console output,
+appended per attempt) and, only while a Ctrl-C stop is under way, `<RUN>.stop`; master.py writes
+the run folder itself. At the end: the learning curves
 of the sweep, `<output_root>/sweep_<EXPERIMENTS>_{frames,hours}.png` (plot.py).
 """
 
@@ -66,6 +69,7 @@ STATUS_SECONDS = 5.0
 DEFAULT_RETRIES = 3
 LOCK_WAIT_SECONDS = 180.0  # how long a retry waits for the attempt before it to stop
 CONNECT_SECONDS = 5.0
+STOP_POLL_SECONDS = 0.5  # how often a guard looks for its run's stop request
 SWEEP_DIR = ".sweep"
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps a local Ray on 127.0.0.1
 
@@ -189,10 +193,10 @@ def run_state(run: RunDir, total_frames: int) -> str:
     return NEW
 
 
-def sweep_files(run: RunDir) -> tuple[Path, Path]:
-    """(lock, console output) of a run: `<ENV>/.sweep/<RUN>.lock` and `.out`."""
+def sweep_files(run: RunDir) -> tuple[Path, Path, Path]:
+    """(lock, console output, stop request) of a run: `<ENV>/.sweep/<RUN>.{lock,out,stop}`."""
     folder = run.path.parent / SWEEP_DIR
-    return folder / f"{run.name}.lock", folder / f"{run.name}.out"
+    return tuple(folder / f"{run.name}.{ext}" for ext in ("lock", "out", "stop"))
 
 
 def gpus_per_run(model_based: bool, cluster_gpus: float) -> int:
@@ -294,11 +298,10 @@ def alive_nodes() -> list[dict]:
 
 
 class _Board:
-    """A tiny Ray actor: where each run is running, and the sweep's stop flag."""
+    """A tiny Ray actor where each task says on which node its attempt runs."""
 
     def __init__(self):
         self.placed: dict[str, tuple[int, str, str]] = {}
-        self.stop_requested = False
 
     def started(self, key: str, attempt: int, node_id: str, ip: str) -> None:
         self.placed[key] = (attempt, node_id, ip)
@@ -306,25 +309,18 @@ class _Board:
     def placements(self) -> dict:
         return dict(self.placed)
 
-    def stop(self) -> None:
-        self.stop_requested = True
-
-    def stopping(self) -> bool:
-        return self.stop_requested
-
 
 def _run_task(job: dict, board) -> dict:
-    """The Ray task of one attempt: start the guard (which runs master.py) and watch it."""
+    """The Ray task of one attempt: start the guard (which runs master.py) and wait for it.
+
+    It never blocks on another Ray object: Ray lends a blocked task's CPUs to other tasks,
+    which would put two runs on one reservation. The stop request comes as a file instead.
+    """
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()
-    with contextlib.suppress(Exception):
-        ray.get(board.started.remote(job["key"], job["attempt"], node_id, ip), timeout=30)
-    with contextlib.suppress(Exception):
-        if ray.get(board.stopping.remote(), timeout=10):
-            return {"mode": "", "returncode": None, "message": "stopped before it started",
-                    "guard": None, "node_id": node_id, "ip": ip, "stop_requested": True}
+    board.started.remote(job["key"], job["attempt"], node_id, ip)  # not waited for
     env = dict(os.environ)
     if job["gpus"] == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU reservation sees no GPU
@@ -334,26 +330,17 @@ def _run_task(job: dict, board) -> dict:
     guard = subprocess.Popen(
         [sys.executable, "-c", "import sys, sweep; sys.exit(sweep._guard_main(sys.argv[1]))",
          json.dumps(job)], cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, text=True)
-    stopped = False
-    while guard.poll() is None:
+    while True:
         try:
-            guard.wait(timeout=1.0)
-            continue
-        except subprocess.TimeoutExpired:
-            try:
-                stop_now = bool(ray.get(board.stopping.remote(), timeout=10))
-            except Exception:
-                stop_now = False
-        except KeyboardInterrupt:  # ray.cancel: stop like Ctrl-C
-            stop_now = True
-        if stop_now and not stopped:
+            guard.wait()
+            break
+        except KeyboardInterrupt:  # ray.cancel: stop like Ctrl-C, and wait
             guard.send_signal(signal.SIGTERM)
-            stopped = True
     report = {}
     for line in guard.stdout.read().splitlines():
         with contextlib.suppress(ValueError):
             report = json.loads(line)
-    report.update(guard=guard.returncode, node_id=node_id, ip=ip, stop_requested=stopped)
+    report.update(guard=guard.returncode, node_id=node_id, ip=ip)
     return report
 
 
@@ -410,17 +397,19 @@ def _guard_main(job_json: str) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def report(mode: str, returncode: int | None, message: str = "") -> None:
-        print(json.dumps({"mode": mode, "returncode": returncode, "message": message}),
-              flush=True)
+        print(json.dumps({"mode": mode, "returncode": returncode, "message": message,
+                          "stop_requested": bool(stop)}), flush=True)
 
     run = RunDir(**job["run"])
-    lock_path, out_path = sweep_files(run)
+    lock_path, out_path, stop_path = sweep_files(run)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     import fcntl
 
     deadline = time.time() + job["lock_wait"]
     while True:
+        if stop_path.exists():
+            stop.append(0)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
@@ -452,9 +441,21 @@ def _guard_main(job_json: str) -> int:
                                 stdin=subprocess.DEVNULL, pass_fds=(lock_fd,),
                                 preexec_fn=_master_preexec, start_new_session=True)
     master.append(proc)
-    if stop:
-        proc.send_signal(signal.SIGTERM)
-    returncode = proc.wait()
+    while True:
+        if stop or stop_path.exists():
+            if not stop:
+                stop.append(0)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # again is harmless: master stops once
+            returncode = proc.wait()
+            break
+        try:
+            returncode = proc.wait(timeout=STOP_POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(FileNotFoundError):
+        stop_path.unlink()
     report(mode, returncode, _tail_message(out_path, offset) if returncode else "")
     return 0
 
@@ -625,6 +626,9 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True)).remote()
     task = ray.remote(_run_task)
     states = {r.key: results[r.key].state for r in requests}
+    for req in todo:  # a stop request left by an earlier, interrupted sweep
+        with contextlib.suppress(FileNotFoundError):
+            sweep_files(req.run)[2].unlink()
     pending = collections.deque(todo)
     running: dict = {}  # ObjectRef -> RunRequest
     t0 = time.time()
@@ -713,8 +717,14 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         pending.clear()
         say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
             f"(Ctrl-C again to leave without waiting).")
-        ray.get(board.stop.remote())
-        started = ray.get(board.placements.remote())
+        for req in running.values():  # each guard sees its file within a second
+            stop_file = sweep_files(req.run)[2]
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            stop_file.touch()
+        try:
+            started = ray.get(board.placements.remote(), timeout=10)
+        except Exception:  # no answer: treat every task as queued (cancel asks it to stop too)
+            started = {}
         for ref, req in running.items():  # queued tasks: take them off Ray's queue
             if started.get(req.key, (0,))[0] != results[req.key].attempts:
                 ray.cancel(ref)

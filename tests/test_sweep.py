@@ -181,6 +181,8 @@ def test_grid_on_two_nodes_then_nothing_to_do(cluster, tmp_path):
     assert all(r.frames >= FRAMES and r.score is not None for r in results)
     assert "starting 4 new run(s)" in text
     assert "running" in text and "127.0.0.1" in text and "upd/frame" in text, text
+    heads = [ln for ln in lines if ln.startswith("sweep 0:")]
+    assert heads and not any(f"{n} running" in h for h in heads for n in (3, 4)), text  # 1 CPU
     assert "sweep finished in" in lines[-1] and "4 done (0 retried)" in lines[-1]
     figures = [out / "sweep_tiny_a-tiny_b_frames.png", out / "sweep_tiny_a-tiny_b_hours.png"]
     assert all(f.stat().st_size > 0 for f in figures)
