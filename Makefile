@@ -3,8 +3,6 @@
 #   make test         set up, then lint and run the test suite (what CI runs)
 SHELL := /bin/bash
 PY := .venv/bin/python
-QUICKSTART_CONFIG ?= config/experiments/quickstart/ddpg_pendulum.json
-QUICKSTART_FRAMES ?= 20000
 
 .PHONY: setup test lint quickstart
 
@@ -18,4 +16,4 @@ test: lint
 	$(PY) -m pytest -q
 
 quickstart: setup
-	$(PY) master.py $(QUICKSTART_CONFIG) 0 --total-frames $(QUICKSTART_FRAMES) --overwrite
+	bash scripts/quickstart.sh

@@ -93,7 +93,7 @@ class ValueRLLearner(Learner):
         if int(counters.get("updates", 0)) < pretrain:
             return self._model_path is not None
         try:
-            checkpoint.restore_checkpoint(latest, {"worldmodel": self.worldmodel}, strict=False)
+            checkpoint.restore_checkpoint(latest, {"worldmodel": self.worldmodel}, strict=True)
         except (FileNotFoundError, checkpoint.CheckpointError):
             return self._model_path is not None  # replaced while reading: next epoch
         self._model_path = latest

@@ -367,19 +367,30 @@ def test_render_pybullet_and_box2d_without_gl():
         env.close()
 
 
-def test_render_mujoco_with_egl(monkeypatch):
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        monkeypatch.setenv("MUJOCO_GL", "egl")
-    env = make_env(config("Hopper-v5"), seed=0, render_mode="rgb_array")
-    env.reset()
-    try:
-        frame = env.render()
-    except Exception as e:  # no usable OpenGL here (no EGL/OSMesa libraries, no display)
-        env.close()
-        pytest.skip(f"MuJoCo cannot render on this machine: {type(e).__name__}: {e}")
-    assert frame.shape == (480, 480, 3) and frame.dtype == np.uint8
-    assert frame.min() < frame.max()
-    env.close()
+def test_render_mujoco_with_egl():
+    # In a fresh process: Mesa's GL and TensorFlow (loaded by other tests) crash when they share
+    # one, which is why visualizer.py renders in a TensorFlow-free child process too.
+    script = """
+import sys
+from envwrap import make_env
+env = make_env({"name": "Hopper-v5", "max_frames": 1000}, seed=0, render_mode="rgb_array")
+env.reset()
+try:
+    frame = env.render()
+except Exception as e:
+    print("SKIP", type(e).__name__, e)
+    sys.exit(0)
+print("FRAME", frame.shape, frame.dtype, int(frame.min() < frame.max()))
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if "MUJOCO_GL" not in env and not env.get("DISPLAY"):
+        env["MUJOCO_GL"] = "egl"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if out.stdout.startswith("SKIP"):  # no usable OpenGL here (no EGL/OSMesa, no display)
+        pytest.skip(f"MuJoCo cannot render on this machine: {out.stdout.strip()}")
+    assert out.stdout.strip() == "FRAME (480, 480, 3) uint8 1"
 
 
 def test_render_needs_render_mode():

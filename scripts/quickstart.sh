@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's quick-start: train STEVE on InvertedPendulum-v5 on this machine (a few minutes on
+# 2 CPU cores), then draw its learning curve and render a video of the trained agent.
+# Each run replaces the previous quick-start run under output/quickstart/ (and nothing else).
+# Override with QUICKSTART_CONFIG, QUICKSTART_FRAMES, QUICKSTART_OUTPUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+CONFIG=${QUICKSTART_CONFIG:-config/experiments/quickstart/steve_pendulum.json}
+FRAMES=${QUICKSTART_FRAMES:-16000}
+OUT=${QUICKSTART_OUTPUT:-output/quickstart}
+start=$(date +%s)
+
+echo "quick-start: training $CONFIG for $FRAMES frames (status every 5 s)"
+"$PY" master.py "$CONFIG" 0 --total-frames "$FRAMES" --output-root "$OUT" --overwrite
+run=$(dirname "$(dirname "$(ls "$OUT"/*/"$(basename "$CONFIG" .json)"/log/hps.json)")")
+
+"$PY" plot.py "$run" --out "$run/learning_curve.png" --x frames
+"$PY" visualizer.py "$CONFIG" 0 "$run/checkpoints" --episodes 1 --video "$run/videos/trained.mp4"
+
+"$PY" - "$run" "$start" <<'PY'
+import sys, time
+from pathlib import Path
+run, start = Path(sys.argv[1]), float(sys.argv[2])
+rows = [line.split(",") for line in next(run.glob("log/*.greedy.csv")).read_text().split()]
+first = [float(r[3]) for r in rows[:5]]
+last = [float(r[3]) for r in rows[-5:]]
+print(f"\nquick-start done in {(time.time() - start) / 60:.1f} min: greedy score "
+      f"{sum(first) / len(first):.0f} at the first evaluations -> {sum(last) / len(last):.0f} at "
+      f"the end (1000 is the maximum)")
+print(f"  learning curve: {run / 'learning_curve.png'}")
+print(f"  video:          {run / 'videos' / 'trained.mp4'}")
+print(f"  run folder:     {run}")
+PY
