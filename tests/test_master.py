@@ -65,6 +65,15 @@ def test_tiny_ddpg_run_and_resume(tmp_path):
     assert rows2[: len(rows)] == rows and len(rows2) > len(rows)
     assert (run / "log/valuerl.log").read_text().count("resumed from") == 1
 
+    # The learning-curve command draws this real run.
+    import plot
+
+    written = plot.plot_runs(plot.find_runs([tmp_path]), tmp_path / "curve.png")
+    assert len(written) == 2
+    for path in written:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert Path(path).stat().st_size > 10_000
+
 
 def test_tiny_steve_run(tmp_path):
     out = run_master(TINY_STEVE, 0, "--total-frames", 300, "--output-root", tmp_path)
