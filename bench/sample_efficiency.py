@@ -1,0 +1,596 @@
+"""Sample-efficiency benchmark: seeded runs of several configs through the sweep, then a report.
+
+    .venv/bin/python bench/sample_efficiency.py --preset cpu          # ~2 h on a 2-core CPU
+    .venv/bin/python bench/sample_efficiency.py --preset gpu --address auto   # the paper's grid
+    .venv/bin/python bench/sample_efficiency.py CONFIG [CONFIG ...] --seeds 3 \
+        --total-frames 30000 [--checkpoints-at 10000,20000,30000] [--threshold Hopper-v5=1000]
+    .venv/bin/python bench/sample_efficiency.py --preset cpu --report-only   # report only
+
+Run by hand on the machine that drives the sweep; it trains nothing itself. Every (config, seed)
+pair is one `master.py --seed S --total-frames N` run started by `sweep.run_sweep` (a local Ray
+instance by default, or the cluster at `--address`), as many at once as the CPUs allow. The same
+command again skips finished runs and resumes interrupted ones (sweep.py decides, per run).
+Seeded runs seed the environments, network initialisation and replay sampling (master.py).
+
+Reads, per run folder `<output_root>/<ENV>/<EXPERIMENT>.seed<S>/`: `log/*.greedy.csv` (one line
+per greedy evaluation episode: hours,epoch,frames,score), `log/hps.json` (the environment's name)
+and `state/finished.json` (the run reached its budget). Writes, besides the run folders that
+sweep.py and master.py write: the report `--report` (markdown, written whole to a temporary name
+and renamed) and its learning-curve figures beside it, `<report stem>_curves_frames.png` and
+`<report stem>_curves_hours.png` (plot.py), linked from the report by relative paths.
+
+How the report's numbers are defined (also written into the report):
+- score of a run at frame count F: the mean return of its greedy evaluation episodes that ended
+  at a frame count in [(1 - WINDOW) * F, F] (the last 10% of frames before F); no value when no
+  episode ended there (the run did not get that far, or was not evaluated in that window);
+- frames to the threshold T: the smallest frame count F at which some episode ended and the
+  run's score at F (as above) is >= T; "not reached" otherwise;
+- hours: the largest `hours` of the run's greedy.csv, i.e. the training wall-clock time up to its
+  last evaluation (time spent stopped between an interruption and the resume is not counted).
+Across the seeds of one (environment, algorithm): mean, standard deviation (numpy's, ddof 0),
+min and max over the runs that have a value.
+
+Presets are data (PRESETS below): the config list, seeds, frame budget, table frame counts and
+thresholds; paths in a preset are relative to the project root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # run as a script: the project's modules live one folder up
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import config as config_lib  # noqa: E402
+import plot  # noqa: E402
+import sweep  # noqa: E402
+import util  # noqa: E402
+
+WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames before F
+DEFAULT_MARKS = 4  # table columns when --checkpoints-at is not given: N/4, N/2, 3N/4, N
+REPORT_NAME = "sample_efficiency.md"  # default report, in the output root
+
+
+class BenchmarkError(Exception):
+    """A problem with the benchmark's input or runs; the message is one sentence with the fix."""
+
+    exit_status = 2  # of the command line
+
+
+class RunsFailed(BenchmarkError):
+    """Some runs failed for good (after the sweep's retries); no report was written."""
+
+    exit_status = 1
+
+
+class RunsStopped(BenchmarkError):
+    """Some runs were stopped (Ctrl-C) before their budget; no report was written."""
+
+    exit_status = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """What to run and how to report it."""
+
+    name: str
+    configs: tuple[str, ...]  # config files
+    seeds: int  # seeds 0..seeds-1
+    total_frames: int  # budget of every run
+    marks: tuple[int, ...]  # frame counts of the score table
+    thresholds: dict[str, float]  # environment name -> score
+    output_root: str
+    report: str  # markdown path
+    command: str  # how to reproduce it, shown in the report
+    max_parallel: int | None = None
+
+
+def _cpu_configs(envs: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"config/experiments/benchmark/cpu/{env}/{algo}.json"
+                 for env in envs for algo in ("ddpg", "mve_tdk", "steve"))
+
+
+# The paper's eight environments, with its kept runs (CONFIGS.md: goodruns/<env>/).
+_GOODRUNS = {"halfcheetah": ("ddpg3", "mve_tdk1", "steve3"),
+             "hopper": ("ddpg0", "mve_tdk0", "steve3"),
+             "walker2d": ("ddpg1", "mve_tdk1", "steve1"),
+             "swimmer": ("ddpg0", "mve_tdk3", "steve1"),
+             "humanoid": ("ddpg3", "mve_tdk3", "steve1"),
+             "hardcore": ("ddpg2", "mve_tdk2", "steve1"),
+             "rshum": ("ddpg2", "mve_tdk3", "steve1"),
+             "flagrun": ("ddpg3", "mve_tdk0", "steve0")}
+
+# Each preset: keyword arguments of Benchmark (name and command are filled in).
+PRESETS: dict[str, dict] = {
+    # A CPU machine (2 cores here): 3 algorithms x 2 tasks x 3 seeds = 18 runs, one at a time.
+    # Budgets sized from measured speeds with cpu.json (see docs/sample_efficiency.md).
+    "cpu": dict(
+        configs=_cpu_configs(("invertedpendulum", "hopper")),
+        seeds=3,
+        total_frames=15_000,
+        marks=(5_000, 10_000, 15_000),
+        thresholds={"InvertedPendulum-v5": 900.0, "Hopper-v5": 500.0},
+        output_root="output/benchmark/cpu",
+        report="docs/benchmark/cpu.md",
+    ),
+    # The paper's setting: its sizes (goodruns configs), the eight environments, 1M frames.
+    # Thresholds are levels of clear progress chosen for this table, not the paper's numbers.
+    "gpu": dict(
+        configs=tuple(f"config/experiments/goodruns/{env}/{name}.json"
+                      for env, names in _GOODRUNS.items() for name in names),
+        seeds=3,
+        total_frames=1_000_000,
+        marks=(100_000, 250_000, 500_000, 1_000_000),
+        thresholds={"HalfCheetah-v5": 4000.0, "Hopper-v5": 2500.0, "Walker2d-v5": 2500.0,
+                    "Swimmer-v5": 100.0, "Humanoid-v5": 2000.0,
+                    "BipedalWalkerHardcore-v3": 0.0, "HumanoidBulletEnv-v0": 1000.0,
+                    "HumanoidFlagrunBulletEnv-v0": 500.0},
+        output_root="output/benchmark/gpu",
+        report="docs/benchmark/gpu.md",
+    ),
+    # A smoke test of the machinery: tiny networks, a few hundred frames (about a minute).
+    "tiny": dict(
+        configs=("tests/configs/tiny_ddpg.json", "tests/configs/tiny_steve.json"),
+        seeds=2,
+        total_frames=300,
+        marks=(150, 300),
+        thresholds={"InvertedPendulum-v5": 10.0},
+        output_root="output/benchmark/tiny",
+        report="output/benchmark/tiny/sample_efficiency.md",
+    ),
+}
+
+
+def preset(name: str) -> Benchmark:
+    """The named preset, with its paths resolved against the project root."""
+    if name not in PRESETS:
+        raise BenchmarkError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    p = dict(PRESETS[name])
+    p["configs"] = tuple(str(ROOT / c) for c in p["configs"])
+    p["output_root"] = str(ROOT / p["output_root"])
+    p["report"] = str(ROOT / p["report"])
+    p["thresholds"] = dict(p["thresholds"])
+    return Benchmark(name=name, command=f"python bench/sample_efficiency.py --preset {name}",
+                     **p)
+
+
+def default_marks(total_frames: int, count: int = DEFAULT_MARKS) -> tuple[int, ...]:
+    """`count` evenly spaced frame counts ending at the budget: 30000 -> 7500, ..., 30000."""
+    return tuple(sorted({int(round(total_frames * (i + 1) / count)) for i in range(count)}))
+
+
+# ------------------------------------------------------------------------------ one run
+
+
+def score_at(data: np.ndarray, mark: float, window: float = WINDOW) -> float | None:
+    """A run's score at frame count `mark`: the mean score of its evaluation episodes that ended
+    at frames in [(1 - window) * mark, mark]; None when there is none.
+
+    `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
+    """
+    frames, scores = data[:, plot.FRAMES], data[:, plot.SCORE]  # [k], [k]
+    inside = (frames >= (1.0 - window) * mark) & (frames <= mark)  # [k]
+    return float(np.mean(scores[inside])) if np.any(inside) else None
+
+
+def frames_to_threshold(data: np.ndarray, threshold: float,
+                        window: float = WINDOW) -> int | None:
+    """The first frame count at which an episode ended and the run's score there (score_at) is
+    >= `threshold`; None when the run never got there."""
+    for frames in np.unique(data[:, plot.FRAMES]):  # sorted
+        value = score_at(data, float(frames), window)
+        if value is not None and value >= threshold:
+            return int(frames)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """The numbers of one run that the report uses."""
+
+    path: Path
+    env: str
+    algo: str
+    seed: int | None
+    finished: bool  # state/finished.json says it reached its budget
+    last_frames: int  # frame count of its last evaluation episode
+    episodes: int
+    hours: float
+    scores: tuple[float | None, ...]  # score_at each mark
+    to_threshold: int | None  # frames_to_threshold (None also when no threshold)
+
+
+def _seed_of(run_dir: Path) -> int | None:
+    hps = util.read_json(run_dir / "log" / "hps.json")
+    if isinstance(hps, dict) and isinstance(hps.get("seed"), int):
+        return hps["seed"]
+    name = run_dir.name
+    suffix = name.rpartition(".seed")[2]
+    return int(suffix) if ".seed" in name and suffix.isdigit() else None
+
+
+def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
+                  thresholds: dict[str, float], total_frames: int | None = None,
+                  window: float = WINDOW) -> RunSummary:
+    """Read one run folder and compute its report numbers. Raises BenchmarkError when the run
+    has no evaluations (or an unreadable greedy.csv)."""
+    run_dir = Path(run_dir)
+    try:
+        data = plot.load_greedy(run_dir)  # [k, 4]
+    except plot.PlotError as e:
+        raise BenchmarkError(str(e)[0].upper() + str(e)[1:]) from None
+    info = plot.run_info(run_dir)
+    finished_info = util.read_json(run_dir / "state" / "finished.json")
+    finished = isinstance(finished_info, dict) and (
+        total_frames is None or int(finished_info.get("total_frames", 0)) >= total_frames)
+    threshold = thresholds.get(info.env)
+    return RunSummary(
+        path=run_dir, env=info.env, algo=info.algo, seed=_seed_of(run_dir), finished=finished,
+        last_frames=int(data[:, plot.FRAMES].max()), episodes=len(data),
+        hours=float(data[:, plot.HOURS].max()),
+        scores=tuple(score_at(data, m, window) for m in marks),
+        to_threshold=(frames_to_threshold(data, threshold, window)
+                      if threshold is not None else None))
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+def spread(values: Sequence[float | None]) -> dict | None:
+    """n, mean, std (ddof 0), min and max of the values that are not None; None if none."""
+    present = np.array([v for v in values if v is not None], dtype=np.float64)
+    if len(present) == 0:
+        return None
+    return {"n": len(present), "mean": float(present.mean()), "std": float(present.std()),
+            "min": float(present.min()), "max": float(present.max())}
+
+
+def _num(x: float, digits: int | None = None) -> str:
+    """Scores: no decimal from 100 up, one below (or `digits`)."""
+    if digits is None:
+        digits = 0 if abs(x) >= 100 else 1
+    return f"{x:.{digits}f}"
+
+
+def _frames(n: float) -> str:
+    """Frame counts as 500, 7.5k, 12k, 1.25M."""
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:g}M"
+    if abs(n) >= 1e3:
+        return f"{round(n / 1e3, 2):g}k"
+    return f"{n:.0f}"
+
+
+def _cell(values: Sequence[float | None], fmt: Callable[[float], str] | None = None) -> str:
+    """`mean ± std (min–max)`, plus `[n=k]` when only k of the values are present. One number
+    format for the whole cell: no decimal when its largest number is 100 or more."""
+    s = spread(values)
+    if s is None:
+        return "-"
+    if fmt is None:
+        digits = 0 if max(abs(s["mean"]), abs(s["min"]), abs(s["max"])) >= 100 else 1
+        fmt = functools.partial(_num, digits=digits)
+    text = f"{fmt(s['mean'])} ± {fmt(s['std'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+    if s["n"] < len(values):
+        text += f" [n={s['n']}]"
+    return text
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def group(summaries: Sequence[RunSummary]) -> dict[tuple[str, str], list[RunSummary]]:
+    """{(env, algo): runs sorted by seed}, keys sorted."""
+    groups: dict[tuple[str, str], list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault((s.env, s.algo), []).append(s)
+    return {k: sorted(v, key=lambda s: (s.seed is None, s.seed, str(s.path)))
+            for k, v in sorted(groups.items())}
+
+
+def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
+                  figures: Sequence[str | os.PathLike], window: float = WINDOW,
+                  when: str | None = None) -> str:
+    """The markdown report (figures given as paths relative to the report's folder)."""
+    groups = group(summaries)
+    when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    unfinished = [s for s in summaries if not s.finished]
+    lines = [f"# Sample efficiency: {bench.name}", "",
+             f"Produced by `{bench.command}` on {when} from {len(summaries)} run(s) of "
+             f"{len(bench.configs)} config(s) x {bench.seeds} seed(s), "
+             f"{_frames(bench.total_frames)} frames each (runs under `{bench.output_root}`).",
+             ""]
+    if unfinished:
+        lines += [f"**{len(unfinished)} run(s) have not reached the budget yet** (marked "
+                  f"`unfinished` below); run the same command again to resume them.", ""]
+    lines += ["Configs:", ""] + [f"- `{_display(c)}`" for c in bench.configs] + [""]
+
+    lines += ["## Greedy score at fixed frame counts", "",
+              f"Score of one run at F frames: the mean return of its greedy evaluation "
+              f"episodes that ended between {1 - window:g} F and F frames. Each cell: mean ± "
+              f"standard deviation over seeds (min–max); `[n=k]` when only k seeds have a value "
+              f"there (the others stopped earlier or had no evaluation in that window).", ""]
+    header = ["environment", "algorithm", "seeds"] + [_frames(m) for m in bench.marks]
+    rows = [[env, algo, str(len(runs))]
+            + [_cell([r.scores[i] for r in runs]) for i in range(len(bench.marks))]
+            for (env, algo), runs in groups.items()]
+    lines += _table(header, rows) + [""]
+
+    lines += ["## Frames to reach the threshold", ""]
+    envs = sorted({env for env, _ in groups})
+    with_threshold = [env for env in envs if env in bench.thresholds]
+    if not with_threshold:
+        lines += ["No threshold was given (use `--threshold ENV=SCORE`).", ""]
+    else:
+        lines += ["The first frame count at which a run's score (as defined above) is at least "
+                  "the threshold. `reached`: seeds that got there; mean over those seeds; per "
+                  "seed in seed order, `-` for not reached.", ""]
+        rows = []
+        for (env, algo), runs in groups.items():
+            if env not in bench.thresholds:
+                continue
+            hits = [r.to_threshold for r in runs]
+            s = spread(hits)
+            rows.append([env, algo, _num(bench.thresholds[env]),
+                         f"{s['n'] if s else 0}/{len(runs)}",
+                         _frames(s["mean"]) if s else "-",
+                         ", ".join(_frames(h) if h is not None else "-" for h in hits)])
+        lines += _table(["environment", "algorithm", "threshold", "reached", "mean frames",
+                         "per seed"], rows) + [""]
+
+    lines += ["## Wall-clock time", "",
+              "Hours of training per run (the largest `hours` in its greedy.csv: wall-clock "
+              "time up to its last evaluation, not counting time stopped between an interruption "
+              "and its resume); mean ± std (min–max) over seeds.", ""]
+    rows = [[env, algo, _cell([r.hours for r in runs], lambda h: f"{h:.2f}"),
+             _frames(min(r.last_frames for r in runs))]
+            for (env, algo), runs in groups.items()]
+    lines += _table(["environment", "algorithm", "hours", "last evaluation (fewest frames)"],
+                    rows) + [""]
+
+    lines += ["## Learning curves", "",
+              "Line: mean over seeds; shaded: min–max across seeds (plot.py).", ""]
+    for fig in figures:
+        kind = "hours" if str(fig).endswith("_hours.png") else "frames"
+        lines += [f"![greedy score against {kind}]({Path(fig).as_posix()})", ""]
+
+    lines += ["## Runs", ""]
+    rows = [[env, algo, str(r.seed) if r.seed is not None else "-",
+             "done" if r.finished else "unfinished", _frames(r.last_frames), str(r.episodes),
+             f"{r.hours:.2f}", f"`{_display(r.path)}`"]
+            for (env, algo), runs in groups.items() for r in runs]
+    lines += _table(["environment", "algorithm", "seed", "state", "last evaluation",
+                     "episodes", "hours", "folder"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def _display(path: str | os.PathLike) -> str:
+    """A path relative to the project root when it is inside it."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def run_dirs(bench: Benchmark) -> list[Path]:
+    """The benchmark's run folders, in config then seed order (from the configs alone)."""
+    return [r.run.path for r in sweep.plan_runs(bench.configs, bench.seeds, bench.output_root)]
+
+
+def write_report(bench: Benchmark, window: float = WINDOW,
+                 when: str | None = None) -> tuple[Path, list[Path]]:
+    """Compute the report from the run folders and write it with its figures.
+
+    Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
+    run folder is missing or a run has no evaluations.
+    """
+    runs = run_dirs(bench)
+    missing = [r for r in runs if not r.is_dir()]
+    if missing:
+        raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
+                             f"(e.g. {missing[0]}); run the benchmark without --report-only "
+                             f"first.")
+    summaries = [summarize_run(r, bench.marks, bench.thresholds, bench.total_frames, window)
+                 for r in runs]
+    report = Path(bench.report)
+    figure_base = report.with_name(f"{report.stem}_curves.png")
+    try:
+        figures = [Path(p) for p in plot.plot_runs(runs, figure_base, x="both")]
+    except plot.PlotError as e:
+        raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
+    relative = [os.path.relpath(f, report.parent) for f in figures]
+    util.atomic_write_text(report, format_report(bench, summaries, relative, window, when))
+    return report, figures
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def run_benchmark(bench: Benchmark, address: str | None = None,
+                  cpus_per_run: float | None = None, report_only: bool = False,
+                  out: Callable[[str], None] | None = None,
+                  status_seconds: float = sweep.STATUS_SECONDS) -> tuple[Path, list[Path]]:
+    """Run (or resume) every run of `bench` through the sweep, then write the report.
+
+    Raises RunsFailed / RunsStopped when runs failed or were stopped (no report then; the same
+    call resumes them), BenchmarkError when the report cannot be made, sweep.SweepError /
+    config.ConfigError on bad input (before anything is written).
+    """
+    say = out or (lambda text: print(text, flush=True))
+    if not report_only:
+        results = sweep.run_sweep(bench.configs, bench.seeds, total_frames=bench.total_frames,
+                                  output_root=bench.output_root, address=address,
+                                  max_parallel=bench.max_parallel, cpus_per_run=cpus_per_run,
+                                  status_seconds=status_seconds, plot=False, out=say)
+        stopped = [r for r in results if r.state == "stopped"]
+        failed = [r for r in results if r.state == "failed"]
+        if stopped:
+            raise RunsStopped(f"{len(stopped)} run(s) were stopped before their budget (e.g. "
+                                 f"{stopped[0].path}); run the same command again to resume "
+                                 f"them, then the report is written.")
+        if failed:
+            raise RunsFailed(f"{len(failed)} run(s) failed (e.g. {failed[0].path}: "
+                                 f"{failed[0].message}); see its log/*.err and the sweep's "
+                                 f".sweep/*.out, fix the cause and run the same command again.")
+    report, figures = write_report(bench)
+    say(f"report: {report}")
+    for f in figures:
+        say(f"figure: {f}")
+    return report, figures
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def _frame_list(text: str) -> tuple[int, ...]:
+    try:
+        marks = tuple(sorted({int(float(x)) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of frame counts (e.g. 10000,20000)."
+        ) from None
+    if not marks or marks[0] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive frame counts.")
+    return marks
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    env, sep, value = text.rpartition("=")
+    try:
+        score = float(value)
+    except ValueError:
+        score = math.nan
+    if not sep or not env or math.isnan(score):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ENV=SCORE (e.g. Hopper-v5=1000).")
+    return env, score
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sample_efficiency.py",
+        description="Run configs for several seeds at a fixed frame budget (through sweep.py, "
+                    "resuming what was interrupted), then write a markdown report with the "
+                    "learning curves.")
+    parser.add_argument("configs", nargs="*", metavar="CONFIG",
+                        help="experiment config files (or use --preset)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a predefined benchmark; other options override its values")
+    parser.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per config")
+    parser.add_argument("--total-frames", type=int, metavar="N", help="frame budget per run")
+    parser.add_argument("--checkpoints-at", type=_frame_list, metavar="F1,F2,...",
+                        help="frame counts of the score table (default: 4 evenly spaced "
+                             "counts up to the budget)")
+    parser.add_argument("--threshold", type=_threshold, action="append", metavar="ENV=SCORE",
+                        help="score threshold of an environment (e.g. Hopper-v5=1000); "
+                             "repeatable")
+    parser.add_argument("--output-root", metavar="DIR", help="where the runs go")
+    parser.add_argument("--report", metavar="PATH",
+                        help=f"report path (.md; default: <output root>/{REPORT_NAME})")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="join the Ray cluster at ADDR (HOST:PORT or auto); default: a "
+                             "local Ray instance")
+    parser.add_argument("--max-parallel", type=int, metavar="K",
+                        help="at most K runs at once (default: as many as the CPUs hold)")
+    parser.add_argument("--cpus-per-run", type=float, metavar="C",
+                        help="CPUs each run reserves (default: one per process of the run)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the run folders as they are; run nothing")
+    return parser
+
+
+def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
+    """The Benchmark named by the command line (a preset with overrides, or explicit)."""
+    if args.preset and args.configs:
+        raise BenchmarkError("Give either --preset or config files, not both.")
+    if args.preset:
+        bench = preset(args.preset)
+    elif not args.configs:
+        raise BenchmarkError("No config was given; name config files or use --preset "
+                             f"({', '.join(PRESETS)}).")
+    else:
+        if args.seeds is None or args.total_frames is None:
+            raise BenchmarkError("With config files, --seeds and --total-frames are required "
+                                 "(e.g. --seeds 3 --total-frames 30000).")
+        root = args.output_root or "output/benchmark"
+        bench = Benchmark(
+            name=", ".join(config_lib.experiment_name(c) for c in args.configs),
+            configs=tuple(str(Path(c).resolve()) for c in args.configs), seeds=args.seeds,
+            total_frames=args.total_frames, marks=default_marks(args.total_frames),
+            thresholds={}, output_root=str(Path(root).resolve()),
+            report=str(Path(root).resolve() / REPORT_NAME), command="")
+    changes: dict = {}
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.total_frames is not None:
+        changes["total_frames"] = args.total_frames
+        if not args.checkpoints_at and args.preset:
+            changes["marks"] = tuple(m for m in bench.marks if m < args.total_frames) + (
+                args.total_frames,)
+    if args.checkpoints_at:
+        changes["marks"] = args.checkpoints_at
+    if args.threshold:
+        changes["thresholds"] = dict(bench.thresholds, **dict(args.threshold))
+    if args.output_root:
+        changes["output_root"] = str(Path(args.output_root).resolve())
+        if not args.report and not args.preset:
+            changes["report"] = str(Path(args.output_root).resolve() / REPORT_NAME)
+    if args.report:
+        changes["report"] = str(Path(args.report).resolve())
+    if args.max_parallel is not None:
+        changes["max_parallel"] = args.max_parallel
+    bench = dataclasses.replace(bench, **changes)
+    if bench.seeds < 1:
+        raise BenchmarkError(f"--seeds {bench.seeds} gives no runs; use 1 or more.")
+    if bench.total_frames <= 0:
+        raise BenchmarkError(f"--total-frames {bench.total_frames} must be a positive number "
+                             f"of frames.")
+    if max(bench.marks) > bench.total_frames:
+        raise BenchmarkError(f"The table frame count {max(bench.marks)} is beyond the budget "
+                             f"of {bench.total_frames} frames; lower --checkpoints-at or raise "
+                             f"--total-frames.")
+    if not bench.report.endswith(".md"):
+        raise BenchmarkError(f"The report {bench.report} must end in .md; give a .md path "
+                             f"with --report.")
+    return dataclasses.replace(bench, command=_command(args))
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this benchmark (without --report-only)."""
+    argv = [a for a in (args.argv or []) if a != "--report-only"]
+    return " ".join(["python bench/sample_efficiency.py", *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        bench = benchmark_from_args(args)
+        run_benchmark(bench, address=args.address, cpus_per_run=args.cpus_per_run,
+                      report_only=args.report_only)
+    except (BenchmarkError, sweep.SweepError, config_lib.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_status", 2)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""bench/sample_efficiency.py: the report's numbers on fake runs, its command line, and the
+whole machinery (sweep on a local Ray cluster, an interrupted run resumed, report and figures)
+on a tiny budget.
+
+The fast tests write fake run folders (log/hps.json, log/<run>.greedy.csv, state/finished.json)
+under tmp_path and need no Ray. The end-to-end test starts a two-node Ray cluster on 127.0.0.1
+(one CPU per node, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, as tests/test_sweep.py does) and stops
+it through its handle.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sweep
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
+TINY_STEVE = TESTS / "configs/tiny_steve.json"
+ENV = "InvertedPendulum-v5"
+
+
+def _load_module():
+    spec = importlib.util.spec_from_file_location("sample_efficiency",
+                                                  ROOT / "bench/sample_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+se = _load_module()
+
+
+def greedy(rows) -> np.ndarray:
+    """plot.load_greedy's layout from (frames, score) pairs; hours = frames / 36000."""
+    return np.array([[f / 36000, i, f, s] for i, (f, s) in enumerate(rows)], dtype=np.float64)
+
+
+def fake_run(root: Path, experiment: str, seed: int, rows, finished_at: int | None,
+             env: str = ENV) -> Path:
+    run = root / env / f"{experiment}.seed{seed}"
+    (run / "log").mkdir(parents=True)
+    (run / "log/hps.json").write_text(json.dumps({"env": {"name": env}, "seed": seed}))
+    (run / "log" / f"{run.name}.greedy.csv").write_text(
+        "".join(f"{h:.6f},{int(e)},{int(f)},{s:.6f}\n" for h, e, f, s in greedy(rows)))
+    if finished_at is not None:
+        (run / "state").mkdir()
+        (run / "state/finished.json").write_text(json.dumps(
+            {"total_frames": finished_at, "frames": finished_at}))
+    return run
+
+
+def tiny_bench(tmp_path: Path, **changes):
+    out = tmp_path / "out"
+    bench = se.Benchmark(name="tiny test", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=2,
+                         total_frames=1000, marks=(500, 1000),
+                         thresholds={ENV: 100.0}, output_root=str(out),
+                         report=str(tmp_path / "docs/report.md"), command="python bench/x")
+    return se.dataclasses.replace(bench, **changes)
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def test_score_at_averages_the_last_tenth_before_the_mark():
+    data = greedy([(400, 1.0), (450, 3.0), (500, 5.0), (520, 100.0), (900, 7.0), (1000, 9.0)])
+    assert se.score_at(data, 500) == pytest.approx(4.0)  # 450 and 500 lie in [450, 500]
+    assert se.score_at(data, 1000) == pytest.approx(8.0)  # 900 and 1000
+    assert se.score_at(data, 800) is None  # nothing in [720, 800]
+    assert se.score_at(data, 2000) is None  # beyond the run
+    assert se.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # [375, 500]
+
+
+def test_frames_to_threshold_uses_the_windowed_score():
+    # A lone good episode at 500 is averaged with the bad one at 460: 4.5 < 8.
+    data = greedy([(100, 0.0), (460, 0.0), (500, 9.0), (700, 8.0), (800, 8.0)])
+    assert se.frames_to_threshold(data, 8.0) == 700
+    assert se.frames_to_threshold(data, 4.5) == 500
+    assert se.frames_to_threshold(data, 0.0) == 100
+    assert se.frames_to_threshold(data, 9.5) is None
+
+
+def test_spread_and_cells():
+    assert se.spread([None, None]) is None
+    s = se.spread([1.0, 3.0, None])
+    assert s == {"n": 2, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert se._cell([100.0, 300.0]) == "200 ± 100 (100–300)"
+    assert se._cell([1.0, 3.0, None]) == "2.0 ± 1.0 (1.0–3.0) [n=2]"
+    assert se._cell([90.0, 110.0]) == "100 ± 10 (90–110)"  # one format per cell
+    assert se._cell([None]) == "-"
+    assert [se._frames(n) for n in (500, 7500, 12000, 1_250_000)] == ["500", "7.5k", "12k",
+                                                                      "1.25M"]
+    assert se.default_marks(30000) == (7500, 15000, 22500, 30000)
+
+
+def test_report_from_fake_runs(tmp_path):
+    bench = tiny_bench(tmp_path)
+    out = Path(bench.output_root)
+    # tiny_ddpg: seed 0 reaches 100 at 900 frames, seed 1 never; tiny_steve: at 500 and 460.
+    fake_run(out, "tiny_ddpg", 0, [(450, 10.0), (500, 20.0), (900, 100.0), (1000, 120.0)], 1000)
+    fake_run(out, "tiny_ddpg", 1, [(480, 30.0), (950, 50.0), (1000, 70.0)], 1000)
+    fake_run(out, "tiny_steve", 0, [(500, 150.0), (1000, 200.0)], 1000)
+    fake_run(out, "tiny_steve", 1, [(460, 110.0), (500, 130.0), (700, 90.0)], None)
+
+    report, figures = se.write_report(bench, when="today")
+    assert report == tmp_path / "docs/report.md"
+    assert [f.name for f in figures] == ["report_curves_frames.png", "report_curves_hours.png"]
+    assert all(f.stat().st_size > 10_000 for f in figures)
+    text = report.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Sample efficiency: tiny test"
+    assert "`python bench/x` on today from 4 run(s) of 2 config(s) x 2 seed(s)" in text
+    assert "**1 run(s) have not reached the budget yet**" in text
+    # scores at 500: ddpg (15, 30) -> 22.5 ± 7.5; steve (150, 120) -> 135 ± 15
+    # scores at 1000: ddpg (110, 60) -> 85 ± 25; steve (200, none) -> n=1
+    assert ("| InvertedPendulum-v5 | tiny_ddpg | 2 | 22.5 ± 7.5 (15.0–30.0) | "
+            "85 ± 25 (60–110) |") in lines
+    assert ("| InvertedPendulum-v5 | tiny_steve | 2 | 135 ± 15 (120–150) | "
+            "200 ± 0 (200–200) [n=1] |") in lines
+    assert "| InvertedPendulum-v5 | tiny_ddpg | 100 | 1/2 | 900 | 900, - |" in lines
+    assert "| InvertedPendulum-v5 | tiny_steve | 100 | 2/2 | 480 | 500, 460 |" in lines
+    # hours = last frames / 36000: ddpg 1000, 1000 -> 0.03; steve 1000, 700
+    assert "| InvertedPendulum-v5 | tiny_steve | 0.02 ± 0.00 (0.02–0.03) | 700 |" in lines
+    assert "![greedy score against frames](report_curves_frames.png)" in lines
+    assert "![greedy score against hours](report_curves_hours.png)" in lines
+    assert any(ln.startswith("| InvertedPendulum-v5 | tiny_steve | 1 | unfinished | 700 | 3 |")
+               for ln in lines), text
+    assert not list(report.parent.glob(".*tmp"))  # written whole, no temporary left
+
+
+def test_report_needs_evaluations_and_folders(tmp_path):
+    bench = tiny_bench(tmp_path)
+    out = Path(bench.output_root)
+    with pytest.raises(se.BenchmarkError, match="4 run folder\\(s\\) do not exist.*without "
+                                                "--report-only"):
+        se.write_report(bench)
+    for experiment in ("tiny_ddpg", "tiny_steve"):
+        for seed in (0, 1):
+            fake_run(out, experiment, seed, [(500, 1.0)], 1000)
+    (out / ENV / "tiny_steve.seed1/log/tiny_steve.seed1.greedy.csv").write_text("")
+    with pytest.raises(se.BenchmarkError, match="^Run .*tiny_steve.seed1 has no evaluations"):
+        se.write_report(bench)
+    assert not Path(bench.report).exists()
+
+
+def test_thresholds_absent_and_report_only_cli(tmp_path):
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        fake_run(out, "tiny_ddpg", seed, [(100, 5.0), (200, 7.0)], 200)
+    report = tmp_path / "r.md"
+    cmd = [sys.executable, str(ROOT / "bench/sample_efficiency.py"), str(TINY_DDPG),
+           "--seeds", "2", "--total-frames", "200", "--output-root", str(out), "--report",
+           str(report), "--report-only"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"report: {report}"
+    text = report.read_text()
+    assert "No threshold was given" in text
+    assert "| environment | algorithm | seeds | 50 | 100 | 150 | 200 |" in text
+    assert "| InvertedPendulum-v5 | tiny_ddpg | 2 | - | 5.0 ± 0.0 (5.0–5.0) | - | " in text
+    assert f"`python bench/sample_efficiency.py {TINY_DDPG} --seeds 2" in text
+
+    # A user error is one line on stderr, exit status 2, nothing written.
+    done = subprocess.run(cmd[:-1] + ["--report", str(tmp_path / "r2.md"), "--seeds", "3",
+                                      "--report-only"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: 1 of the 3 run folder(s) do not exist")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "r2.md").exists()
+
+
+def test_command_line_presets_and_overrides(tmp_path):
+    parse = se.build_parser().parse_args
+
+    def bench(*argv):
+        args = parse(list(argv))
+        args.argv = list(argv)
+        return se.benchmark_from_args(args)
+
+    cpu = bench("--preset", "cpu")
+    assert len(cpu.configs) == 6 and cpu.seeds == 3 and all(Path(c).is_file()
+                                                            for c in cpu.configs)
+    assert cpu.report == str(ROOT / "docs/benchmark/cpu.md")
+    assert cpu.command == "python bench/sample_efficiency.py --preset cpu"
+    gpu = bench("--preset", "gpu")
+    assert len(gpu.configs) == 24 and all(Path(c).is_file() for c in gpu.configs)
+    assert len({Path(c).parent.name for c in gpu.configs}) == 8
+    plans = sweep.plan_runs(gpu.configs, 1, tmp_path)  # every config resolves
+    assert {p.run.path.parent.name for p in plans} == set(gpu.thresholds)
+    cpu_envs = {p.run.path.parent.name for p in sweep.plan_runs(cpu.configs, 1, tmp_path)}
+    assert cpu_envs == set(cpu.thresholds)
+
+    small = bench("--preset", "cpu", "--total-frames", "8000", "--threshold", "Hopper-v5=300",
+                  "--seeds", "1", "--output-root", str(tmp_path))
+    assert small.marks == (5000, 8000) and small.seeds == 1
+    assert small.thresholds["Hopper-v5"] == 300 and small.output_root == str(tmp_path)
+    assert small.report == cpu.report
+    explicit = bench(str(TINY_DDPG), "--seeds", "2", "--total-frames", "400",
+                     "--output-root", str(tmp_path), "--checkpoints-at", "300,100")
+    assert explicit.marks == (100, 300) and explicit.report == str(tmp_path / se.REPORT_NAME)
+    for argv, message in [
+        ((str(TINY_DDPG),), "--seeds and --total-frames are required"),
+        (("--preset", "cpu", str(TINY_DDPG)), "either --preset or config files"),
+        (("--preset", "cpu", "--checkpoints-at", "20000"), "beyond the budget of 15000"),
+        (("--preset", "cpu", "--report", "x.txt"), "must end in .md"),
+        ((), "No config was given"),
+    ]:
+        with pytest.raises(se.BenchmarkError, match=message):
+            bench(*argv)
+    with pytest.raises(SystemExit):
+        parse(["--preset", "cpu", "--threshold", "Hopper-v5"])
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture()
+def cluster():
+    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
+    old = {k: os.environ.get(k) for k in sweep.LOCAL_ENV}
+    os.environ.update(sweep.LOCAL_ENV)  # before Ray is first started
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def rows(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "log" / f"{run.name}.greedy.csv").read_text().splitlines()
+    return [(int(ln.split(",")[2]), float(ln.split(",")[3])) for ln in lines]
+
+
+def policy_updates(run: Path) -> int:
+    return json.loads((run / "checkpoints/policy/latest.json").read_text())["counters"][
+        "updates"]
+
+
+def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
+    """A first, shorter pass stands for an interrupted run; the full pass resumes it."""
+    out = tmp_path / "out"
+    full = tiny_bench(tmp_path, total_frames=300, marks=(150, 300),
+                      thresholds={ENV: 10.0})
+    first = se.dataclasses.replace(full, configs=(str(TINY_DDPG),), seeds=1, total_frames=150,
+                                   marks=(150,), report=str(tmp_path / "first/report.md"))
+    lines: list[str] = []
+    se.run_benchmark(first, address=cluster.address, cpus_per_run=1, out=lines.append,
+                     status_seconds=30)
+    run = out / ENV / "tiny_ddpg.seed0"
+    before_rows, before_updates = rows(run), policy_updates(run)
+    assert json.loads((run / "state/finished.json").read_text())["total_frames"] == 150
+    assert before_rows and before_updates > 0
+    assert (tmp_path / "first/report.md").is_file()
+
+    lines.clear()
+    report, figures = se.run_benchmark(full, address=cluster.address, cpus_per_run=1,
+                                       out=lines.append, status_seconds=30)
+    text = "\n".join(lines)
+    assert f"resuming 1 unfinished run(s): {ENV}/tiny_ddpg.seed0" in text, text
+    assert "starting 3 new run(s)" in text, text
+    finished = json.loads((run / "state/finished.json").read_text())
+    assert finished["total_frames"] == 300 and finished["frames"] >= 300
+    after = rows(run)
+    assert after[: len(before_rows)] == before_rows and len(after) > len(before_rows)
+    assert policy_updates(run) > before_updates
+    updates = [int(part.split("=")[1]) for ln in (run / "log/valuerl.log").read_text()
+               .splitlines() for part in ln.split() if part.startswith("updates=")]
+    assert updates == sorted(updates) and len(set(updates)) == len(updates)  # no restart at 0
+    hours = [float(ln.split(",")[0]) for ln in (run / "log/tiny_ddpg.seed0.greedy.csv")
+             .read_text().splitlines()]
+    assert hours == sorted(hours)  # the clock carried over too
+
+    assert report == tmp_path / "docs/report.md"
+    assert [f.name for f in figures] == ["report_curves_frames.png", "report_curves_hours.png"]
+    assert all(f.stat().st_size > 10_000 for f in figures)
+    table = [ln for ln in report.read_text().splitlines()
+             if ln.startswith(f"| {ENV} | tiny_")]
+    # score table, threshold table, wall-clock table: one row per algorithm each; runs: 4.
+    assert [ln.split(" | ")[1] for ln in table] == (["tiny_ddpg", "tiny_steve"] * 3
+                                                     + ["tiny_ddpg"] * 2 + ["tiny_steve"] * 2)
+    assert table[0].startswith(f"| {ENV} | tiny_ddpg | 2 | ")
+    assert all(ln.split(" | ")[3] == "done" for ln in table[6:])
+    assert "(report_curves_frames.png)" in report.read_text()
