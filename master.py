@@ -183,12 +183,22 @@ def prepare(args: argparse.Namespace) -> dict:
             raise UserError(f"The run in {run.path} has checkpoints but no replay buffer "
                             f"(replay/ is missing); restore that folder or start with "
                             f"--overwrite.")
+        env = config["env"]
+        replay.ReplayBuffer.open(run.replay, obs_dims=env["obs_dims"],
+                                 action_dims=env["action_dims"],
+                                 capacity=_replay_capacity(config)).close()  # sizes must match
         hours_base = max(float((c or {}).get("hours", 0.0)) for c in counters.values())
     elif _has_run(run) and not args.overwrite:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, "
                         f"--overwrite to delete it and start over, or choose another --seed or "
                         f"--output-root.")
     _check_env(config)
+    import replay
+
+    if config["agent_config"]["batch_size"] > replay.DEFAULT_MAX_APPEND:
+        raise UserError(f"agent_config.batch_size is {config['agent_config']['batch_size']}, but "
+                        f"an interactor steps at most {replay.DEFAULT_MAX_APPEND} environments; "
+                        f"use more interactors (agent_config.count) instead.")
     if not args.resume:
         _check_disk(run, config)
     return {"config": config, "run": run, "seed": 0 if seed is None else int(seed),
@@ -216,7 +226,14 @@ def create_run(plan: dict, args: argparse.Namespace) -> None:
         env = config["env"]
         replay.ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"],
                                    _replay_capacity(config)).close()
-    Progress(run.progress_file, create=True)
+    progress = Progress(run.progress_file, create=True)
+    if args.resume:
+        # The counters restart where the checkpoints are (updates made after the last checkpoint
+        # are lost with the crash), so interactors throttle against the right numbers.
+        for role in ROLES:
+            counters = _latest_counters(run, role) or {}
+            progress.set(f"{role}_updates", int(counters.get("updates", 0)))
+            progress.set(f"{role}_epoch", int(counters.get("epoch", 0)))
 
 
 # ------------------------------------------------------------------------------ supervision
