@@ -616,7 +616,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
             say(f"{_ANNOUNCE[mode].format(n=len(keys))}: {', '.join(keys)}")
     r0 = todo[0]
     say(f"{len(todo)} run(s) to {total_frames} frames on {len(nodes)} node(s) "
-        f"({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} GPUs); each reserves "
+        f"({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} GPUs); a run reserves "
         f"{r0.gpus} GPU(s), {r0.cpus:g} CPU(s), {r0.memory / 2**30:.1f} GB")
 
     # The board lives on the head node: a sweep cannot outlive that one anyway.
@@ -649,11 +649,10 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
     def finish(req: RunRequest, outcome) -> None:
         res = results[req.key]
         res.__dict__.update(run_progress(req.run))
-        if isinstance(outcome, Exception):
-            with contextlib.suppress(Exception):
-                attempt, node_id, _ = ray.get(board.placements.remote(), timeout=10)[req.key]
-                if attempt == res.attempts:
-                    res.nodes.append(node_id)
+        if isinstance(outcome, Exception):  # the task cannot say where it ran: the board can
+            attempt, node_id, _ = placements().get(req.key, (0, "", ""))
+            if attempt == res.attempts:
+                res.nodes.append(node_id)
             reason = f"{type(outcome).__name__}: {str(outcome).strip().splitlines()[0]}"
             retry = True
         else:
@@ -686,11 +685,15 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         states[req.key] = res.state
         say(f"{req.key}: {res.state} after {res.attempts} attempt(s): {reason}")
 
+    placed: dict = {}  # the board's latest answer, kept for when it is slow to answer
+
+    def placements() -> dict:
+        with contextlib.suppress(Exception):
+            placed.update(ray.get(board.placements.remote(), timeout=10))
+        return placed
+
     def show() -> None:
-        try:
-            placed = ray.get(board.placements.remote(), timeout=10)
-        except Exception:
-            placed = {}
+        placements()
         places, live = {}, {}
         for key, (attempt, node_id, ip) in placed.items():
             places[key] = _node_label(node_id, ip)
@@ -721,10 +724,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
             stop_file = sweep_files(req.run)[2]
             stop_file.parent.mkdir(parents=True, exist_ok=True)
             stop_file.touch()
-        try:
-            started = ray.get(board.placements.remote(), timeout=10)
-        except Exception:  # no answer: treat every task as queued (cancel asks it to stop too)
-            started = {}
+        started = placements()
         for ref, req in running.items():  # queued tasks: take them off Ray's queue
             if started.get(req.key, (0,))[0] != results[req.key].attempts:
                 ray.cancel(ref)
