@@ -7,8 +7,8 @@ Both run on the CPU (master.py hides every GPU from them).
   (`replay/`). With `agent_config.wait_for_learners` it pauses while a learner is behind its
   `frames_per_update` ratio, so the update-per-frame ratio holds on any hardware. It checks for
   a newer policy checkpoint every `reload_every_n` steps (a stat of the pointer file; the
-  checkpoint itself is read only when it changed). It stops at the frame budget and sets
-  `finish`.
+  checkpoint itself is read only when it changed). It exits when the buffer holds the frame
+  budget (`--total-frames`).
 - An evaluator runs the greedy policy on `evaluator_config.batch_size` environments and, at the
   end of every episode, appends `hours,epoch,frames,score` to `log/<EXPERIMENT>.greedy.csv`
   (under a lock) and picks up the newest policy. With `evaluator_config.episodes_per_policy` N
@@ -148,11 +148,10 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     steps, have_policy = 0, False
     returns, lengths = [], []
     t0, f0 = time.time(), replay.count
-    while not stop.is_set() and not finish.is_set():
+    while not stop.is_set():
         frames = replay.count
         if total is not None and frames >= total:
-            finish.set()
-            break
+            break  # the budget is reached: the master sets `finish` once every interactor left
         if throttle and learners_behind(spec, progress, frames, slack):
             time.sleep(THROTTLE_SECONDS)
             continue

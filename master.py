@@ -324,6 +324,7 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
     procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish), name=s.name)
              for s in specs}
     learners = {s.name for s in specs if s.role in ROLES}
+    interactors = {s.name for s in specs if s.role == "interactor"}
     interrupted = []
 
     def on_signal(signum, _frame):
@@ -351,13 +352,19 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - time.time()))
             multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
+            budget_reached = (args.total_frames is not None
+                              and status.frames() >= args.total_frames)
             for name, p in procs.items():
                 if p.exitcode is None or failure is not None:
                     continue
-                expected = stop.is_set() or (finish.is_set() and p.exitcode == 0)
+                expected = stop.is_set() or (p.exitcode == 0 and (
+                    finish.is_set() or (name in interactors and budget_reached)))
                 if p.exitcode != 0 or not expected:
                     failure = (name, p.exitcode)
                     stop.set()
+            if budget_reached and not finish.is_set() and all(
+                    procs[n].exitcode == 0 for n in interactors):
+                finish.set()  # no frame arrives any more: learners do what they owe
             if finish.is_set() and not stop.is_set() and all(
                     procs[n].exitcode is not None for n in learners):
                 stop.set()  # budget reached and learners done: let evaluators go

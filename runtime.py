@@ -8,8 +8,9 @@ traceback to `log/<process>.err` (the master quotes its end) and exits with stat
 child's stdout and stderr go to `log/<process>.out`.
 
 Events: `stop` means "write a final checkpoint and exit now" (Ctrl-C, SIGTERM, a dead sibling);
-`finish` means "the frame budget is reached": interactors stop acting, learners do the updates
-still owed for the frames collected, checkpoint and exit.
+`finish` means "the frame budget is reached and every interactor has exited" (the master sets it
+when the last interactor left, so no frame arrives after it): learners do the updates still owed
+for the frames collected, checkpoint and exit.
 """
 
 from __future__ import annotations
