@@ -113,13 +113,18 @@ _GOODRUNS = {"halfcheetah": ("ddpg3", "mve_tdk1", "steve3"),
 
 # Each preset: keyword arguments of Benchmark (name and command are filled in).
 PRESETS: dict[str, dict] = {
-    # A CPU machine (2 cores here): 3 algorithms x 2 tasks x 3 seeds = 18 runs, one at a time.
-    # Budgets sized from measured speeds with cpu.json (see docs/sample_efficiency.md).
+    # A CPU machine (2 cores here): 3 algorithms x 2 tasks x 3 seeds = 18 runs, one at a time
+    # (a run's processes take both cores). Sized from speeds measured with cpu.json on the
+    # shared 2-core machine: STEVE on InvertedPendulum ~44 frames/s (greedy 1000 at ~13k
+    # frames), DDPG ~130 frames/s (1000 at ~14k); STEVE on Hopper 34-36 frames/s under a load
+    # of 11-12 (greedy ~150 up to 15k frames, then 380 at 16k, 600 at 17-18k, 750 at 20k).
+    # At 18k frames, counting mve_tdk as slow as STEVE and 30 s start-up per run: per seed
+    # 17 min (InvertedPendulum) + 17-22 min (Hopper, quiet to loaded), so 1.7-2.0 h in all.
     "cpu": dict(
         configs=_cpu_configs(("invertedpendulum", "hopper")),
         seeds=3,
-        total_frames=15_000,
-        marks=(5_000, 10_000, 15_000),
+        total_frames=18_000,
+        marks=(6_000, 12_000, 18_000),
         thresholds={"InvertedPendulum-v5": 900.0, "Hopper-v5": 500.0},
         output_root="output/benchmark/cpu",
         report="docs/benchmark/cpu.md",
@@ -264,11 +269,11 @@ def _num(x: float, digits: int | None = None) -> str:
 
 
 def _frames(n: float) -> str:
-    """Frame counts as 500, 7.5k, 12k, 1.25M."""
+    """Frame counts with three significant digits: 500, 7.5k, 17.8k, 1.25M."""
     if abs(n) >= 1e6:
-        return f"{n / 1e6:g}M"
+        return f"{n / 1e6:.3g}M"
     if abs(n) >= 1e3:
-        return f"{round(n / 1e3, 2):g}k"
+        return f"{n / 1e3:.3g}k"
     return f"{n:.0f}"
 
 
