@@ -420,6 +420,9 @@ def write_report(bench: Benchmark, window: float = WINDOW,
         raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when))
+    umask = os.umask(0)  # the temporary file was private (0600): give the report the usual mode
+    os.umask(umask)
+    os.chmod(report, 0o666 & ~umask)
     return report, figures
 
 

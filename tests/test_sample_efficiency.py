@@ -134,6 +134,7 @@ def test_report_from_fake_runs(tmp_path):
     assert any(ln.startswith("| InvertedPendulum-v5 | tiny_steve | 1 | unfinished | 700 | 3 |")
                for ln in lines), text
     assert not list(report.parent.glob(".*tmp"))  # written whole, no temporary left
+    assert report.stat().st_mode & 0o644 == 0o644  # readable like any other file
 
 
 def test_report_needs_evaluations_and_folders(tmp_path):
@@ -303,3 +304,25 @@ def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
     assert table[0].startswith(f"| {ENV} | tiny_ddpg | 2 | ")
     assert all(ln.split(" | ")[3] == "done" for ln in table[6:])
     assert "(report_curves_frames.png)" in report.read_text()
+
+
+def test_no_report_when_runs_were_stopped_or_failed(tmp_path, monkeypatch):
+    bench = tiny_bench(tmp_path)
+    calls = []
+
+    def fake_sweep(configs, seeds, **kwargs):
+        calls.append((tuple(configs), seeds, kwargs["total_frames"], kwargs["plot"]))
+        return [sweep.RunResult(config=c, experiment="x", seed=0, path=f"/runs/{i}",
+                                state=state, message="boom")
+                for i, (c, state) in enumerate(zip(configs, states, strict=True))]
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    states = ["done", "stopped"]
+    with pytest.raises(se.RunsStopped, match="1 run\\(s\\) were stopped.*/runs/1.*again"):
+        se.run_benchmark(bench, out=lambda _: None)
+    assert se.RunsStopped.exit_status == 130
+    states = ["failed", "done"]
+    with pytest.raises(se.RunsFailed, match="1 run\\(s\\) failed \\(e.g. /runs/0: boom\\)"):
+        se.run_benchmark(bench, out=lambda _: None)
+    assert calls == [(bench.configs, 2, 1000, False)] * 2  # the sweep draws no figure of its own
+    assert not Path(bench.report).exists()
