@@ -5,7 +5,8 @@ the `spawn` method. `child_main` runs in the child before anything imports Tenso
 `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
 sets `stop`), turns SIGTERM into `stop`, then calls the role's entry function. A crash writes the
 traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
-child's stdout and stderr go to `log/<process>.out`.
+child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
+the kernel sends every child SIGTERM, so no orphan keeps training.
 
 Events: `stop` means "write a final checkpoint and exit now" (Ctrl-C, SIGTERM, a dead sibling);
 `finish` means "the frame budget is reached and every interactor has exited" (the master sets it
@@ -15,7 +16,9 @@ for the frames collected, checkpoint and exit.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -78,6 +81,18 @@ def _redirect_output(path) -> None:
     os.close(fd)
 
 
+def _stop_when_parent_dies(stop) -> None:
+    """Ask the kernel for SIGTERM (which sets `stop`) when the master dies, even by SIGKILL."""
+    parent = multiprocessing.parent_process()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        return  # not Linux: the master's own shutdown still stops every child
+    if parent is not None and os.getppid() != parent.pid:
+        stop.set()  # the master died before the request was in place
+
+
 def child_main(spec: ProcessSpec, stop, finish) -> None:
     """Entry point of every child process (see the module docstring)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
@@ -89,6 +104,7 @@ def child_main(spec: ProcessSpec, stop, finish) -> None:
           f"{spec.cuda_visible_devices!r}", flush=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _stop_when_parent_dies(stop)
     try:
         if spec.role in ("policy", "worldmodel"):
             import learner

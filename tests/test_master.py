@@ -141,6 +141,28 @@ def test_killed_child_stops_everything(tmp_path):
     assert not [p for p in family if _alive(p)]
 
 
+def test_killed_master_leaves_no_orphan(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
+    deadline = time.time() + 120
+    while not (run / "checkpoints/policy/latest.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    family = _descendants(proc.pid)
+    assert len(family) >= 3
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while [p for p in family if _alive(p)] and time.time() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in family if _alive(p)]
+    # The learner got SIGTERM from the kernel and wrote its final checkpoint.
+    assert (run / "log/valuerl.log").read_text().strip().endswith("final checkpoint")
+
+
 def test_sigint_writes_final_checkpoints_and_exits_zero(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
