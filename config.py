@@ -73,6 +73,17 @@ INT_OR_FALSE = Leaf("an integer or false", lambda v: v is False or _is_int(v))
 NUMBER_OR_FALSE = Leaf("a number or false", lambda v: v is False or _is_number(v))
 
 ENSEMBLE = {"ensemble_size": INT, "train_sample_count": INT, "eval_sample_count": INT}
+# What both learners (policy_config and model_config) read: learner.Learner's loop settings.
+LEARNER = {
+    "batch_size": INT,
+    "replay_size": INT,
+    "frames_before_learning": INT,
+    "log_every_n": INT,
+    "epoch_every_n": INT,
+    "backup_every_n": INT_OR_FALSE,
+    "frames_per_update": NUMBER_OR_FALSE,
+    "learning_rate": NUMBER,
+}
 
 SCHEMA: dict = {
     "output_root": STR,
@@ -100,14 +111,7 @@ SCHEMA: dict = {
         "hidden_dim": INT,
         "hidden_layers": INT,
         "explore_chance": NUMBER_OR_FALSE,
-        "batch_size": INT,
-        "replay_size": INT,
-        "frames_before_learning": INT,
-        "log_every_n": INT,
-        "epoch_every_n": INT,
-        "backup_every_n": INT_OR_FALSE,
-        "frames_per_update": NUMBER_OR_FALSE,
-        "learning_rate": NUMBER,
+        **LEARNER,
         "pretanh_penalty": NUMBER,
         "variance_epsilon": NUMBER,
         "covariance_ridge": NUMBER,
@@ -126,15 +130,8 @@ SCHEMA: dict = {
         "transition_layers": INT,
         "aux_hidden_dim": INT,
         "aux_layers": INT,
-        "batch_size": INT,
-        "replay_size": INT,
-        "frames_before_learning": INT,
-        "log_every_n": INT,
-        "epoch_every_n": INT,
-        "backup_every_n": INT_OR_FALSE,
+        **LEARNER,
         "pretrain_n": INT_OR_FALSE,
-        "frames_per_update": NUMBER_OR_FALSE,
-        "learning_rate": NUMBER,
         "weight_decay": NUMBER,
         "bayesian": {"transition": ENSEMBLE, "reward": ENSEMBLE},
     },
