@@ -174,9 +174,10 @@ ALGOS = ("ddpg",)
 def _rel(path: Path) -> str:
     """A path as the user would write it: relative to the working directory when possible."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _tree_root(path: Path) -> Path | None:
