@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-CONFIG_ROOT = PROJECT_ROOT / "config"
 
 
 class ConfigError(ValueError):

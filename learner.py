@@ -53,7 +53,6 @@ class Learner:
         self.epoch = 0
         self.hours_base = 0.0
         self.start_time = time.time()
-        self.restored_from: str | None = None
         self.pretrain_n = int(self.cfg.get("pretrain_n") or 0)
         self._logs: dict[str, list[float]] = defaultdict(list)
         self._log_t = time.time()
@@ -109,7 +108,6 @@ class Learner:
         self.epoch = int(counters["epoch"])
         self.hours_base = float(counters["hours"])
         self.start_time = time.time()
-        self.restored_from = latest
         self._publish()
         self.log_line(f"resumed from {latest}")
 

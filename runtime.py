@@ -131,7 +131,3 @@ def child_main(spec: ProcessSpec, stop, finish) -> None:
             sys.stderr.flush()
         os._exit(1)
 
-
-def sleep_unless(event, seconds: float) -> bool:
-    """Sleep up to `seconds`; return True if `event` was set (then return at once)."""
-    return event.wait(seconds)
