@@ -444,15 +444,35 @@ class ReplayBuffer:
         frames = (count - window) + rng.integers(0, window, size=batch_size)  # [B]
         return window, frames % self.slots
 
-    def sample(self, batch_size: int, newest: int, rng: np.random.Generator) -> Batch:
+    def _visible_count(self, end: int | None, newest: int) -> int:
+        """The frame count sampling sees: all frames, or the first `end` of them, whose newest
+        window must still be whole in the ring (with room for an append in flight)."""
+        count = self._load_count()
+        if end is None:
+            return count
+        visible = min(count, end)
+        window = min(newest, visible, self.capacity)
+        if count + self.max_append - (visible - window) > self.slots:
+            raise ReplayError(
+                f"the replay buffer at {self.path} no longer holds the {window} frames before "
+                f"frame {end} (it keeps the newest {self.capacity}); ask for a later end or a "
+                "smaller window."
+            )
+        return visible
+
+    def sample(self, batch_size: int, newest: int, rng: np.random.Generator,
+               end: int | None = None) -> Batch:
         """Draw `batch_size` frames uniformly, with replacement, from the newest
-        min(newest, count, capacity) frames."""
+        min(newest, count, capacity) frames. With `end`: as the buffer was when it held `end`
+        frames (count = min(count, end)); for diagnostics of earlier checkpoints."""
         self._check_open()
         batch_size, newest = int(batch_size), int(newest)
         if batch_size < 1 or newest < 1:
             raise ValueError(f"batch_size and newest must be positive, not {batch_size}, {newest}")
+        if end is not None and int(end) < 1:
+            raise ValueError(f"end must be positive, not {end}")
         for _ in range(_OPTIMISTIC_TRIES):
-            count = self._load_count()
+            count = self._visible_count(end, newest)
             if count == 0:
                 raise ReplayError(
                     f"the replay buffer at {self.path} is empty; wait for frames before sampling."
@@ -467,7 +487,7 @@ class ReplayBuffer:
         with self._thread_lock:
             portalocker.lock(self._lock_file, portalocker.LockFlags.SHARED)
             try:
-                count = self._load_count()
+                count = self._visible_count(end, newest)
                 _, slots = self._draw(count, batch_size, newest, rng)
                 rows = self._gather(slots)
             finally:

@@ -159,6 +159,28 @@ def test_samples_only_the_newest_window_across_wraps(tmp_path):
     buf.close()
 
 
+def test_sampling_as_the_buffer_was_at_an_earlier_frame(tmp_path):
+    buf = ReplayBuffer.create(tmp_path / "replay", OBS, ACT, 50, max_append=8, margin=8)
+    rng = np.random.default_rng(2)
+    for start in range(0, 48, N):
+        buf.append(*make_frames(range(start, start + N)))
+    # end=40: frames 0..39 only; with a window of 10: 30..39.
+    assert set(buf.sample(2000, 10**6, rng, end=40).obs[:, 0].tolist()) == set(range(40))
+    assert set(buf.sample(1000, 10, rng, end=40).obs[:, 0].tolist()) == set(range(30, 40))
+    # An end beyond the count is the count.
+    assert set(buf.sample(2000, 10**6, rng, end=500).obs[:, 0].tolist()) == set(range(48))
+    # After 80 frames in 58 slots (and room for one append of 8), frames before 30 may be
+    # overwritten: asking for them is a clear error; frames 30..39 still come back.
+    for start in range(48, 80, N):
+        buf.append(*make_frames(range(start, start + N)))
+    with pytest.raises(ReplayError, match="no longer holds the 40 frames before frame 40"):
+        buf.sample(10, 10**6, rng, end=40)
+    assert set(buf.sample(1000, 10, rng, end=40).obs[:, 0].tolist()) == set(range(30, 40))
+    with pytest.raises(ValueError, match="end must be positive"):
+        buf.sample(10, 10, rng, end=0)
+    buf.close()
+
+
 def test_count_and_frames_persist_after_reopen(tmp_path):
     path = tmp_path / "replay"
     with ReplayBuffer.create(path, OBS, ACT, 64) as buf:
