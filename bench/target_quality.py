@@ -1,0 +1,448 @@
+"""How close are a trained run's value targets to the true value of its policy?
+
+Run: `.venv/bin/python bench/target_quality.py RUN_DIR [RUN_DIR ...] [--states 256]
+[--horizon 500] [--seed 0] [--json PATH]`. RUN_DIR is a run folder (its newest checkpoints) or a
+checkpoint folder inside one, such as `checkpoints/backups/policy/8000` (runs keep such backups
+every `backup_every_n` updates). Reads the run's `log/hps.json`, the checkpoints and the replay
+buffer (as it was at the checkpoint's frame count); writes nothing but the optional `--json`.
+
+The diagnostic behind the CPU benchmark's STEVE-versus-MVE question (docs/benchmark/cpu.md). For
+`--states` transitions (s0, a0, r0, s1, d1) drawn uniformly from the run's replay buffer, as the
+learner draws them, it computes, with the run's own policy pi, target Q' and world model:
+- the truth: y* = reward_scale r0 + gamma (1 - d1) V(s1), V(s1) the discounted return of the
+  greedy policy from s1 in the real simulator, followed for `--horizon` steps (the env's time limit
+  ignored, as the targets ignore it; gamma^horizon bounds what is cut off). The simulator is put
+  into s1 from the observation, so only MuJoCo environments whose observation holds the whole
+  state (Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...) are supported. The
+  reproduction is checked: stepping a0 from s0 must give the stored s1 and r0 (`replay check`);
+- the candidates of STEVE.md section 3: mu[0, j] for j = 0..H (j = 0 is DDPG's target) and the
+  reductions MVE (j = H), mean of the k-step returns, TD(lambda = 0.25), STEVE (inverse variance)
+  and STEVE with covariances, each as bias (mean of y - y*) and RMSE against y*;
+- for ensembles (STEVE configs): the mean STEVE weight w[0, j], the spread the ensembles predict
+  for each candidate (root of the mean of sigma2[0, j]) against its actual RMSE, and the rank
+  correlation over states between sigma2[0, j] and the actual squared error: STEVE's premise is
+  that the first tracks the second;
+- the model alone: along the same H steps from s1 under pi, the model's states (each of the M
+  rollouts) against the real ones (mean squared error per dimension, relative to the variance of
+  the sampled states) and its predicted rewards against the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The reductions compared (name -> value_expansion keys for valuerl.reduction_weights).
+REDUCTIONS = {
+    "MVE (j = H)": {},
+    "mean of k-step": {"mean_k_return": True},
+    "TD(lambda=0.25)": {"lambda_return": 0.25},
+    "STEVE": {"steve_reweight": True},
+    "STEVE cov": {"steve_reweight": True, "covariances": True},
+}
+ENSEMBLE_ONLY = ("STEVE", "STEVE cov")
+
+
+class DiagnosticError(Exception):
+    """A run or environment this diagnostic cannot evaluate; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The real simulator, put into the state an observation describes
+# ---------------------------------------------------------------------------------------------
+
+
+class Simulator:
+    """A MuJoCo environment that can be set to the state behind an observation.
+
+    Observation = (qpos without its first k entries, qvel), k >= 0, as for the gymnasium MuJoCo
+    locomotion tasks (k = 1: the x position, which their dynamics do not depend on) and the
+    pendulums (k = 0). The dropped entries are set to their initial values.
+    """
+
+    def __init__(self, env_config: dict, seed: int):
+        import envwrap
+
+        self.env = envwrap.make_env(env_config, seed=seed)
+        self.env.reset()
+        sim = self.env.gym_env.unwrapped
+        name = self.env.name
+        if not (hasattr(sim, "set_state") and hasattr(sim, "model") and hasattr(sim, "data")):
+            self.env.close()
+            raise DiagnosticError(
+                f"{name} is not a MuJoCo environment, so this diagnostic cannot put it into a "
+                "replayed state; use a run on a MuJoCo task such as Hopper-v5."
+            )
+        self.sim = sim
+        nq, nv = int(sim.model.nq), int(sim.model.nv)
+        self.dropped = nq + nv - self.env.obs_dims
+        if not 0 <= self.dropped <= nq:
+            self.env.close()
+            raise DiagnosticError(
+                f"{name}'s observation ({self.env.obs_dims} numbers) is not its joint positions "
+                f"and velocities ({nq} + {nv}), so the simulator state cannot be rebuilt from it; "
+                "use a run on a task such as Hopper-v5, Walker2d-v5 or InvertedPendulum-v5."
+            )
+        self.nq, self.nv = nq, nv
+
+    def set(self, obs: np.ndarray) -> None:
+        """Put the simulator into the state of `obs` [obs_dims]."""
+        k = self.dropped
+        obs = np.asarray(obs, np.float64)
+        qpos = np.concatenate([self.sim.init_qpos[:k], obs[: self.nq - k]])
+        qvel = obs[self.nq - k :].copy()
+        self.sim.set_state(qpos, qvel)
+
+    def observable(self, obs: np.ndarray) -> bool:
+        """Whether `obs` pins down the state: False where the environment clips a velocity in
+        its observation (Hopper-v5 and Walker2d-v5 clip at +-10), found by scaling the velocities
+        by 1.01 and checking that the observed ones scale too."""
+        self.set(obs)
+        qpos, qvel = self.sim.data.qpos.copy(), self.sim.data.qvel.copy()
+        self.sim.set_state(qpos, qvel * 1.01)
+        seen = np.asarray(self.sim._get_obs(), np.float64)[self.nq - self.dropped :]
+        return bool(np.allclose(seen, qvel * 1.01, rtol=1e-6, atol=1e-9))
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """One step of a policy action in [-1, 1], ignoring the time limit:
+        (next_obs [obs_dims], reward, terminated)."""
+        obs, reward, terminated, _, _ = self.sim.step(self.env.scale_action(action))
+        return np.asarray(obs, np.float32).reshape(-1), float(reward), bool(terminated)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def replay_check(sim: Simulator, s0, a0, r0, s1) -> dict[str, float]:
+    """Median and largest |next obs - stored s1| and |reward - stored r0| when stepping a0 from
+    s0, over the transitions."""
+    obs_err, rew_err = np.zeros(len(r0)), np.zeros(len(r0))
+    for b in range(len(r0)):
+        sim.set(s0[b])
+        obs, reward, _ = sim.step(a0[b])
+        obs_err[b] = np.max(np.abs(obs - s1[b]))
+        rew_err[b] = abs(reward - float(r0[b]))
+    return {"obs_median": float(np.median(obs_err)), "obs_max": float(obs_err.max()),
+            "reward_median": float(np.median(rew_err)), "reward_max": float(rew_err.max())}
+
+
+def real_rollouts(sim: Simulator, act, starts: np.ndarray, horizon: int, keep: int,
+                  gamma: float, reward_scale: float) -> dict[str, np.ndarray]:
+    """Follow the greedy policy `act` (obs [1, obs] -> action [1, act]) from each start state.
+
+    starts [B, obs] -> value [B] (discounted, scaled return over `horizon` steps, 0 after a
+    termination), and the first `keep` steps: x [keep+1, B, obs] (x_0 = start), reward
+    [keep, B] (reward of the step into x_t+1), alive [keep+1, B] (1 while not terminated).
+    """
+    B, obs_dims = starts.shape
+    value = np.zeros(B)
+    x = np.zeros((keep + 1, B, obs_dims), np.float32)
+    rew = np.zeros((keep, B))
+    alive = np.zeros((keep + 1, B))
+    for b in range(B):
+        sim.set(starts[b])
+        obs = starts[b]
+        x[0, b], alive[0, b] = obs, 1.0
+        ret, discount = 0.0, 1.0
+        for t in range(horizon):
+            obs, reward, terminated = sim.step(act(obs[None])[0])
+            ret += discount * reward_scale * reward
+            discount *= gamma
+            if t < keep:
+                x[t + 1, b], rew[t, b] = obs, reward
+                alive[t + 1, b] = 0.0 if terminated else 1.0
+            if terminated:
+                break
+        value[b] = ret
+    return {"value": value, "x": x, "reward": rew, "alive": alive}
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring a run
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_root(path: Path) -> Path | None:
+    """The run folder at or above `path`: the nearest one holding log/hps.json."""
+    for folder in (path, *path.parents):
+        if (folder / "log" / "hps.json").is_file():
+            return folder
+    return None
+
+
+def load_run(path: str | Path):
+    """Restore a run's agent from a run folder (its newest checkpoints) or from one checkpoint
+    folder inside it (such as checkpoints/backups/policy/<updates>, with the world model saved
+    closest before it). Returns (run folder, config, ValueRL, WorldModel or None, PolicyActor,
+    the policy checkpoint's counters)."""
+    import checkpoint
+    import valuerl as valuerl_lib
+    import valuerl_learner
+    import visualizer
+
+    given = Path(path)
+    run = _run_root(given.resolve())
+    if not given.exists() or run is None:
+        raise DiagnosticError(
+            f"{given} is not a run folder or a checkpoint inside one (no log/hps.json at or "
+            "above it); give a folder that master.py wrote, such as output/Hopper-v5/steve."
+        )
+    config = json.loads((run / "log" / "hps.json").read_text())
+    try:
+        found = visualizer.find_checkpoints(given, config, label=f"{run}'s config")
+    except visualizer.VisualizerError as e:
+        raise DiagnosticError(str(e)) from e
+    seed = int(config.get("seed", 0) or 0)
+    agent = valuerl_lib.ValueRL(config, seed=seed, jit_compile=False)
+    counters = checkpoint.restore_checkpoint(str(found.policy), {"valuerl": agent}, strict=True)
+    model = None
+    if found.worldmodel is not None:
+        import worldmodel
+
+        model = worldmodel.WorldModel(config, seed=seed, jit_compile=False)
+        checkpoint.restore_checkpoint(str(found.worldmodel), {"worldmodel": model}, strict=True)
+    actor = valuerl_learner.PolicyActor(config, seed)
+    actor.restore(str(found.policy))
+    return run, config, agent, model, actor, counters
+
+
+def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Generator,
+                     sim: Simulator, frames: int):
+    """`count` transitions drawn uniformly from the run's replay buffer as the learner saw it at
+    `frames` frames (its window of the newest replay_size), leaving out those whose s0 or s1 the
+    simulator cannot be set to (see Simulator.observable). Returns the batch and how many draws
+    were left out."""
+    import replay
+
+    path = Path(run_dir) / "replay"
+    if not replay.ReplayBuffer.exists(path):
+        raise DiagnosticError(f"{run_dir} has no replay buffer (replay/); give a run folder that "
+                              "has collected frames.")
+    with replay.ReplayBuffer.open(path, sync=False) as buf:
+        newest = int(config["policy_config"].get("replay_size") or buf.capacity)
+        batch = buf.sample(4 * count, newest, rng, end=max(frames, 1))
+    keep = [b for b in range(len(batch.reward))
+            if sim.observable(batch.obs[b]) and sim.observable(batch.next_obs[b])]
+    if len(keep) < count:
+        raise DiagnosticError(f"fewer than {count} of {len(batch.reward)} replayed transitions "
+                              "have fully observed states; ask for fewer --states.")
+    left_out = keep[count - 1] + 1 - count  # draws skipped before the count-th kept one
+    idx = np.asarray(keep[:count])
+    return type(batch)(*(np.asarray(field)[idx] for field in batch)), left_out
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays (nan if either is constant)."""
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    if ra.std() == 0 or rb.std() == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (nan if either is constant)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def target_errors(agent, model, batch, truth: np.ndarray) -> dict:
+    """Every candidate and reduction for row 0 against the truth y* [B]; see the module doc."""
+    import tensorflow as tf
+
+    import valuerl as valuerl_lib
+
+    r0 = tf.constant(batch.reward, tf.float32)
+    s1 = tf.constant(batch.next_obs, tf.float32)
+    d1 = tf.constant(batch.terminal, tf.float32)
+    out = agent.rollout(r0, s1, d1, model, agent.draw_members())
+    T = valuerl_lib.candidate_targets(out["rew"], out["dones"], out["V"], agent.gamma,
+                                      agent.reward_scale, agent.variance_epsilon)
+    mu, sigma2 = valuerl_lib.target_moments(T)  # [H+1, H+1, B]
+    mu0, sig0 = mu.numpy()[0], sigma2.numpy()[0]  # [H+1(j), B]
+    H = mu0.shape[0] - 1
+    samples = int(np.prod(T.shape[2:5]))
+    result = {"H": H, "samples": samples, "candidates": [], "reductions": {}}
+    for j in range(H + 1):
+        err = mu0[j] - truth
+        result["candidates"].append({
+            "j": j,
+            "bias": float(err.mean()),
+            "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "corr": _corr(mu0[j], truth),
+            "predicted_std": float(np.sqrt(sig0[j].mean())),
+            "rank_corr": rank_correlation(sig0[j], err ** 2) if samples > 1 else float("nan"),
+        })
+    for name, keys in ({} if H == 0 else REDUCTIONS).items():
+        if name in ENSEMBLE_ONLY and samples == 1:
+            continue
+        w = valuerl_lib.reduction_weights(T, mu, sigma2, keys, agent.variance_epsilon,
+                                          agent.covariance_ridge).numpy()  # [H+1, H+1, B]
+        y = np.sum(w[0] * mu0, axis=0)  # [B]
+        err = y - truth
+        entry = {"bias": float(err.mean()), "rmse": float(np.sqrt(np.mean(err ** 2))),
+                 "corr": _corr(y, truth), "weights": [float(v) for v in w[0].mean(axis=1)]}
+        result["reductions"][name] = entry
+    result["rollout"] = {k: out[k].numpy() for k in ("x", "rew", "dones")}
+    return result
+
+
+def model_errors(rollout: dict, real: dict, states_var: np.ndarray) -> list[dict]:
+    """Model against the real simulator along the same H steps from s1, for t = 1..H: mean over
+    dimensions of the squared state error / the variance of the sampled states, and the RMSE of
+    the predicted reward (mean over reward members), over rollouts still alive in reality."""
+    x_model = rollout["x"]  # [H+1, M, B, obs]
+    rew_model = rollout["rew"].mean(axis=2)  # [H+1, M, B]: mean over reward members
+    H = x_model.shape[0] - 1
+    rows = []
+    for t in range(1, H + 1):
+        alive = real["alive"][t] > 0  # [B]
+        if not alive.any():
+            rows.append({"t": t, "state_err": float("nan"), "reward_rmse": float("nan"),
+                         "alive": 0})
+            continue
+        dx = x_model[t][:, alive] - real["x"][t][None, alive]  # [M, b, obs]
+        state_err = float(np.mean(dx ** 2 / np.maximum(states_var, 1e-8)))
+        dr = rew_model[t][:, alive] - real["reward"][t - 1][None, alive]  # [M, b]
+        rows.append({"t": t, "state_err": state_err,
+                     "reward_rmse": float(np.sqrt(np.mean(dr ** 2))), "alive": int(alive.sum())})
+    return rows
+
+
+def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int = 0) -> dict:
+    """The whole diagnostic for one run folder or checkpoint folder (see load_run), as a dict
+    (see the module doc)."""
+    run_dir, config, agent, model, actor, counters = load_run(path)
+    frames = int(counters.get("frames", 0))
+    rng = np.random.default_rng(seed)
+    gamma, scale = agent.gamma, agent.reward_scale
+    sim = Simulator(config["env"], seed)
+    try:
+        batch, left_out = draw_transitions(run_dir, config, states, rng, sim, frames)
+        check = replay_check(sim, batch.obs, batch.action, batch.reward, batch.next_obs)
+        real = real_rollouts(sim, actor.greedy_action, batch.next_obs, horizon,
+                             agent.rollout_len, gamma, scale)
+    finally:
+        sim.close()
+    truth = scale * batch.reward + gamma * (1.0 - batch.terminal) * real["value"]  # [B]
+    errors = target_errors(agent, model, batch, truth)
+    rollout = errors.pop("rollout")
+    report = {
+        "run": str(run_dir),
+        "checkpoint": str(path),
+        "env": config["env"]["name"],
+        "frames": frames,
+        "updates": int(counters.get("updates", 0)),
+        "states": states,
+        "horizon": horizon,
+        "cutoff_bound": float(gamma ** horizon),
+        "left_out": left_out,
+        "replay_check": check,
+        "truth_mean": float(truth.mean()),
+        "truth_std": float(truth.std()),
+        **errors,
+    }
+    if model is not None:
+        states_var = np.var(batch.next_obs, axis=0)  # [obs]
+        report["model"] = model_errors(rollout, real, states_var)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _f(v: float, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def format_report(r: dict) -> str:
+    c = r["replay_check"]
+    lines = [
+        f"## {r['checkpoint']}",
+        "",
+        f"{r['env']}, {r['frames']} frames, {r['updates']} policy updates; {r['states']} replayed "
+        f"transitions ({r['left_out']} draws with a clipped observation left out); truth y* = "
+        f"{_f(r['truth_mean'])} +- {_f(r['truth_std'])} (returns over {r['horizon']} steps, "
+        f"cut-off below {r['cutoff_bound']:.3f} of the value); replay check: next obs off by "
+        f"{c['obs_median']:.1e} (median), {c['obs_max']:.1e} (max), reward by "
+        f"{c['reward_median']:.1e}, {c['reward_max']:.1e}.",
+        "",
+        "| target | bias | RMSE | corr. with y* | ensemble std | rank corr. (sigma2, err^2) "
+        "| STEVE weight |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    steve_w = r["reductions"].get("STEVE", {}).get("weights")
+    for c in r["candidates"]:
+        name = "j = 0 (DDPG: r0 + gamma Q')" if c["j"] == 0 else f"j = {c['j']} model steps"
+        w = _f(steve_w[c["j"]], 2) if steve_w else "-"
+        std = _f(c["predicted_std"]) if r["samples"] > 1 else "-"
+        lines.append(f"| {name} | {_f(c['bias'])} | {_f(c['rmse'])} | {_f(c['corr'], 2)} | {std} | "
+                     f"{_f(c['rank_corr'], 2)} | {w} |")
+    for name, e in r["reductions"].items():
+        lines.append(f"| {name} | {_f(e['bias'])} | {_f(e['rmse'])} | {_f(e['corr'], 2)} | | | |")
+    if "model" in r:
+        lines += ["", "| model step t | state error / state variance | reward RMSE | alive |",
+                  "|---|---|---|---|"]
+        for m in r["model"]:
+            lines.append(f"| {m['t']} | {_f(m['state_err'], 3)} | {_f(m['reward_rmse'], 3)} | "
+                         f"{m['alive']} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders written by master.py, or checkpoint folders inside them")
+    p.add_argument("--states", type=int, default=256, help="replayed transitions per run")
+    p.add_argument("--horizon", type=int, default=500,
+                   help="real steps per true value (the cut-off is at most gamma^horizon of it)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the replay draw and members")
+    p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    args = p.parse_args(argv)
+    if args.states < 2 or args.horizon < 1:
+        p.error("--states must be at least 2 and --horizon at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    import checkpoint
+    import replay
+
+    tf.random.set_seed(args.seed)
+    reports = []
+    for run in args.runs:
+        try:
+            r = diagnose(run, args.states, args.horizon, args.seed)
+        except (DiagnosticError, replay.ReplayError, checkpoint.CheckpointError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        reports.append(r)
+        print(format_report(r), flush=True)
+        print(flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
