@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -406,6 +407,50 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _algorithm(report: dict) -> str:
+    """The run folder's name without its .seed<N> suffix."""
+    return re.sub(r"\.seed\d+$", "", Path(report["run"]).name)
+
+
+def summarise(reports: list[dict]) -> str:
+    """One table row per (environment, algorithm, frames): means over the runs (seeds)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in reports:
+        groups.setdefault((r["env"], _algorithm(r), r["frames"]), []).append(r)
+
+    def mean(values) -> float:
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return float(np.mean(values)) if values else float("nan")
+
+    lines = [
+        "| environment | run | frames | runs | y* | RMSE j=0 | RMSE j=H | RMSE STEVE | "
+        "corr. j=0 | ens. std j=0 / j=H | rank corr. j=0 / j=H | STEVE w[0,0] | "
+        "model err. t=H |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (env, algo, frames), rs in sorted(groups.items()):
+        first = [r["candidates"][0] for r in rs]
+        last = [r["candidates"][-1] for r in rs]
+        has_h = rs[0]["H"] > 0
+        ensemble = rs[0]["samples"] > 1
+        steve = [r["reductions"].get("STEVE") for r in rs]
+        cells = [
+            env, algo, f"{frames}", str(len(rs)), _f(mean(r["truth_mean"] for r in rs)),
+            _f(mean(c["rmse"] for c in first)),
+            _f(mean(c["rmse"] for c in last)) if has_h else "-",
+            _f(mean(e["rmse"] for e in steve)) if ensemble and has_h else "-",
+            _f(mean(c["corr"] for c in first), 2),
+            (f"{_f(mean(c['predicted_std'] for c in first))} / "
+             f"{_f(mean(c['predicted_std'] for c in last))}") if ensemble else "-",
+            (f"{_f(mean(c['rank_corr'] for c in first), 2)} / "
+             f"{_f(mean(c['rank_corr'] for c in last), 2)}") if ensemble else "-",
+            _f(mean(e["weights"][0] for e in steve), 2) if ensemble and has_h else "-",
+            _f(mean(r["model"][-1]["state_err"] for r in rs), 3) if "model" in rs[0] else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
@@ -439,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(r)
         print(format_report(r), flush=True)
         print(flush=True)
+    if len(reports) > 1:
+        print("## Summary (means over runs)\n")
+        print(summarise(reports))
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=1))
     return 0

@@ -132,6 +132,11 @@ def test_diagnose_a_steve_run_end_to_end(tmp_path):
     assert 1.0 <= report["truth_mean"] <= sum(0.99 ** t for t in range(31)) + 1e-6
     text = tq.format_report(report)
     assert "| STEVE |" in text and "| model step t |" in text
+    summary = tq.summarise([report, report]).splitlines()
+    (row,) = [line for line in summary if "InvertedPendulum" in line]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["InvertedPendulum-v5", "run", "400", "2"]
+    assert float(cells[5]) == pytest.approx(report["candidates"][0]["rmse"], abs=0.051)
 
 
 def test_model_free_run_has_only_the_ddpg_candidate(tmp_path, capsys):
