@@ -25,10 +25,15 @@ How the report's numbers are defined (also written into the report):
   episode ended there (the run did not get that far, or was not evaluated in that window);
 - frames to the threshold T: the smallest frame count F at which some episode ended and the
   run's score at F (as above) is >= T; "not reached" otherwise;
+- mean score over the budget: the mean of the run's scores (as above) at CURVE_POINTS evenly
+  spaced frame counts up to the budget, over those that have a value: the area under its
+  learning curve divided by the budget, one number for its sample efficiency;
 - hours: the largest `hours` of the run's greedy.csv, i.e. the training wall-clock time up to its
   last evaluation (time spent stopped between an interruption and the resume is not counted).
 Across the seeds of one (environment, algorithm): mean, standard deviation (numpy's, ddof 0),
-min and max over the runs that have a value.
+min and max over the runs that have a value. Two algorithms on one environment are compared by
+the difference of their mean scores over the budget, with the two-sided permutation p-value of
+that difference over seeds (exact over every relabelling when there are few).
 
 Presets are data (PRESETS below): the config list, seeds, frame budget, table frame counts and
 thresholds; paths in a preset are relative to the project root.
@@ -40,6 +45,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import itertools
 import math
 import os
 import sys
@@ -58,6 +64,7 @@ import sweep  # noqa: E402
 import util  # noqa: E402
 
 WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames before F
+CURVE_POINTS = 20  # frame counts averaged by the mean score over the budget
 DEFAULT_MARKS = 4  # table columns when --checkpoints-at is not given: N/4, N/2, 3N/4, N
 REPORT_NAME = "sample_efficiency.md"  # default report, in the output root
 
@@ -200,6 +207,39 @@ def frames_to_threshold(data: np.ndarray, threshold: float,
     return None
 
 
+def mean_score(data: np.ndarray, total_frames: int, points: int = CURVE_POINTS,
+               window: float = WINDOW) -> float | None:
+    """The mean of score_at at `points` evenly spaced frame counts up to `total_frames`, over
+    those that have a value; None when none has."""
+    values = [score_at(data, total_frames * (i + 1) / points, window) for i in range(points)]
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float], exact_limit: int = 200_000,
+                  draws: int = 20_000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of mean(a) - mean(b): the share of relabellings of the
+    pooled values whose difference is at least as large in size. Exact when there are at most
+    `exact_limit` relabellings, else `draws` random ones (seeded)."""
+    pooled = np.asarray(list(a) + list(b), np.float64)
+    n, k = len(pooled), len(a)
+    if k == 0 or k == n:
+        raise ValueError("both groups need at least one value")
+    observed = abs(pooled[:k].mean() - pooled[k:].mean()) - 1e-9 * (1.0 + np.abs(pooled).max())
+    total = pooled.sum()
+
+    def extreme(first: np.ndarray) -> bool:
+        s = pooled[first].sum()
+        return abs(s / k - (total - s) / (n - k)) >= observed
+
+    if math.comb(n, k) <= exact_limit:
+        splits = [np.asarray(c) for c in itertools.combinations(range(n), k)]
+    else:
+        rng = np.random.default_rng(seed)
+        splits = [rng.permutation(n)[:k] for _ in range(draws)]
+    return sum(extreme(c) for c in splits) / len(splits)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
     """The numbers of one run that the report uses."""
@@ -213,6 +253,7 @@ class RunSummary:
     episodes: int
     hours: float
     scores: tuple[float | None, ...]  # score_at each mark
+    mean_score: float | None  # mean_score over the budget
     to_threshold: int | None  # frames_to_threshold (None also when no threshold)
 
 
@@ -245,6 +286,8 @@ def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
         last_frames=int(data[:, plot.FRAMES].max()), episodes=len(data),
         hours=float(data[:, plot.HOURS].max()),
         scores=tuple(score_at(data, m, window) for m in marks),
+        mean_score=(mean_score(data, total_frames, window=window)
+                    if total_frames is not None else None),
         to_threshold=(frames_to_threshold(data, threshold, window)
                       if threshold is not None else None))
 
@@ -356,6 +399,29 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                          ", ".join(_frames(h) if h is not None else "-" for h in hits)])
         lines += _table(["environment", "algorithm", "threshold", "reached", "mean frames",
                          "per seed"], rows) + [""]
+
+    lines += ["## Mean score over the budget", "",
+              f"A run's mean score over the budget: the mean of its scores (as above) at "
+              f"{CURVE_POINTS} evenly spaced frame counts up to {_frames(bench.total_frames)} "
+              f"(those with a value), i.e. the area under its learning curve divided by the "
+              f"budget. Mean ± std (min–max) over seeds.", ""]
+    rows = [[env, algo, str(len(runs)), _cell([r.mean_score for r in runs])]
+            for (env, algo), runs in groups.items()]
+    lines += _table(["environment", "algorithm", "seeds", "mean score"], rows) + [""]
+    lines += ["Pairwise: the difference of two algorithms' mean scores over the budget (averaged "
+              "over seeds) and its two-sided permutation p-value over seeds: the share of the "
+              "ways to relabel the runs as one algorithm or the other that give a difference at "
+              "least as large. Small p: the seeds separate the two; with n seeds each, p cannot "
+              "go below 2 / C(2n, n) (0.1 for 3 seeds, 0.002 for 6).", ""]
+    rows = []
+    for env in envs:
+        algos = [(algo, [r.mean_score for r in runs if r.mean_score is not None])
+                 for (e, algo), runs in groups.items() if e == env]
+        for (name_a, a), (name_b, b) in itertools.combinations(algos, 2):
+            if a and b:
+                rows.append([env, name_a, name_b, _num(float(np.mean(a)) - float(np.mean(b))),
+                             f"{permutation_p(a, b):.3f}", f"{len(a)} / {len(b)}"])
+    lines += _table(["environment", "A", "B", "A - B", "p", "seeds"], rows) + [""]
 
     lines += ["## Wall-clock time", "",
               "Hours of training per run (the largest `hours` in its greedy.csv: wall-clock "

@@ -88,6 +88,29 @@ def test_frames_to_threshold_uses_the_windowed_score():
     assert se.frames_to_threshold(data, 9.5) is None
 
 
+def test_mean_score_over_the_budget():
+    data = greedy([(500, 10.0), (1000, 30.0)])
+    assert se.mean_score(data, 1000, points=2) == pytest.approx(20.0)  # at 500 and 1000
+    assert se.mean_score(data, 1000, points=4) == pytest.approx(20.0)  # 250, 750: no value
+    # points=20: 500 and 550 ([495, 550]) see 10; 950 (none in [855, 950]); 1000 sees 30.
+    assert se.mean_score(data, 1000) == pytest.approx((10.0 + 10.0 + 30.0) / 3)
+    assert se.mean_score(greedy([(2000, 5.0)]), 1000) is None
+
+
+def test_permutation_p_values():
+    # 3 vs 3 fully separated: 2 of the C(6, 3) = 20 splits are as extreme.
+    assert se.permutation_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
+    assert se.permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    # 6 vs 6 separated: 2 / 924.
+    assert se.permutation_p(range(6, 12), range(6)) == pytest.approx(2 / 924)
+    # Monte Carlo when the exact count is too large: close to the exact value.
+    exact = se.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0])
+    approx = se.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0], exact_limit=10)
+    assert approx == pytest.approx(exact, abs=0.02)
+    with pytest.raises(ValueError):
+        se.permutation_p([], [1.0])
+
+
 def test_spread_and_cells():
     assert se.spread([None, None]) is None
     s = se.spread([1.0, 3.0, None])
@@ -129,6 +152,10 @@ def test_report_from_fake_runs(tmp_path):
     assert "| InvertedPendulum-v5 | tiny_steve | 100 | 2/2 | 480 | 500, 460 |" in lines
     # hours = last frames / 36000: ddpg 1000, 1000 -> 0.03; steve 1000, 700
     assert "| InvertedPendulum-v5 | tiny_steve | 0.02 ± 0.00 (0.02–0.03) | 700 |" in lines
+    assert "## Mean score over the budget" in lines
+    # Every tiny_steve run scores above every tiny_ddpg run: 2 of the C(4, 2) = 6 labellings.
+    assert any(ln.startswith("| InvertedPendulum-v5 | tiny_ddpg | tiny_steve | -")
+               and ln.endswith("| 0.333 | 2 / 2 |") for ln in lines), text
     assert "![greedy score against frames](report_curves_frames.png)" in lines
     assert "![greedy score against hours](report_curves_hours.png)" in lines
     assert any(ln.startswith("| InvertedPendulum-v5 | tiny_steve | 1 | unfinished | 700 | 3 |")
