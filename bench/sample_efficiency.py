@@ -136,6 +136,20 @@ PRESETS: dict[str, dict] = {
         output_root="output/benchmark/cpu",
         report="docs/benchmark/cpu.md",
     ),
+    # The model under stress (docs/benchmark/cpu_investigation.md): rollouts of H = 10 instead
+    # of 3 on Hopper, where a small model's error compounds; DDPG is the cpu preset's runs
+    # (same config, same output root: finished runs are not run again).
+    "cpu_h10": dict(
+        configs=("config/experiments/benchmark/cpu/hopper/ddpg.json",
+                 "config/experiments/benchmark/cpu_h10/hopper/mve_tdk_h10.json",
+                 "config/experiments/benchmark/cpu_h10/hopper/steve_h10.json"),
+        seeds=3,
+        total_frames=18_000,
+        marks=(6_000, 12_000, 18_000),
+        thresholds={"Hopper-v5": 500.0},
+        output_root="output/benchmark/cpu",
+        report="docs/benchmark/cpu_h10.md",
+    ),
     # The paper's setting: its sizes (goodruns configs), the eight environments, 1M frames.
     # Thresholds are levels of clear progress chosen for this table, not the paper's numbers.
     "gpu": dict(

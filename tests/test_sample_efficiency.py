@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import config as config_lib
 import sweep
 
 TESTS = Path(__file__).resolve().parent
@@ -225,6 +226,14 @@ def test_command_line_presets_and_overrides(tmp_path):
     assert {p.run.path.parent.name for p in plans} == set(gpu.thresholds)
     cpu_envs = {p.run.path.parent.name for p in sweep.plan_runs(cpu.configs, 1, tmp_path)}
     assert cpu_envs == set(cpu.thresholds)
+
+    h10 = bench("--preset", "cpu_h10")
+    plans = sweep.plan_runs(h10.configs, 1, tmp_path)
+    assert [p.run.path.name for p in plans] == ["ddpg.seed0", "mve_tdk_h10.seed0",
+                                               "steve_h10.seed0"]
+    assert [config_lib.load_config(c)["policy_config"].get("value_expansion", {})
+            .get("rollout_len") for c in h10.configs] == [None, 10, 10]
+    assert h10.output_root == cpu.output_root  # the DDPG runs are the cpu preset's
 
     small = bench("--preset", "cpu", "--total-frames", "8000", "--threshold", "Hopper-v5=300",
                   "--seeds", "1", "--output-root", str(tmp_path))
