@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="seed for environments, initialisation, sampling and exploration; "
                              "the run folder gets a .seed<S> suffix")
+    parser.add_argument("--cpus", type=int, default=None, metavar="N",
+                        help="CPU cores this run may use, shared by its learners' TensorFlow "
+                             "threads (default: the cores this process may run on)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as JSON and exit")
     args = parser.parse_args(argv)
@@ -68,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--resume and --overwrite contradict each other; choose one")
     if args.total_frames is not None and args.total_frames <= 0:
         parser.error("--total-frames must be a positive number of frames")
+    if args.cpus is not None and args.cpus <= 0:
+        parser.error("--cpus must be a positive number of cores")
     return args
 
 
@@ -239,11 +244,20 @@ def create_run(plan: dict, args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------ supervision
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
+    cpuset), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def make_specs(plan: dict, args: argparse.Namespace, impl: dict | None = None) -> list:
     from runtime import DEFAULT_IMPL, ProcessSpec
 
     config = plan["config"]
-    cpus = os.cpu_count() or 1
+    cpus = getattr(args, "cpus", None) or usable_cpus()
     learners = 2 if plan["model_based"] else 1
     common = dict(run=plan["run"], config=config, seed=plan["seed"],
                   hours_base=plan["hours_base"], start_time=time.time(),

@@ -432,6 +432,8 @@ def _guard_main(job_json: str) -> int:
     argv = [sys.executable, str(MASTER), job["config"], "0",
             "--total-frames", str(job["total_frames"]), "--output-root", job["output_root"],
             "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
+    if job.get("cpus"):  # the run's reservation sizes its learners' thread pools
+        argv += ["--cpus", str(max(1, int(job["cpus"])))]
     with open(out_path, "ab") as out:
         out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
@@ -640,7 +642,8 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         res.attempts += 1
         job = {"key": req.key, "attempt": res.attempts, "config": req.config, "seed": req.seed,
                "total_frames": total_frames, "output_root": str(req.run.path.parent.parent),
-               "run": dataclasses.asdict(req.run), "gpus": req.gpus, "lock_wait": lock_wait}
+               "run": dataclasses.asdict(req.run), "gpus": req.gpus, "cpus": req.cpus,
+               "lock_wait": lock_wait}
         ref = task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
                            max_retries=0, name=f"sweep:{req.key}").remote(job, board)
         running[ref] = req

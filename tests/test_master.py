@@ -284,3 +284,20 @@ def test_children_see_their_devices(tmp_path):
             for p in log.glob("*.out")}
     assert seen == {"policy-learner": "'3'", "worldmodel-learner": "'5'",
                     "interactor-0": "''", "evaluator-0": "''"}
+
+
+def test_learner_threads_follow_the_cores_given(monkeypatch):
+    plan = {"config": {"agent_config": {"count": 1}, "evaluator_config": {"count": 2}},
+            "run": None, "seed": 0, "hours_base": 0.0, "model_based": True,
+            "devices": ("", "")}
+    specs = master.make_specs(plan, master.parse_args(["c.json", "0", "--cpus", "8"]))
+    assert [(s.role, s.threads) for s in specs] == [
+        ("policy", 4), ("worldmodel", 4), ("interactor", 1), ("evaluator", 1), ("evaluator", 1)]
+    # Without --cpus: the cores this process may run on, not the machine's count.
+    monkeypatch.setattr(master.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr(master.os, "cpu_count", lambda: 64)
+    specs = master.make_specs(dict(plan, model_based=False),
+                              master.parse_args(["c.json", "0"]))
+    assert [(s.role, s.threads) for s in specs][:1] == [("policy", 3)]
+    with pytest.raises(SystemExit):
+        master.parse_args(["c.json", "0", "--cpus", "0"])

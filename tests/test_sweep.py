@@ -236,6 +236,7 @@ def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
     assert not (run / "state/finished.json").exists()
     console = (out / ENV / ".sweep/tiny_a.seed0.out").read_text()
     assert "SIGTERM: stopping" in console  # master.py got SIGTERM and stopped cleanly
+    assert "--seed 0 --cpus 1" in console  # the run's reservation sizes its thread pools
     stopped_at = counters(run)
     rows_before = greedy_rows(run)
     assert stopped_at["updates"] > 0 and rows_before
