@@ -469,7 +469,8 @@ class ReplayBuffer:
         batch_size, newest = int(batch_size), int(newest)
         if batch_size < 1 or newest < 1:
             raise ValueError(f"batch_size and newest must be positive, not {batch_size}, {newest}")
-        if end is not None and int(end) < 1:
+        end = None if end is None else int(end)
+        if end is not None and end < 1:
             raise ValueError(f"end must be positive, not {end}")
         for _ in range(_OPTIMISTIC_TRIES):
             count = self._visible_count(end, newest)
