@@ -141,8 +141,8 @@ PRESETS: dict[str, dict] = {
     # (same config, same output root: finished runs are not run again).
     "cpu_h10": dict(
         configs=("config/experiments/benchmark/cpu/hopper/ddpg.json",
-                 "config/experiments/benchmark/cpu_h10/hopper/mve_tdk_h10.json",
-                 "config/experiments/benchmark/cpu_h10/hopper/steve_h10.json"),
+                 "config/experiments/benchmark/cpu_h10/hopper/h10_mve_tdk.json",
+                 "config/experiments/benchmark/cpu_h10/hopper/h10_steve.json"),
         seeds=3,
         total_frames=18_000,
         marks=(6_000, 12_000, 18_000),

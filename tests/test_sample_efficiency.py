@@ -229,8 +229,8 @@ def test_command_line_presets_and_overrides(tmp_path):
 
     h10 = bench("--preset", "cpu_h10")
     plans = sweep.plan_runs(h10.configs, 1, tmp_path)
-    assert [p.run.path.name for p in plans] == ["ddpg.seed0", "mve_tdk_h10.seed0",
-                                               "steve_h10.seed0"]
+    assert [p.run.path.name for p in plans] == ["ddpg.seed0", "h10_mve_tdk.seed0",
+                                               "h10_steve.seed0"]
     assert [config_lib.load_config(c)["policy_config"].get("value_expansion", {})
             .get("rollout_len") for c in h10.configs] == [None, 10, 10]
     assert h10.output_root == cpu.output_root  # the DDPG runs are the cpu preset's
