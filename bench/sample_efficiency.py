@@ -137,11 +137,14 @@ PRESETS: dict[str, dict] = {
         report="docs/benchmark/cpu.md",
     ),
     # The model under stress (docs/benchmark/cpu_investigation.md): rollouts of H = 10 instead
-    # of 3 on Hopper, where a small model's error compounds; DDPG is the cpu preset's runs
-    # (same config, same output root: finished runs are not run again).
+    # of 3 on Hopper, where a small model's error compounds; h10_mve is MVE without the TD-k
+    # trick (Q trained on the real row only, as STEVE's Q is), to tell the two differences
+    # between MVE-TD-k and STEVE apart. DDPG is the cpu preset's runs (same config, same output
+    # root: finished runs are not run again).
     "cpu_h10": dict(
         configs=("config/experiments/benchmark/cpu/hopper/ddpg.json",
                  "config/experiments/benchmark/cpu_h10/hopper/h10_mve_tdk.json",
+                 "config/experiments/benchmark/cpu_h10/hopper/h10_mve.json",
                  "config/experiments/benchmark/cpu_h10/hopper/h10_steve.json"),
         seeds=3,
         total_frames=18_000,

@@ -230,9 +230,11 @@ def test_command_line_presets_and_overrides(tmp_path):
     h10 = bench("--preset", "cpu_h10")
     plans = sweep.plan_runs(h10.configs, 1, tmp_path)
     assert [p.run.path.name for p in plans] == ["ddpg.seed0", "h10_mve_tdk.seed0",
-                                               "h10_steve.seed0"]
-    assert [config_lib.load_config(c)["policy_config"].get("value_expansion", {})
-            .get("rollout_len") for c in h10.configs] == [None, 10, 10]
+                                               "h10_mve.seed0", "h10_steve.seed0"]
+    expansions = [config_lib.load_config(c)["policy_config"].get("value_expansion") or {}
+                  for c in h10.configs]
+    assert [ve.get("rollout_len") for ve in expansions] == [None, 10, 10, 10]
+    assert [bool(ve.get("tdk_trick")) for ve in expansions] == [False, True, False, False]
     assert h10.output_root == cpu.output_root  # the DDPG runs are the cpu preset's
 
     small = bench("--preset", "cpu", "--total-frames", "8000", "--threshold", "Hopper-v5=300",
