@@ -81,6 +81,7 @@ LEARNER = {
     "epoch_every_n": INT,
     "backup_every_n": INT_OR_FALSE,
     "frames_per_update": NUMBER_OR_FALSE,
+    "updates_per_call": INT,
     "learning_rate": NUMBER,
 }
 
@@ -331,7 +332,8 @@ def _check_semantics(config: dict, top: Path) -> None:
                 ("policy_config.hidden_dim", pc["hidden_dim"])]
     mc = config.get("model_config") or {}
     for cfg, prefix in ((pc, "policy_config"), (mc, "model_config")):
-        for key in ("batch_size", "replay_size", "log_every_n", "epoch_every_n"):
+        for key in ("batch_size", "replay_size", "log_every_n", "epoch_every_n",
+                    "updates_per_call"):
             if key in cfg:
                 positive.append((f"{prefix}.{key}", cfg[key]))
         if cfg.get("frames_per_update") is not False and "frames_per_update" in cfg:

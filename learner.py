@@ -14,12 +14,15 @@ The loop (STEVE.md section 5):
    number u (counting from the end of pretraining) may run only when
    frames - frames_before_learning > frames_per_update * u; `frames_per_update: false` runs
    free. Every `log_every_n` updates a log line; every `epoch_every_n` a checkpoint (an epoch,
-   after `on_epoch()`); every `backup_every_n` a numbered backup;
+   after `on_epoch()`); every `backup_every_n` a numbered backup. With `updates_per_call` = n > 1,
+   n updates that are all allowed and pass none of those boundaries run in one compiled call
+   (`update_many`), each on its own batch; otherwise one at a time (`update`);
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
    still owed for the frames collected, then a final checkpoint.
 
-Subclasses add only what is theirs: `build()` (the objects to checkpoint), `update(batch)`,
-`before_learning()`, `on_epoch()`, and `make_actor()` for the processes that act.
+Subclasses add only what is theirs: `build()` (the objects to checkpoint), `update(batch)` and
+`update_many(batches)`, `before_learning()`, `on_epoch()`, and `make_actor()` for the processes
+that act.
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ class Learner:
     def update(self, batch) -> dict:
         """One update on one batch; returns the values to log (floats or scalar tensors)."""
         raise NotImplementedError
+
+    def update_many(self, batches) -> dict:
+        """`updates_per_call` updates on batches stacked as [n, B, ...]; returns the logs averaged
+        over them. This default calls `update` n times; the real learners run all n in one
+        compiled call."""
+        n = len(batches.reward)
+        logs = [self.update(type(batches)(*(field[k] for field in batches))) for k in range(n)]
+        return {key: float(np.mean([float(entry[key]) for entry in logs])) for key in logs[0]}
 
     def before_learning(self) -> bool:
         """Called once before the first update; return False if `stop` interrupted it."""
@@ -134,9 +145,10 @@ class Learner:
             self._writer = tf.summary.create_file_writer(str(self.run.tensorboard(self.role)))
         return self._writer
 
-    def _record(self, logs: dict) -> None:
+    def _record(self, logs: dict, updates: int = 1) -> None:
+        """Keep `logs` (the mean over `updates` updates) for the next log line."""
         for key, value in logs.items():
-            self._logs[key].append(value)
+            self._logs[key].extend([value] * updates)
         if self.updates % self.cfg["log_every_n"]:
             return
         import tensorflow as tf
@@ -159,15 +171,37 @@ class Learner:
                               self.updates / max(frames, 1))
 
     # ------------------------------------------------------------------ the loop
-    def may_update(self) -> bool:
-        """The frames_per_update rule of STEVE.md section 5 (pretraining is unthrottled)."""
-        if self.updates < self.pretrain_n:
+    def may_update(self, n: int = 1) -> bool:
+        """The frames_per_update rule of STEVE.md section 5 for the next `n` updates (pretraining
+        is unthrottled): update number u may run when frames - frames_before_learning >
+        frames_per_update * (u - pretrain_n)."""
+        last = self.updates + n - 1
+        if last < self.pretrain_n:
             return True
         ratio = self.cfg.get("frames_per_update")
         if ratio is False or ratio is None:
             return True
         owed = self.frames() - self.cfg["frames_before_learning"]
-        return owed > ratio * (self.updates - self.pretrain_n)
+        return owed > ratio * (last - self.pretrain_n)
+
+    def _room(self, n: int) -> int:
+        """How many of the next `n` updates run before a log line, an epoch, a backup or the end
+        of pretraining is due (the first such boundary is included)."""
+        room = n
+        for every in (self.cfg["log_every_n"], self.cfg["epoch_every_n"],
+                      self.cfg.get("backup_every_n") or 0):
+            if every:
+                room = min(room, every - self.updates % every)
+        if self.updates < self.pretrain_n:
+            room = min(room, self.pretrain_n - self.updates)
+        return room
+
+    def _next_call(self, per_call: int) -> int:
+        """Updates for the next call: `per_call` when all of them may run now and none passes a
+        boundary (see _room), else 1 (so only two compiled shapes exist)."""
+        if per_call > 1 and self._room(per_call) == per_call and self.may_update(per_call):
+            return per_call
+        return 1
 
     def _wait_for_frames(self) -> bool:
         need = self.cfg["frames_before_learning"]
@@ -196,6 +230,7 @@ class Learner:
         batch_size = self.cfg["batch_size"]
         newest = self.cfg["replay_size"]
         free_running = self.cfg.get("frames_per_update") is False
+        per_call = int(self.cfg.get("updates_per_call") or 1)
         while not self.stop.is_set():
             if not self.may_update():
                 if self.finish.is_set():
@@ -204,11 +239,16 @@ class Learner:
                 continue
             if free_running and self.finish.is_set():
                 break
-            batch = self.replay.sample(batch_size, newest, self.rng)
-            logs = self.update(batch)
-            self.updates += 1
+            n = self._next_call(per_call)
+            batch = self.replay.sample(batch_size * n, newest, self.rng)
+            if n == 1:
+                logs = self.update(batch)
+            else:
+                logs = self.update_many(type(batch)(
+                    *(field.reshape(n, batch_size, *field.shape[1:]) for field in batch)))
+            self.updates += n
             self._publish()
-            self._record(logs)
+            self._record(logs, n)
             if self.updates % epoch_every == 0 or self.updates == self.pretrain_n:
                 self.epoch += 1
                 self.on_epoch()

@@ -310,3 +310,19 @@ def draw_members(
     if count == ensemble_size:
         return None
     return tf.argsort(generator.uniform([ensemble_size]))[:count]
+
+
+def repeat_step(one, tensors: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
+    """Run `one(tensors, k)` (one update on slice k, returning a dict of scalar logs) for
+    k = 0..K-1 in a graph loop, K = the leading size of the tensors; return the mean logs.
+    For use inside a tf.function: the first update is traced outside the loop so the loop knows
+    the logs' structure."""
+    count = tf.shape(tensors[0])[0]
+    first = one(tensors, 0)
+
+    def body(k, total):
+        logs = one(tensors, k)
+        return k + 1, {name: total[name] + logs[name] for name in total}
+
+    _, total = tf.while_loop(lambda k, _: k < count, body, (tf.constant(1), first))
+    return {name: value / tf.cast(count, value.dtype) for name, value in total.items()}

@@ -477,6 +477,29 @@ class ValueRL(tf.Module):
         s0, a0, r0, s1, d1 = _as_tensors(batch)
         return fn(s0, a0, r0, s1, d1)
 
+    def train_steps(self, batches: Any, worldmodel: Any = None) -> dict[str, tf.Tensor]:
+        """K successive `train_step`s in one compiled call, on batches stacked as [K, B, ...]
+        (fields obs, action, reward, next_obs, terminal); returns the logs averaged over the K
+        updates. Update k sees the variables left by update k - 1, exactly as K calls would; one
+        call saves the per-call cost (about a millisecond), which dominates small networks."""
+        if self.rollout_len and worldmodel is None:
+            raise ValueError(
+                "this config has policy_config.value_expansion, so train_steps needs the world "
+                "model: pass worldmodel=WorldModel(...)."
+            )
+        wm = worldmodel if self.rollout_len else None
+        key = ("chunk", id(wm))
+        fn = self._compiled.train.get(key)
+        if fn is None:
+
+            def one(tensors, k):
+                return self._train_step(*(t[k] for t in tensors), wm, True, True)
+
+            fn = tf.function(lambda *tensors: nn.repeat_step(one, tensors),
+                             jit_compile=self._jit_compile)
+            self._compiled.train[key] = fn
+        return fn(*_as_tensors(batches))
+
     def copy_to_target(self) -> None:
         """Q' <- Q (hard copy)."""
         for target, source in zip(self.target_q.variables, self.q.variables, strict=True):

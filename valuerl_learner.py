@@ -114,6 +114,9 @@ class ValueRLLearner(Learner):
     def update(self, batch) -> dict:
         return self.valuerl.train_step(batch, self.worldmodel)
 
+    def update_many(self, batches) -> dict:
+        return self.valuerl.train_steps(batches, self.worldmodel)
+
     def on_epoch(self) -> None:
         self.valuerl.copy_to_target()
         if self.worldmodel is not None:

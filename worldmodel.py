@@ -78,6 +78,7 @@ class WorldModel(tf.Module):
         self.generator = tf.random.Generator.from_seed(seed * 7919 + 3)
         self._compiled = _Compiled()
         self._compiled.train = tf.function(self._train_step, jit_compile=jit_compile)
+        self._jit_compile = jit_compile
 
     # -- training (STEVE.md section 2) -------------------------------------------------------
 
@@ -139,6 +140,18 @@ class WorldModel(tf.Module):
         """One Adam step on a batch with fields obs, action, reward, next_obs, terminal."""
         s0, a0, r0, s1, d1 = _as_tensors(batch)
         return self._compiled.train(s0, a0, r0, s1, d1)
+
+    def train_steps(self, batches: Any) -> dict[str, tf.Tensor]:
+        """K successive `train_step`s in one compiled call, on batches stacked as [K, B, ...];
+        returns the logs averaged over the K updates (see ValueRL.train_steps)."""
+        if not hasattr(self._compiled, "train_chunk"):
+
+            def one(tensors, k):
+                return self._train_step(*(t[k] for t in tensors))
+
+            self._compiled.train_chunk = tf.function(
+                lambda *tensors: nn.repeat_step(one, tensors), jit_compile=self._jit_compile)
+        return self._compiled.train_chunk(*_as_tensors(batches))
 
     # -- rollout interface (STEVE.md section 3) -----------------------------------------------
 

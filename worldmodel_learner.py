@@ -22,3 +22,6 @@ class WorldModelLearner(Learner):
 
     def update(self, batch) -> dict:
         return self.worldmodel.train_step(batch)
+
+    def update_many(self, batches) -> dict:
+        return self.worldmodel.train_steps(batches)

@@ -16,8 +16,10 @@ weight matrix (matmuls only; element-wise work, the target grid and Adam are not
 The matmul reference runs chained [B, d] @ [d, d] products (d = the widest layer of the workload,
 an orthogonal d x d matrix so values stay bounded) under XLA. The machine is shared, so the update
 and its reference are timed alternately for `--rounds` rounds and the best rate of each is kept.
-Printed: updates/s, GFLOP/s, the ratio to the matmul rate, the per-call action latency, and last
-the worst ratio at the paper's sizes, and `learner_matmul_ratio=<the worst of all ratios>`.
+Printed: updates/s, GFLOP/s, the ratio to the matmul rate, at the CPU sizes the rate with
+cpu.json's `updates_per_call` updates per compiled call against one per call, the per-call action
+latency, and last the worst ratio at the paper's sizes, and `learner_matmul_ratio=<the worst of
+all ratios>`.
 """
 
 from __future__ import annotations
@@ -117,8 +119,10 @@ def main() -> None:
                  "aux_layers": 2, "batch_size": 128}
     cpu_json = ROOT / "config" / "experimental_setups" / "cpu.json"
     cpu_source = "built-in CPU sizes"
+    per_call = 10
     if cpu_json.exists():
         updates = json.loads(cpu_json.read_text()).get("updates", {})
+        per_call = int(updates.get("policy_config", {}).get("updates_per_call") or 1)
         for key in cpu_policy:
             cpu_policy[key] = updates.get("policy_config", {}).get(key, cpu_policy[key])
         for block in (updates.get("model_config"), updates.get("*model_config")):
@@ -186,6 +190,27 @@ def main() -> None:
             print(f"{name:15s} {label:22s} {1 / seconds:9.2f} updates/s  {flops / 1e9:7.3f} "
                   f"GFLOP/update  {achieved:6.1f} GFLOP/s  matmul [{rows}x{d}]@[{d}x{d}] "
                   f"{reference:6.1f} GFLOP/s  ratio {ratio:.2f}")
+        if not paper and per_call > 1:
+            # updates_per_call: the same updates, `per_call` to one compiled call; alternated
+            # with one update per call so both see the same load.
+            stacked = types.SimpleNamespace(**{k: np.stack([v] * per_call)
+                                               for k, v in vars(batch).items()})
+            for label, one, many in (
+                ("policy-learner update",
+                 lambda a=agent, w=wm, b=batch: float(a.train_step(b, w)["losses/q"]),
+                 lambda a=agent, w=wm, b=stacked: float(a.train_steps(b, w)["losses/q"])),
+                ("world-model update", lambda w=wm, b=batch: float(w.train_step(b)["wm/total"]),
+                 lambda w=wm, b=stacked: float(w.train_steps(b)["wm/total"])),
+            ):
+                single = chunked = math.inf
+                for _ in range(2):
+                    one()
+                    many()
+                for _ in range(args.rounds):
+                    single = min(single, timed(one, args.seconds / args.rounds, 2, 0))
+                    chunked = min(chunked, timed(many, args.seconds / args.rounds, 2, 0) / per_call)
+                print(f"{name:15s} {label:22s} {per_call} per call: {1 / chunked:9.2f} updates/s, "
+                      f"one per call: {1 / single:9.2f} updates/s; speed-up {single / chunked:.2f}")
         del wm, agent
 
     acting = valuerl.ValueRL(make_config(11, 3, paper_policy, paper_model), seed=0)

@@ -96,7 +96,15 @@ class StubLearner(Learner):
         # Interactors pause when the learner falls behind; one step of each may be in flight.
         assert owed <= ratio * self.updates + 2 * slack + 1, \
             f"interactors ran ahead: {owed} frames owed at {self.updates} updates"
-        return {"stub/terminals": float(batch.terminal.sum())}
+        return {"stub/terminals": float(batch.terminal.sum()), "stub/chunked": 0.0}
+
+    def update_many(self, batches):
+        n = len(batches.reward)
+        assert n == self.cfg["updates_per_call"], f"a call of {n} updates"
+        assert self._room(n) == n, "a call of several updates passed a log, epoch or backup"
+        assert self.may_update(n), "a call of several updates ran ahead of frames_per_update"
+        logs = super().update_many(batches)
+        return dict(logs, **{"stub/chunked": 1.0})
 
     @staticmethod
     def make_actor(config, seed):

@@ -27,7 +27,7 @@ FBL = 40
 RATIO = 0.5
 
 
-def counting_config(tmp_path: Path) -> Path:
+def counting_config(tmp_path: Path, **policy) -> Path:
     path = tmp_path / "counting.json"
     path.write_text(json.dumps({
         "inherits": [str(ROOT / "config/algos/ddpg.json")],
@@ -38,7 +38,7 @@ def counting_config(tmp_path: Path) -> Path:
             "evaluator_config": {"count": 1, "batch_size": 2},
             "policy_config": {"batch_size": 16, "replay_size": 1000, "frames_before_learning": FBL,
                               "log_every_n": 10, "epoch_every_n": 20, "backup_every_n": 200,
-                              "frames_per_update": RATIO},
+                              "frames_per_update": RATIO, **policy},
         },
     }))
     return path
@@ -96,3 +96,24 @@ def test_pipeline_counting_env_and_resume(tmp_path):
     assert counters2["hours"] > counters["hours"]
     rows2 = (run / "log/counting.seed3.greedy.csv").read_text().splitlines()
     assert rows2[: len(rows)] == rows and len(rows2) > len(rows)
+
+
+def test_several_updates_per_call_keep_the_ratio_and_the_boundaries(tmp_path):
+    # updates_per_call 4: calls of 4 updates where they fit (the stub checks each one: all 4
+    # allowed, no log/epoch/backup boundary passed), single updates elsewhere; the totals are
+    # exactly those of one update per call.
+    cfg = counting_config(tmp_path, updates_per_call=4, log_every_n=10, epoch_every_n=20)
+    out = tmp_path / "out"
+    argv = [str(cfg), "0", "--output-root", str(out), "--total-frames", "200", "--seed", "1"]
+    assert master.main(argv, impl=IMPL) == 0
+    run = out / "pipeline_stubs_Counting-v0" / "counting.seed1"
+    finished = json.loads((run / "state/finished.json").read_text())
+    assert finished["policy_updates"] == owed_updates(finished["frames"])
+    counters = json.loads((run / "checkpoints/policy/latest.json").read_text())["counters"]
+    assert counters["epoch"] == finished["policy_updates"] // 20
+    lines = [ln for ln in (run / "log/valuerl.log").read_text().splitlines() if "updates=" in ln
+             and "stub/chunked=" in ln]
+    updates = [int(ln.split("updates=")[1].split()[0]) for ln in lines]
+    assert updates == list(range(10, 10 * len(updates) + 1, 10))  # a line every 10 updates
+    chunked = [float(ln.split("stub/chunked=")[1].split()[0]) for ln in lines]
+    assert max(chunked) >= 0.8  # most updates ran 4 to a call (10 = 4 + 4 + 1 + 1 at best)

@@ -184,3 +184,34 @@ def test_actions_and_seeding():
     d = valuerl.ValueRL(config, seed=3).draw_members()
     assert d["transition"] is None and len(set(d["q"].numpy())) == 3
     assert set(d["q"].numpy()) <= {0, 1, 2, 3}
+
+
+def test_several_updates_in_one_call_equal_one_call_each():
+    K = 3
+    parts = [make_batch(seed=10 + k) for k in range(K)]
+    stacked = types.SimpleNamespace(**{f: np.stack([getattr(p, f) for p in parts])
+                                       for f in ("obs", "action", "reward", "next_obs",
+                                                 "terminal")})
+    results = []
+    for chunked in (False, True):
+        agent, model = valuerl.ValueRL(STEVE, seed=5), worldmodel.WorldModel(STEVE, seed=5)
+        if chunked:
+            logs = {k: float(v) for k, v in agent.train_steps(stacked, model).items()}
+            model_logs = {k: float(v) for k, v in model.train_steps(stacked).items()}
+        else:
+            each = [agent.train_step(p, model) for p in parts]
+            logs = {k: np.mean([float(e[k]) for e in each]) for k in each[0]}
+            each = [model.train_step(p) for p in parts]
+            model_logs = {k: np.mean([float(e[k]) for e in each]) for k in each[0]}
+        results.append((logs, model_logs, values(agent), values(model)))
+    (logs1, mlogs1, agent1, model1), (logs2, mlogs2, agent2, model2) = results
+    assert logs1.keys() == logs2.keys() and mlogs1.keys() == mlogs2.keys()
+    for key in logs1:
+        assert logs2[key] == pytest.approx(logs1[key], rel=1e-5, abs=1e-6), key
+    for key in mlogs1:
+        assert mlogs2[key] == pytest.approx(mlogs1[key], rel=1e-5, abs=1e-6), key
+    for a, b in zip(agent1 + model1, agent2 + model2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not same(agent1, values(valuerl.ValueRL(STEVE, seed=5)))  # the updates did something
+    with pytest.raises(ValueError, match="needs the world model"):
+        valuerl.ValueRL(STEVE, seed=5).train_steps(stacked)
