@@ -333,7 +333,7 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
     import runtime
 
     ctx = mp.get_context("spawn")
-    stop, finish = ctx.Event(), ctx.Event()
+    stop, finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see runtime.Flag
     specs = make_specs(plan, args, impl)
     procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish), name=s.name)
              for s in specs}

@@ -8,10 +8,11 @@ traceback to `log/<process>.err` (the master quotes its end) and exits with stat
 child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
 the kernel sends every child SIGTERM, so no orphan keeps training.
 
-Events: `stop` means "write a final checkpoint and exit now" (Ctrl-C, SIGTERM, a dead sibling);
-`finish` means "the frame budget is reached and every interactor has exited" (the master sets it
-when the last interactor left, so no frame arrives after it): learners do the updates still owed
-for the frames collected, checkpoint and exit.
+Flags (`Flag`, shared by the master and every child): `stop` means "write a final checkpoint
+and exit now" (Ctrl-C, SIGTERM, a dead sibling); `finish` means "the frame budget is reached and
+every interactor has exited" (the master sets it when the last interactor left, so no frame
+arrives after it): learners do the updates still owed for the frames collected, checkpoint and
+exit.
 """
 
 from __future__ import annotations
@@ -62,6 +63,39 @@ class ProcessSpec:
     @property
     def model_based(self) -> bool:
         return bool(self.config.get("model_config"))
+
+
+class Flag:
+    """A yes/no flag in shared memory, with the set/is_set/wait calls of an Event but no lock.
+
+    A multiprocessing.Event guards its value with a lock, which deadlocks in two ways that
+    happen here: a SIGTERM handler that sets the event while its own process is inside
+    is_set() or wait() (holding the lock), and a master SIGKILLed while holding it (every child
+    then blocks forever). Setting a Flag is one store and reading it one load, so a signal
+    handler may set it and a process may die at any moment. `wait` polls every POLL seconds.
+    Create it in the master and pass it to the children as a Process argument.
+    """
+
+    POLL = 0.005
+
+    def __init__(self, ctx=None):
+        self._value = (ctx or multiprocessing.get_context("spawn")).RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or `timeout` seconds passed; return whether it is set."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._value.value:
+            left = self.POLL if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL, left))
+        return True
 
 
 def load_impl(spec: ProcessSpec, role: str):

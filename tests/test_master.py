@@ -301,3 +301,34 @@ def test_learner_threads_follow_the_cores_given(monkeypatch):
     assert [(s.role, s.threads) for s in specs][:1] == [("policy", 3)]
     with pytest.raises(SystemExit):
         master.parse_args(["c.json", "0", "--cpus", "0"])
+
+
+def _flag_child(flag, ready):
+    """Polls `flag` as the children's loops do, setting it from a SIGTERM handler."""
+    signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    ready.set()
+    while not flag.is_set():
+        flag.wait(0.0005)
+        flag.is_set()
+
+
+def test_stop_flag_is_shared_and_safe_to_set_from_a_signal_handler():
+    import multiprocessing as mp
+
+    import runtime
+
+    ctx = mp.get_context("spawn")
+    flag, ready = runtime.Flag(ctx), [runtime.Flag(ctx) for _ in range(2)]
+    assert not flag.is_set() and flag.wait(0.01) is False
+    children = [ctx.Process(target=_flag_child, args=(flag, r)) for r in ready]
+    for child in children:
+        child.start()
+    assert all(r.wait(60) for r in ready)  # both handlers are in place
+    # A SIGTERM arriving in the middle of is_set/wait never deadlocks the handler's flag.set().
+    os.kill(children[0].pid, signal.SIGTERM)
+    children[0].join(10)
+    assert children[0].exitcode == 0
+    assert flag.is_set()  # set by the first child's handler, seen by the second
+    children[1].join(10)
+    assert children[1].exitcode == 0
+    assert flag.wait(0) is True

@@ -336,11 +336,14 @@ def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
     assert all(f.stat().st_size > 10_000 for f in figures)
     table = [ln for ln in report.read_text().splitlines()
              if ln.startswith(f"| {ENV} | tiny_")]
-    # score table, threshold table, wall-clock table: one row per algorithm each; runs: 4.
+    # score, threshold, mean-score and wall-clock tables: one row per algorithm each; the
+    # pairwise table: one row (tiny_ddpg against tiny_steve); runs: 4.
     assert [ln.split(" | ")[1] for ln in table] == (["tiny_ddpg", "tiny_steve"] * 3
+                                                     + ["tiny_ddpg"] + ["tiny_ddpg", "tiny_steve"]
                                                      + ["tiny_ddpg"] * 2 + ["tiny_steve"] * 2)
     assert table[0].startswith(f"| {ENV} | tiny_ddpg | 2 | ")
-    assert all(ln.split(" | ")[3] == "done" for ln in table[6:])
+    assert table[6].split(" | ")[2] == "tiny_steve"  # the pairwise row: A, then B
+    assert all(ln.split(" | ")[3] == "done" for ln in table[9:])
     assert "(report_curves_frames.png)" in report.read_text()
 
 
