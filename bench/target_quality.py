@@ -238,21 +238,12 @@ def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Gen
                               "have fully observed states; ask for fewer --states.")
     left_out = keep[count - 1] + 1 - count  # draws skipped before the count-th kept one
     idx = np.asarray(keep[:count])
-    return type(batch)(*(np.asarray(field)[idx] for field in batch)), left_out
+    return type(batch)(*(field[idx] for field in batch)), left_out
 
 
 # ---------------------------------------------------------------------------------------------
 # The comparison
 # ---------------------------------------------------------------------------------------------
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two 1-D arrays (nan if either is constant)."""
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    if ra.std() == 0 or rb.std() == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -262,19 +253,24 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays (nan if either is constant)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return _corr(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))
+
+
 def target_errors(agent, model, batch, truth: np.ndarray) -> dict:
     """Every candidate and reduction for row 0 against the truth y* [B]; see the module doc."""
     import tensorflow as tf
 
     import valuerl as valuerl_lib
 
-    r0 = tf.constant(batch.reward, tf.float32)
-    s1 = tf.constant(batch.next_obs, tf.float32)
-    d1 = tf.constant(batch.terminal, tf.float32)
-    out = agent.rollout(r0, s1, d1, model, agent.draw_members())
-    T = valuerl_lib.candidate_targets(out["rew"], out["dones"], out["V"], agent.gamma,
-                                      agent.reward_scale, agent.variance_epsilon)
-    mu, sigma2 = valuerl_lib.target_moments(T)  # [H+1, H+1, B]
+    out = agent.value_targets(tf.constant(batch.reward, tf.float32),
+                              tf.constant(batch.next_obs, tf.float32),
+                              tf.constant(batch.terminal, tf.float32), model,
+                              agent.draw_members())
+    T, mu, sigma2 = out["T"], out["mu"], out["sigma2"]  # [H+1, H+1, M, N, K, B], [H+1, H+1, B]
     mu0, sig0 = mu.numpy()[0], sigma2.numpy()[0]  # [H+1(j), B]
     H = mu0.shape[0] - 1
     samples = int(np.prod(T.shape[2:5]))
