@@ -150,9 +150,10 @@ def reduction_weights(
         if ve.get("covariances"):
             samples = target_samples(T)  # [H+1(i), H+1(j), MNK, B]
             centred = samples - mu[:, :, None, :]  # [H+1, H+1, MNK, B]
-            count = tf.cast(tf.shape(samples)[2], dtype)
-            # Sigma_i[j, l] = mean_s centred[i, j, s] centred[i, l, s]
-            Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred) / count  # [B, H+1, H+1, H+1]
+            # Sigma_i[j, l] = sum_s centred[i, j, s] centred[i, l, s]: the scatter matrix, NOT
+            # divided by the sample count (as 2018 formed it, STEVE.md section 3), so the ridge
+            # below is relative to the sum.
+            Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred)  # [B, H+1, H+1, H+1]
             A = Sigma + ridge * tf.eye(H1, dtype=dtype)  # [B, H+1, H+1, H+1]
             rhs = tf.ones_like(A[..., :1])  # [B, H+1, H+1, 1]
             w = tf.linalg.solve(A, rhs)[..., 0]  # [B, H+1(i), H+1(j)]
