@@ -71,6 +71,15 @@ BOOL = Leaf("true or false", lambda v: isinstance(v, bool))
 INT_OR_FALSE = Leaf("an integer or false", lambda v: v is False or _is_int(v))
 NUMBER_OR_FALSE = Leaf("a number or false", lambda v: v is False or _is_number(v))
 
+
+def choice(*values: str) -> Leaf:
+    """A string that must be one of `values`."""
+    return Leaf("one of " + ", ".join(json.dumps(v) for v in values), lambda v: v in values)
+
+
+# How ensembles' stacked weights are drawn (nn.ENSEMBLE_INITS; "stacked" is 2018's).
+ENSEMBLE_INIT = choice("stacked", "per_member")
+
 ENSEMBLE = {"ensemble_size": INT, "train_sample_count": INT, "eval_sample_count": INT}
 # What both learners (policy_config and model_config) read: learner.Learner's loop settings.
 LEARNER = {
@@ -110,6 +119,7 @@ SCHEMA: dict = {
         "algo": STR,
         "hidden_dim": INT,
         "hidden_layers": INT,
+        "ensemble_init": ENSEMBLE_INIT,
         "explore_chance": NUMBER_OR_FALSE,
         **LEARNER,
         "pretanh_penalty": NUMBER,
@@ -130,6 +140,7 @@ SCHEMA: dict = {
         "transition_layers": INT,
         "aux_hidden_dim": INT,
         "aux_layers": INT,
+        "ensemble_init": ENSEMBLE_INIT,
         **LEARNER,
         "pretrain_n": INT_OR_FALSE,
         "weight_decay": NUMBER,

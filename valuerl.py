@@ -20,8 +20,9 @@ The target grid is computed in float64 (cheap: at most a few hundred thousand nu
 STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.discount`;
-`policy_config.{hidden_dim, hidden_layers, learning_rate, pretanh_penalty, variance_epsilon,
-covariance_ridge, bayesian, value_expansion}`; `model_config.bayesian` (member counts M and N).
+`policy_config.{hidden_dim, hidden_layers, ensemble_init, learning_rate, pretanh_penalty,
+variance_epsilon, covariance_ridge, bayesian, value_expansion}`; `model_config.bayesian` (member
+counts M and N).
 """
 
 from __future__ import annotations
@@ -232,8 +233,10 @@ class ValueRL(tf.Module):
         s, a, E = self.obs_dims, self.action_dims, self.q_sizes.ensemble_size
         init = tf.random.Generator.from_seed(seed * 7919 + 1)
         self.policy = nn.FeedForward(s, a, hidden, layers, init, name="policy")
-        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="q")
-        self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="target_q")
+        ens_init = str(pc.get("ensemble_init", "stacked"))
+        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "q", ens_init)
+        self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "target_q",
+                                               ens_init)
         for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
             target.assign(source)
         lr = float(pc.get("learning_rate", 3e-4))

@@ -227,6 +227,7 @@ def test_unknown_key_in_inherited_file_names_that_file(tmp_path):
     (("policy_config", "value_expansion"), 3, "an object"),
     (("env", "discount"), None, "a number"),
     (("agent_config", "wait_for_learners"), 1, "true or false"),
+    (("model_config", "ensemble_init"), "glorot", 'one of "stacked", "per_member"'),
 ])
 def test_wrong_type(tmp_path, key, value, kind):
     updates = {key[0]: {key[1]: value}}

@@ -29,6 +29,9 @@ ABSENT = object()  # the key must not be set by a paper config
 # Keys added since the snapshot, with the value that reproduces the 2018 code. Blocks that are
 # absent in every paper config stand for all the keys inside them.
 NEW_KEYS = {
+    # Ensembles drawn as 2018 did: Glorot over the stacked [E, in, out] shape.
+    "policy_config.ensemble_init": "stacked",
+    "model_config.ensemble_init": "stacked",
 }
 
 
