@@ -121,8 +121,12 @@ def test_xla_targets_match_eager_and_xla_updates_repeat():
 
     eager = losses(*args)
     xla = tf.function(losses, jit_compile=True)(*args)
+    # w comes from solving (Sigma + 1e-3 I) w = 1 with Sigma the scatter matrix (STEVE.md): the
+    # float32 round-off between XLA's and TensorFlow's net outputs (~1e-7) reaches the smallest
+    # weights (~1e-3) at a few 1e-6, hence their absolute tolerance.
     for name, x, y in zip(("y", "w", "q_loss", "policy_loss"), eager, xla, strict=True):
-        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-4,
+                                   atol=1e-5 if name == "w" else 1e-6, err_msg=name)
 
     runs = []
     for _ in range(2):
