@@ -32,6 +32,16 @@ NEW_KEYS = {
     # Ensembles drawn as 2018 did: Glorot over the stacked [E, in, out] shape.
     "policy_config.ensemble_init": "stacked",
     "model_config.ensemble_init": "stacked",
+    # The paper's backbone: DDPG's targets and updates, hard target copies at epochs.
+    "policy_config.backbone": "ddpg",
+    # Exploration as 2018 (explore_chance's pre-tanh noise), no Gaussian noise on every step.
+    "policy_config.explore_noise": False,
+    # TD3's settings, read only with backbone "td3".
+    "policy_config.td3": ABSENT,
+    "policy_config.td3.target_noise": ABSENT,
+    "policy_config.td3.target_noise_clip": ABSENT,
+    "policy_config.td3.policy_delay": ABSENT,
+    "policy_config.td3.tau": ABSENT,
 }
 
 
