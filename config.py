@@ -71,6 +71,15 @@ BOOL = Leaf("true or false", lambda v: isinstance(v, bool))
 INT_OR_FALSE = Leaf("an integer or false", lambda v: v is False or _is_int(v))
 NUMBER_OR_FALSE = Leaf("a number or false", lambda v: v is False or _is_number(v))
 
+
+def choice(*values: str) -> Leaf:
+    """A string that must be one of `values`."""
+    return Leaf("one of " + ", ".join(json.dumps(v) for v in values), lambda v: v in values)
+
+
+# How ensembles' stacked weights are drawn (nn.ENSEMBLE_INITS; "stacked" is 2018's).
+ENSEMBLE_INIT = choice("stacked", "per_member")
+
 ENSEMBLE = {"ensemble_size": INT, "train_sample_count": INT, "eval_sample_count": INT}
 # What both learners (policy_config and model_config) read: learner.Learner's loop settings.
 LEARNER = {
@@ -110,12 +119,17 @@ SCHEMA: dict = {
         "algo": STR,
         "hidden_dim": INT,
         "hidden_layers": INT,
+        "ensemble_init": ENSEMBLE_INIT,
+        "backbone": choice("ddpg", "td3"),
         "explore_chance": NUMBER_OR_FALSE,
+        "explore_noise": NUMBER_OR_FALSE,
         **LEARNER,
         "pretanh_penalty": NUMBER,
         "variance_epsilon": NUMBER,
         "covariance_ridge": NUMBER,
         "bayesian": ENSEMBLE,
+        "td3": {"target_noise": NUMBER, "target_noise_clip": NUMBER, "policy_delay": INT,
+                "tau": NUMBER},
         "value_expansion": {
             "rollout_len": INT,
             "mean_k_return": BOOL,
@@ -130,6 +144,7 @@ SCHEMA: dict = {
         "transition_layers": INT,
         "aux_hidden_dim": INT,
         "aux_layers": INT,
+        "ensemble_init": ENSEMBLE_INIT,
         **LEARNER,
         "pretrain_n": INT_OR_FALSE,
         "weight_decay": NUMBER,
@@ -155,6 +170,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "policy_config": ("algo", "hidden_dim", "hidden_layers", "pretanh_penalty",
                       "variance_epsilon", "covariance_ridge") + _LEARNER_KEYS,
     "policy_config.bayesian": tuple(ENSEMBLE),
+    "policy_config.td3": ("target_noise", "target_noise_clip", "policy_delay", "tau"),
     "policy_config.value_expansion": ("rollout_len",),
     "model_config": ("transition_hidden_dim", "transition_layers", "aux_hidden_dim",
                      "aux_layers", "weight_decay") + _LEARNER_KEYS,
@@ -163,7 +179,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "model_config.bayesian.reward": tuple(ENSEMBLE),
 }
 
-ALGOS = ("ddpg",)
+ALGOS = ("ddpg",)  # the 2018 key: the policy learner's algorithm (its backbone: see `backbone`)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,6 +371,7 @@ def _check_semantics(config: dict, top: Path) -> None:
             if not 1 <= ens[count] <= size:
                 raise ConfigError(f"{name}: {key}.{count} is {ens[count]}, but it must be "
                                   f"between 1 and {key}.ensemble_size ({size}).")
+    _check_backbone(pc, name)
     ve = pc.get("value_expansion")
     if ve:
         if not mc:
@@ -372,6 +389,43 @@ def _check_semantics(config: dict, top: Path) -> None:
         if lam is not False and lam is not None and not 0 <= lam <= 1:
             raise ConfigError(f"{name}: value_expansion.lambda_return is {lam}, but it must be "
                               f"between 0 and 1.")
+
+
+def _check_backbone(pc: dict, name: str) -> None:
+    """The TD3 backbone's settings and exploration noise (docs/BACKBONES.md)."""
+    backbone = pc.get("backbone") or "ddpg"
+    td3 = pc.get("td3")
+    if backbone == "td3":
+        if not td3:
+            raise ConfigError(f"{name}: policy_config.backbone is \"td3\" but there is no "
+                              f"policy_config.td3 block; inherit config/algos/td3.json or set "
+                              f"its keys.")
+        ens = pc.get("bayesian") or {}
+        if ens.get("eval_sample_count", 1) < 2:
+            raise ConfigError(f"{name}: backbone td3 takes the min over pairs of target Q "
+                              f"members, so policy_config.bayesian.eval_sample_count (and "
+                              f"ensemble_size) must be at least 2.")
+        checks = (("target_noise", td3["target_noise"] >= 0, "0 or more"),
+                  ("target_noise_clip", td3["target_noise_clip"] >= 0, "0 or more"),
+                  ("policy_delay", td3["policy_delay"] >= 1, "1 or more"),
+                  ("tau", 0 < td3["tau"] <= 1, "in (0, 1]"))
+        for key, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name}: policy_config.td3.{key} is {td3[key]}, but it must "
+                                  f"be {rule}.")
+    elif td3:
+        raise ConfigError(f"{name}: policy_config.td3 is only read with policy_config.backbone "
+                          f"\"td3\" (the backbone is \"{backbone}\"); set the backbone or "
+                          f"drop the block.")
+    noise = pc.get("explore_noise")
+    if noise is not False and noise is not None:
+        if noise < 0:
+            raise ConfigError(f"{name}: policy_config.explore_noise is {noise}, but it must be "
+                              f"0 or more (or false).")
+        if pc.get("explore_chance"):
+            raise ConfigError(f"{name}: policy_config.explore_noise (Gaussian noise on every "
+                              f"step) and policy_config.explore_chance (2018's noise) are both "
+                              f"set; set explore_chance to false to use explore_noise.")
 
 
 def load_config(path: str | os.PathLike, complete: bool = True) -> dict:

@@ -7,7 +7,9 @@ here reads or writes files. Importing this module creates no variables and runs 
 Layer count convention (as in the 2018 code's `layers` argument): a net with `layers` = L has L
 weight matrices, so L - 1 hidden ReLU layers of width `hidden_dim` and a linear output layer.
 
-Ensembles hold E members as stacked weights [E, in, out] and biases [E, 1, out]. The three reads of
+Ensembles hold E members as stacked weights [E, in, out] and biases [E, 1, out], drawn as 2018 drew
+them (Glorot over the 3-D shape, `glorot_uniform(stacked=True)`) or, on request, each member as a
+single net ("per_member"). The three reads of
 STEVE.md section 1 are:
 - `random(x, assignment)`: one member per example (see `random_assignment`), [B, out];
 - `mean(x)`: average over all E members, [B, out];
@@ -57,9 +59,24 @@ def configure_tensorflow(threads: int | None) -> None:
     _CONFIGURED_THREADS.append(threads)
 
 
-def glorot_uniform(generator: tf.random.Generator, shape: Sequence[int]) -> tf.Tensor:
-    """Glorot-uniform values; the last two axes of `shape` are (fan_in, fan_out)."""
+ENSEMBLE_INITS = ("stacked", "per_member")
+
+
+def glorot_uniform(
+    generator: tf.random.Generator, shape: Sequence[int], stacked: bool = False
+) -> tf.Tensor:
+    """Glorot-uniform values, uniform in [-limit, limit] with limit = sqrt(6 / (fan_in + fan_out)).
+
+    The last two axes of `shape` are (in, out). By default the fans are those two (one net, or
+    each member of an ensemble on its own: "per_member"). With `stacked`, the fans count every
+    leading axis as TensorFlow's initialisers do for a 3-D kernel [E, in, out] (fan_in = E * in,
+    fan_out = E * out): how the 2018 code drew its ensembles ("stacked"), which gives each member
+    1/sqrt(E) of a single net's limit. Both are the same for a single net (E = 1).
+    """
     fan_in, fan_out = shape[-2], shape[-1]
+    if stacked:
+        receptive = math.prod(shape[:-2])
+        fan_in, fan_out = fan_in * receptive, fan_out * receptive
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return generator.uniform(shape, minval=-limit, maxval=limit, dtype=tf.float32)
 
@@ -143,7 +160,11 @@ def assigned_members(assignment: Assignment, batch_size: int) -> tf.Tensor:
 
 
 class EnsembleFeedForward(tf.Module):
-    """E independent ReLU MLPs held as stacked weights [E, in, out] and biases [E, 1, out]."""
+    """E independent ReLU MLPs held as stacked weights [E, in, out] and biases [E, 1, out].
+
+    `init` = "stacked" (2018, STEVE.md section 1) draws the weights Glorot-uniform over the 3-D
+    shape, E counted in both fans; "per_member" draws each member as a single net would be.
+    """
 
     def __init__(
         self,
@@ -154,13 +175,18 @@ class EnsembleFeedForward(tf.Module):
         ensemble_size: int,
         init_generator: tf.random.Generator,
         name: str | None = None,
+        init: str = "stacked",
     ):
         super().__init__(name=name)
+        if init not in ENSEMBLE_INITS:
+            raise ValueError(f"ensemble init {init!r} is not one of {ENSEMBLE_INITS}.")
         self.in_dim, self.out_dim, self.ensemble_size = in_dim, out_dim, ensemble_size
         dims = _layer_dims(in_dim, out_dim, hidden_dim, layers)
+        stacked = init == "stacked"
         self.w = [
             tf.Variable(
-                glorot_uniform(init_generator, (ensemble_size, dims[i], dims[i + 1])), name=f"w{i}"
+                glorot_uniform(init_generator, (ensemble_size, dims[i], dims[i + 1]), stacked),
+                name=f"w{i}",
             )
             for i in range(layers)
         ]

@@ -16,22 +16,38 @@ Rollout layout (time first, then the sample axes, batch last):
   dones [H+1, M, B]      done_0 = d1 (real), done_t = sigmoid(done_m(x_t, x_{t-1}, a_{t-1}))
   V     [H+1, M, K, B]   V_t = Q'_k(x_t, a_t)
   T     [H+1(i), H+1(j), M, N, K, B]
+With `policy_config.backbone: "td3"` (docs/BACKBONES.md) the rollout's actions come from a target
+policy pi' with clipped smoothing noise, V_t is the clipped double-Q over cyclic pairs of target
+members (`clipped_double_q`), policy steps are delayed and both targets follow by Polyak averaging;
+the grid, moments and reductions are the same functions.
 The target grid is computed in float64 (cheap: at most a few hundred thousand numbers), so that
 STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.discount`;
-`policy_config.{hidden_dim, hidden_layers, learning_rate, pretanh_penalty, variance_epsilon,
-covariance_ridge, bayesian, value_expansion}`; `model_config.bayesian` (member counts M and N).
+`policy_config.{hidden_dim, hidden_layers, ensemble_init, backbone, td3, explore_noise,
+learning_rate, pretanh_penalty, variance_epsilon, covariance_ridge, bayesian, value_expansion}`;
+`model_config.bayesian` (member counts M and N).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 import nn
+
+BACKBONES = ("ddpg", "td3")
+
+
+class Td3(NamedTuple):
+    """`policy_config.td3` (read only with `backbone: "td3"`)."""
+
+    target_noise: float  # std of the target-policy smoothing noise, in action units ([-1, 1])
+    target_noise_clip: float  # the smoothing noise is clipped to +-this
+    policy_delay: int  # a policy step (and target update) after every d-th Q step
+    tau: float  # Polyak rate of the target nets: target <- tau * net + (1 - tau) * target
 
 
 class _Compiled:
@@ -85,6 +101,24 @@ def candidate_targets(
     bootstrap = bootstrap * inv_S[:, None, :, None, :]  # [H+1, H+1, M, K, B]
     T = reward_part[:, :, :, :, None, :] + bootstrap[:, :, :, None, :, :]  # [H+1,H+1,M,N,K,B]
     return T
+
+
+def clipped_double_q(V: tf.Tensor, axis: int) -> tf.Tensor:
+    """TD3's clipped double-Q over an ensemble's K target members, K >= 2 (docs/BACKBONES.md).
+
+    Sample k is the smaller of members k and k+1 (mod K) of `axis`: K pairs give K samples, so a
+    pair of members gives TD3's min(Q'_1, Q'_2) twice, and four give min(Q'_0, Q'_1),
+    min(Q'_1, Q'_2), min(Q'_2, Q'_3), min(Q'_3, Q'_0). Shape unchanged.
+    """
+    return tf.minimum(V, tf.roll(V, shift=-1, axis=axis))
+
+
+def smoothed_action(pre: tf.Tensor, noise: tf.Tensor, clip: float) -> tf.Tensor:
+    """TD3's target-policy smoothing: clip(tanh(pre) + clip(noise, -clip, clip), -1, 1).
+
+    pre: the target policy's pre-tanh output; noise: N(0, sigma^2) draws of the same shape.
+    """
+    return tf.clip_by_value(tf.tanh(pre) + tf.clip_by_value(noise, -clip, clip), -1.0, 1.0)
 
 
 def target_samples(T: tf.Tensor) -> tf.Tensor:
@@ -150,9 +184,10 @@ def reduction_weights(
         if ve.get("covariances"):
             samples = target_samples(T)  # [H+1(i), H+1(j), MNK, B]
             centred = samples - mu[:, :, None, :]  # [H+1, H+1, MNK, B]
-            count = tf.cast(tf.shape(samples)[2], dtype)
-            # Sigma_i[j, l] = mean_s centred[i, j, s] centred[i, l, s]
-            Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred) / count  # [B, H+1, H+1, H+1]
+            # Sigma_i[j, l] = sum_s centred[i, j, s] centred[i, l, s]: the scatter matrix, NOT
+            # divided by the sample count (as 2018 formed it, STEVE.md section 3), so the ridge
+            # below is relative to the sum.
+            Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred)  # [B, H+1, H+1, H+1]
             A = Sigma + ridge * tf.eye(H1, dtype=dtype)  # [B, H+1, H+1, H+1]
             rhs = tf.ones_like(A[..., :1])  # [B, H+1, H+1, 1]
             w = tf.linalg.solve(A, rhs)[..., 0]  # [B, H+1(i), H+1(j)]
@@ -227,14 +262,24 @@ class ValueRL(tf.Module):
             raise ValueError(
                 "policy_config.value_expansion.rollout_len must be a positive integer; set it."
             )
+        self.backbone = str(pc.get("backbone", "ddpg"))
+        self.td3 = self._read_td3(pc)
+        self.explore_noise = float(pc.get("explore_noise") or 0.0)
         hidden, layers = int(pc.get("hidden_dim", 128)), int(pc.get("hidden_layers", 4))
         s, a, E = self.obs_dims, self.action_dims, self.q_sizes.ensemble_size
         init = tf.random.Generator.from_seed(seed * 7919 + 1)
         self.policy = nn.FeedForward(s, a, hidden, layers, init, name="policy")
-        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="q")
-        self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, name="target_q")
+        ens_init = str(pc.get("ensemble_init", "stacked"))
+        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "q", ens_init)
+        self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "target_q",
+                                               ens_init)
         for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
             target.assign(source)
+        if self.td3:  # only then: a DDPG checkpoint holds exactly the variables it always held
+            self.target_policy = nn.FeedForward(s, a, hidden, layers, init, name="target_policy")
+            for target, source in zip(self.target_policy.variables, self.policy.variables,
+                                      strict=True):
+                target.assign(source)
         lr = float(pc.get("learning_rate", 3e-4))
         self.q_optimizer = nn.Adam(self.q.trainable_variables, lr, name="q_adam")
         self.policy_optimizer = nn.Adam(self.policy.trainable_variables, lr, name="policy_adam")
@@ -248,6 +293,26 @@ class ValueRL(tf.Module):
         self._compiled.train = {}
         self._jit_compile = jit_compile
 
+    def _read_td3(self, pc: dict) -> Td3 | None:
+        """The TD3 settings (docs/BACKBONES.md) with `policy_config.backbone` "td3", else None."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"policy_config.backbone is {self.backbone!r}; use one of "
+                             f"{', '.join(BACKBONES)}.")
+        if self.backbone == "ddpg":
+            return None
+        block = pc.get("td3") or {}
+        try:
+            td3 = Td3(float(block["target_noise"]), float(block["target_noise_clip"]),
+                      int(block["policy_delay"]), float(block["tau"]))
+        except KeyError as e:
+            raise ValueError(f"backbone td3 needs policy_config.td3.{e.args[0]}; set it.") \
+                from None
+        if self.q_sizes.eval_sample_count < 2:
+            raise ValueError("backbone td3 takes the min over pairs of target Q members: set "
+                             "policy_config.bayesian.eval_sample_count (and ensemble_size) to 2 "
+                             "or more.")
+        return td3
+
     # -- acting (STEVE.md section 5) ---------------------------------------------------------
 
     def _greedy(self, obs):
@@ -255,6 +320,9 @@ class ValueRL(tf.Module):
 
     def _explore(self, obs, explore_chance):
         pre = self.policy(obs)  # [B, act]
+        if self.explore_noise:  # Gaussian noise on every step, in action units (TD3's)
+            noise = self.explore_noise * self.generator.normal(tf.shape(pre))  # [B, act]
+            return tf.clip_by_value(tf.tanh(pre) + noise, -1.0, 1.0)  # [B, act]
         noisy = self.generator.uniform(tf.shape(pre)) < explore_chance  # [B, act]
         noise = self.generator.normal(tf.shape(pre))  # [B, act]
         pre = tf.where(noisy, pre + noise, pre)
@@ -268,7 +336,9 @@ class ValueRL(tf.Module):
 
     def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
         """Each action dimension is tanh(pi + N(0, 1)) with probability `explore_chance`, else
-        tanh(pi): obs [B, obs] -> actions [B, act] in [-1, 1]."""
+        tanh(pi): obs [B, obs] -> actions [B, act] in [-1, 1]. With `policy_config.explore_noise`
+        = sigma (then explore_chance is 0): clip(tanh(pi) + N(0, sigma^2), -1, 1) on every
+        dimension of every step."""
         if not hasattr(self._compiled, "explore_concrete"):
             self._compiled.explore_concrete = self._compiled.explore.get_concrete_function()
         return self._compiled.explore_concrete(
@@ -306,6 +376,10 @@ class ValueRL(tf.Module):
 
         Returns rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] (float64), and the
         rollout states x [H+1, M, B, obs] and actions a [H+1, M, B, act] (float32).
+        With the TD3 backbone (docs/BACKBONES.md) every a_t, the one that steps the model and the
+        one V_t bootstraps with, is the target policy's with clipped smoothing noise (the noise is
+        returned too, as target_noise [H+1, M, B, act]), and V_t is the clipped double-Q over
+        cyclic pairs of the K target members.
         """
         H = self.rollout_len
         q_members = members["q"]  # [K]
@@ -314,12 +388,21 @@ class ValueRL(tf.Module):
             M, N = self.transition_sizes[2], self.reward_sizes[2]
         else:
             M, N = 1, 1
+        noises = []
+
+        def act(x):  # a_t for x_t: [M, B, obs] -> [M, B, act]
+            if not self.td3:
+                return tf.tanh(self.policy(x, stop_gradient=True))
+            pre = self.target_policy(x, stop_gradient=True)  # pi'(x_t)
+            noises.append(self.td3.target_noise * self.generator.normal(tf.shape(pre)))
+            return smoothed_action(pre, noises[-1], self.td3.target_noise_clip)
+
         x_t = tf.tile(s1[None], [M, 1, 1])  # x_0 = s1: [M, B, obs]
         xs, acts = [x_t], []
         done_list = [tf.tile(d1[None], [M, 1])]  # done_0 = d1: [M, B]
         rew_list = [tf.tile(r0[None, None], [M, N, 1])]  # rew_0 = r0: [M, N, B]
         for _ in range(H):
-            a_t = tf.tanh(self.policy(x_t, stop_gradient=True))  # [M, B, act]
+            a_t = act(x_t)  # [M, B, act]
             x_next, done_next = worldmodel.step(x_t, a_t, members["transition"])  # [M,B,obs],[M,B]
             r_hat = worldmodel.rewards(x_next, x_t, a_t, members["reward"])  # [N, M, B]
             acts.append(a_t)
@@ -327,20 +410,25 @@ class ValueRL(tf.Module):
             done_list.append(done_next)
             rew_list.append(tf.transpose(r_hat, [1, 0, 2]))  # [M, N, B]
             x_t = x_next
-        acts.append(tf.tanh(self.policy(x_t, stop_gradient=True)))  # a_H: [M, B, act]
+        acts.append(act(x_t))  # a_H: [M, B, act]
         x = tf.stack(xs)  # [H+1, M, B, obs]
         a = tf.stack(acts)  # [H+1, M, B, act]
         q_in = tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])
         V = self.target_q.members(q_in, q_members, stop_gradient=True)[..., 0]  # [K, (H+1) M B]
+        if self.td3:
+            V = clipped_double_q(V, axis=0)  # [K, (H+1) M B]: min over members k, k+1 mod K
         V = tf.transpose(tf.reshape(V, [-1, H + 1, M, B]), [1, 2, 0, 3])  # [H+1, M, K, B]
         f64 = tf.float64
-        return {
+        out = {
             "rew": tf.cast(tf.stack(rew_list), f64),  # [H+1, M, N, B]
             "dones": tf.cast(tf.stack(done_list), f64),  # [H+1, M, B]
             "V": tf.cast(V, f64),  # [H+1, M, K, B]
             "x": x,  # [H+1, M, B, obs]
             "a": a,  # [H+1, M, B, act]
         }
+        if self.td3:
+            out["target_noise"] = tf.stack(noises)  # [H+1, M, B, act]
+        return out
 
     def value_targets(
         self,
@@ -435,7 +523,8 @@ class ValueRL(tf.Module):
                 logs["charts/average_model_use"] = tf.cast(
                     average_model_use(targets["w"]), tf.float32
                 )
-        if update_policy:
+        delayed = self.td3 is not None and update_q and update_policy
+        if update_policy and not delayed:
             p_vars = self.policy.trainable_variables
             with tf.GradientTape(watch_accessed_variables=False) as p_tape:
                 p_tape.watch(p_vars)
@@ -445,9 +534,36 @@ class ValueRL(tf.Module):
         # Both gradients come from the same current variables; then both are applied.
         if update_q:
             self.q_optimizer.apply(q_grads, q_vars)
-        if update_policy:
+        if update_policy and not delayed:
             self.policy_optimizer.apply(p_grads, p_vars)
+        if delayed:  # TD3: then, after every d-th Q step, the policy step and the target update
+            logs["losses/policy"] = self._delayed_policy_step(s0)
         return logs
+
+    def _delayed_policy_step(self, s0: tf.Tensor) -> tf.Tensor:
+        """TD3's delayed update (docs/BACKBONES.md), after a Q step: when the number of Q steps so
+        far (the Q optimizer's step count, checkpointed with it) is a multiple of `policy_delay`,
+        one policy step on the updated Q and then the Polyak update of Q' and pi'; otherwise
+        nothing. Returns the policy loss at the current variables (for the logs) either way."""
+
+        def step():
+            p_vars = self.policy.trainable_variables
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(p_vars)
+                p_loss = self.policy_loss(s0)
+            self.policy_optimizer.apply(tape.gradient(p_loss, p_vars), p_vars)
+            self.polyak_update()
+            return p_loss
+
+        due = tf.equal(self.q_optimizer.iterations % self.td3.policy_delay, 0)
+        return tf.cond(due, step, lambda: self.policy_loss(s0))
+
+    def polyak_update(self) -> None:
+        """TD3's target nets: Q' <- tau Q + (1 - tau) Q' and pi' <- tau pi + (1 - tau) pi'."""
+        tau = self.td3.tau
+        for target_net, net in ((self.target_q, self.q), (self.target_policy, self.policy)):
+            for target, source in zip(target_net.variables, net.variables, strict=True):
+                target.assign(tau * source + (1.0 - tau) * target)
 
     def train_step(
         self,
@@ -501,6 +617,7 @@ class ValueRL(tf.Module):
         return fn(*_as_tensors(batches))
 
     def copy_to_target(self) -> None:
-        """Q' <- Q (hard copy)."""
+        """Q' <- Q (hard copy): the DDPG backbone's target, refreshed at every epoch (the TD3
+        backbone's targets follow by Polyak averaging instead, see polyak_update)."""
         for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
             target.assign(source)

@@ -3,7 +3,8 @@
 Runs in its own process on GPU `GPU` (master.py). The loop, counters, logging
 (`log/valuerl.log`) and checkpoints (`checkpoints/policy/`) are learner.Learner's; this class
 adds the ValueRL module, its update, and what happens at each epoch: the hard copy of Q into the
-target Q' and, for model-based configs, a reload of the newest world-model checkpoint
+target Q' (DDPG backbone; the TD3 backbone updates its targets by Polyak averaging in its update)
+and, for model-based configs, a reload of the newest world-model checkpoint
 (`checkpoints/worldmodel/`). A model-based policy learner starts only once the world model has
 finished its `pretrain_n` updates and written a checkpoint.
 
@@ -34,6 +35,7 @@ class PolicyActor:
         import valuerl
 
         self.valuerl = valuerl.ValueRL(config, seed=seed)
+        self.explore_noise = self.valuerl.explore_noise
         self.rng = np.random.default_rng(seed)
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -60,6 +62,9 @@ class PolicyActor:
 
     def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
         pre = self.pre_tanh(obs)  # [B, act]
+        if self.explore_noise:  # policy_config.explore_noise: Gaussian noise on every step
+            noise = self.explore_noise * self.rng.standard_normal(pre.shape, np.float32)
+            return np.clip(np.tanh(pre) + noise, -1.0, 1.0).astype(np.float32)  # [B, act]
         noisy = self.rng.random(pre.shape) < explore_chance  # [B, act]
         pre = np.where(noisy, pre + self.rng.standard_normal(pre.shape, np.float32), pre)
         return np.clip(np.tanh(pre), -1.0, 1.0).astype(np.float32)  # [B, act]
@@ -118,7 +123,8 @@ class ValueRLLearner(Learner):
         return self.valuerl.train_steps(batches, self.worldmodel)
 
     def on_epoch(self) -> None:
-        self.valuerl.copy_to_target()
+        if self.valuerl.td3 is None:  # the TD3 backbone's targets follow by Polyak averaging
+            self.valuerl.copy_to_target()
         if self.worldmodel is not None:
             self._reload_worldmodel()
 

@@ -6,8 +6,9 @@ value targets (`step`, `rewards`, STEVE.md section 3). Nothing here reads or wri
 checkpointing is `checkpoint.py`'s job. Importing this module creates no variables.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, and under `model_config`:
-`transition_hidden_dim`, `transition_layers`, `aux_hidden_dim`, `aux_layers`, `learning_rate`,
-`weight_decay`, `bayesian.transition`, `bayesian.reward` (absent -> one member each).
+`transition_hidden_dim`, `transition_layers`, `aux_hidden_dim`, `aux_layers`, `ensemble_init`,
+`learning_rate`, `weight_decay`, `bayesian.transition`, `bayesian.reward` (absent -> one member
+each).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class WorldModel(tf.Module):
         self.reward_sizes = nn.ensemble_sizes(bayes.get("reward"), "model_config.bayesian.reward")
         self.weight_decay = float(model.get("weight_decay", 1e-4))
         init = tf.random.Generator.from_seed(seed * 7919 + 2)
+        ens_init = str(model.get("ensemble_init", "stacked"))
         s, a = self.obs_dims, self.action_dims
         self.transition = nn.EnsembleFeedForward(
             s + a,
@@ -63,14 +65,16 @@ class WorldModel(tf.Module):
             self.transition_sizes.ensemble_size,
             init,
             name="transition",
+            init=ens_init,
         )
         aux_dim, aux_layers = int(model.get("aux_hidden_dim", 128)), int(model.get("aux_layers", 4))
         t_size = self.transition_sizes.ensemble_size
         self.done = nn.EnsembleFeedForward(
-            2 * s + a, 1, aux_dim, aux_layers, t_size, init, name="done"
+            2 * s + a, 1, aux_dim, aux_layers, t_size, init, name="done", init=ens_init
         )
         self.reward = nn.EnsembleFeedForward(
-            2 * s + a, 1, aux_dim, aux_layers, self.reward_sizes.ensemble_size, init, name="reward"
+            2 * s + a, 1, aux_dim, aux_layers, self.reward_sizes.ensemble_size, init,
+            name="reward", init=ens_init,
         )
         self.optimizer = nn.Adam(
             self.trainable_variables, float(model.get("learning_rate", 3e-4)), name="wm_adam"

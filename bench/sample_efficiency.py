@@ -17,7 +17,8 @@ per greedy evaluation episode: hours,epoch,frames,score), `log/hps.json` (the en
 and `state/finished.json` (the run reached its budget). Writes, besides the run folders that
 sweep.py and master.py write: the report `--report` (markdown, written whole to a temporary name
 and renamed) and its learning-curve figures beside it, `<report stem>_curves_frames.png` and
-`<report stem>_curves_hours.png` (plot.py), linked from the report by relative paths.
+`<report stem>_curves_hours.png` (plot.py), linked from the report by relative paths, and the
+machine-readable summary `<report stem>.json` (`summary_json`; written whole and renamed too).
 
 How the report's numbers are defined (also written into the report):
 - score of a run at frame count F: the mean return of its greedy evaluation episodes that ended
@@ -46,6 +47,7 @@ import dataclasses
 import datetime
 import functools
 import itertools
+import json
 import math
 import os
 import sys
@@ -101,6 +103,20 @@ class Benchmark:
     report: str  # markdown path
     command: str  # how to reproduce it, shown in the report
     max_parallel: int | None = None
+    # environment name -> (its budget, its table frame counts), where they differ from
+    # total_frames and marks (each environment's runs get their own budget)
+    budgets: dict[str, tuple[int, tuple[int, ...]]] = dataclasses.field(default_factory=dict)
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
+    min_episodes: int = 1  # a score needs at least this many episodes in its window
+    # (algorithm label, backbone label) that the summary's "headline" names; None: none
+    headline: tuple[str, str] | None = None
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def budget(self, env: str) -> tuple[int, tuple[int, ...]]:
+        """(frame budget, table frame counts) of an environment."""
+        return self.budgets.get(env, (self.total_frames, self.marks))
 
 
 def _cpu_configs(envs: Sequence[str]) -> tuple[str, ...]:
@@ -168,6 +184,35 @@ PRESETS: dict[str, dict] = {
         output_root="output/benchmark/gpu",
         report="docs/benchmark/gpu.md",
     ),
+    # Issue 14's evidence: STEVE on the TD3 backbone (config/algos/steve_td3.json with the
+    # cpu2 setup: 2 hidden layers of 256, batch 256, 2 updates per frame, rollouts of H = 5;
+    # the headline), the same config without the model (its backbone alone), and the
+    # paper-faithful DDPG and STEVE on the cpu setup for reference. Cost, measured with
+    # cpu2's Hopper sizes on the shared 2-core machine at a load of about 8 (in-process,
+    # updates_per_call 10): the policy learner did 4.3 updates/s with H = 10, 12 with H = 3,
+    # 70 for the backbone alone; the world model 190. At 2 updates per frame a 60k-frame Hopper
+    # run of STEVE then takes hours (H = 10: ~7 h; H = 3: ~2.6 h), hence H = 5 here, between
+    # the H = 3 of the paper and the H = 10 at which STEVE separated (cpu_investigation.md).
+    # InvertedPendulum-v5 to 20k frames (marks every 1,000), Hopper-v5 to 60k (every 5,000);
+    # a score needs 5 episodes in its window.
+    # Held-out seeds 0-4; tune with --first-seed 100 (the report then goes to the output root
+    # unless --report is given). Summary beside the report: docs/benchmark/cpu_win.json.
+    "cpu_win": dict(
+        configs=tuple(f"config/experiments/benchmark/{setup}/{env}/{algo}.json"
+                      for env in ("invertedpendulum", "hopper")
+                      for setup, algo in (("cpu_win", "steve_td3"), ("cpu_win", "td3"),
+                                          ("cpu", "ddpg"), ("cpu", "steve"))),
+        seeds=5,
+        total_frames=60_000,
+        marks=tuple(range(5_000, 60_001, 5_000)),
+        budgets={"InvertedPendulum-v5": (20_000, tuple(range(1_000, 20_001, 1_000))),
+                 "Hopper-v5": (60_000, tuple(range(5_000, 60_001, 5_000)))},
+        thresholds={"InvertedPendulum-v5": 900.0, "Hopper-v5": 1500.0},
+        min_episodes=5,
+        headline=("steve_td3", "td3"),
+        output_root="output/benchmark/cpu_win",
+        report="docs/benchmark/cpu_win.md",
+    ),
     # A smoke test of the machinery: tiny networks, a few hundred frames (about a minute).
     "tiny": dict(
         configs=("tests/configs/tiny_ddpg.json", "tests/configs/tiny_steve.json"),
@@ -190,6 +235,7 @@ def preset(name: str) -> Benchmark:
     p["output_root"] = str(ROOT / p["output_root"])
     p["report"] = str(ROOT / p["report"])
     p["thresholds"] = dict(p["thresholds"])
+    p["budgets"] = dict(p.get("budgets", {}))
     return Benchmark(name=name, command=f"python bench/sample_efficiency.py --preset {name}",
                      **p)
 
@@ -202,33 +248,36 @@ def default_marks(total_frames: int, count: int = DEFAULT_MARKS) -> tuple[int, .
 # ------------------------------------------------------------------------------ one run
 
 
-def score_at(data: np.ndarray, mark: float, window: float = WINDOW) -> float | None:
+def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
+             min_episodes: int = 1) -> float | None:
     """A run's score at frame count `mark`: the mean score of its evaluation episodes that ended
-    at frames in [(1 - window) * mark, mark]; None when there is none.
+    at frames in [(1 - window) * mark, mark]; None when there are fewer than `min_episodes`.
 
     `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
     """
     frames, scores = data[:, plot.FRAMES], data[:, plot.SCORE]  # [k], [k]
     inside = (frames >= (1.0 - window) * mark) & (frames <= mark)  # [k]
-    return float(np.mean(scores[inside])) if np.any(inside) else None
+    count = int(np.count_nonzero(inside))
+    return float(np.mean(scores[inside])) if count and count >= min_episodes else None
 
 
 def frames_to_threshold(data: np.ndarray, threshold: float,
-                        window: float = WINDOW) -> int | None:
+                        window: float = WINDOW, min_episodes: int = 1) -> int | None:
     """The first frame count at which an episode ended and the run's score there (score_at) is
     >= `threshold`; None when the run never got there."""
     for frames in np.unique(data[:, plot.FRAMES]):  # sorted
-        value = score_at(data, float(frames), window)
+        value = score_at(data, float(frames), window, min_episodes)
         if value is not None and value >= threshold:
             return int(frames)
     return None
 
 
 def mean_score(data: np.ndarray, total_frames: int, points: int = CURVE_POINTS,
-               window: float = WINDOW) -> float | None:
+               window: float = WINDOW, min_episodes: int = 1) -> float | None:
     """The mean of score_at at `points` evenly spaced frame counts up to `total_frames`, over
     those that have a value; None when none has."""
-    values = [score_at(data, total_frames * (i + 1) / points, window) for i in range(points)]
+    values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes)
+              for i in range(points)]
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
 
@@ -285,7 +334,7 @@ def _seed_of(run_dir: Path) -> int | None:
 
 def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
                   thresholds: dict[str, float], total_frames: int | None = None,
-                  window: float = WINDOW) -> RunSummary:
+                  window: float = WINDOW, min_episodes: int = 1) -> RunSummary:
     """Read one run folder and compute its report numbers. Raises BenchmarkError when the run
     has no evaluations (or an unreadable greedy.csv)."""
     run_dir = Path(run_dir)
@@ -302,10 +351,10 @@ def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
         path=run_dir, env=info.env, algo=info.algo, seed=_seed_of(run_dir), finished=finished,
         last_frames=int(data[:, plot.FRAMES].max()), episodes=len(data),
         hours=float(data[:, plot.HOURS].max()),
-        scores=tuple(score_at(data, m, window) for m in marks),
-        mean_score=(mean_score(data, total_frames, window=window)
+        scores=tuple(score_at(data, m, window, min_episodes) for m in marks),
+        mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes)
                     if total_frames is not None else None),
-        to_threshold=(frames_to_threshold(data, threshold, window)
+        to_threshold=(frames_to_threshold(data, threshold, window, min_episodes)
                       if threshold is not None else None))
 
 
@@ -376,9 +425,9 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     unfinished = [s for s in summaries if not s.finished]
     lines = [f"# Sample efficiency: {bench.name}", "",
              f"Produced by `{bench.command}` on {when} from {len(summaries)} run(s) of "
-             f"{len(bench.configs)} config(s) x {bench.seeds} seed(s), "
-             f"{_frames(bench.total_frames)} frames each (runs under `{bench.output_root}`).",
-             ""]
+             f"{len(bench.configs)} config(s) x {bench.seeds} seed(s) "
+             f"({_seed_text(bench)}), {_budget_text(bench, summaries)} (runs under "
+             f"`{bench.output_root}`).", ""]
     if unfinished:
         lines += [f"**{len(unfinished)} run(s) have not reached the budget yet** (marked "
                   f"`unfinished` below); run the same command again to resume them.", ""]
@@ -388,12 +437,19 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
               f"Score of one run at F frames: the mean return of its greedy evaluation "
               f"episodes that ended between {1 - window:g} F and F frames. Each cell: mean ± "
               f"standard deviation over seeds (min–max); `[n=k]` when only k seeds have a value "
-              f"there (the others stopped earlier or had no evaluation in that window).", ""]
-    header = ["environment", "algorithm", "seeds"] + [_frames(m) for m in bench.marks]
-    rows = [[env, algo, str(len(runs))]
-            + [_cell([r.scores[i] for r in runs]) for i in range(len(bench.marks))]
-            for (env, algo), runs in groups.items()]
-    lines += _table(header, rows) + [""]
+              f"there (the others stopped earlier or had no evaluation in that window)"
+              + (f"; a score needs at least {bench.min_episodes} episodes in its window"
+                 if bench.min_episodes > 1 else "") + ".", ""]
+    # one table, or one per environment when their frame counts differ
+    tables: dict[tuple[int, ...], list[str]] = {}
+    for env in sorted({env for env, _ in groups}):
+        tables.setdefault(bench.budget(env)[1], []).append(env)
+    for marks, table_envs in tables.items():
+        header = ["environment", "algorithm", "seeds"] + [_frames(m) for m in marks]
+        rows = [[env, algo, str(len(runs))]
+                + [_cell([r.scores[i] for r in runs]) for i in range(len(marks))]
+                for (env, algo), runs in groups.items() if env in table_envs]
+        lines += _table(header, rows) + [""]
 
     lines += ["## Frames to reach the threshold", ""]
     envs = sorted({env for env, _ in groups})
@@ -419,7 +475,7 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
 
     lines += ["## Mean score over the budget", "",
               f"A run's mean score over the budget: the mean of its scores (as above) at "
-              f"{CURVE_POINTS} evenly spaced frame counts up to {_frames(bench.total_frames)} "
+              f"{CURVE_POINTS} evenly spaced frame counts up to the budget "
               f"(those with a value), i.e. the area under its learning curve divided by the "
               f"budget. Mean ± std (min–max) over seeds.", ""]
     rows = [[env, algo, str(len(runs)), _cell([r.mean_score for r in runs])]
@@ -430,14 +486,9 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
               "ways to relabel the runs as one algorithm or the other that give a difference at "
               "least as large. Small p: the seeds separate the two; with n seeds each, p cannot "
               "go below 2 / C(2n, n) (0.1 for 3 seeds, 0.002 for 6).", ""]
-    rows = []
-    for env in envs:
-        algos = [(algo, [r.mean_score for r in runs if r.mean_score is not None])
-                 for (e, algo), runs in groups.items() if e == env]
-        for (name_a, a), (name_b, b) in itertools.combinations(algos, 2):
-            if a and b:
-                rows.append([env, name_a, name_b, _num(float(np.mean(a)) - float(np.mean(b))),
-                             f"{permutation_p(a, b):.3f}", f"{len(a)} / {len(b)}"])
+    rows = [[env, pair["a"], pair["b"], _num(pair["diff"]), f"{pair['p']:.3f}",
+             f"{pair['n_a']} / {pair['n_b']}"]
+            for env in envs for pair in pairs(groups, env)]
     lines += _table(["environment", "A", "B", "A - B", "p", "seeds"], rows) + [""]
 
     lines += ["## Wall-clock time", "",
@@ -466,6 +517,66 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     return "\n".join(lines) + "\n"
 
 
+def pairs(groups: dict[tuple[str, str], list[RunSummary]], env: str) -> list[dict]:
+    """Each pair of algorithms on `env`, in table order: the difference of their mean scores over
+    the budget (averaged over seeds, A - B) and its two-sided permutation p-value over seeds."""
+    algos = [(algo, [r.mean_score for r in runs if r.mean_score is not None])
+             for (e, algo), runs in groups.items() if e == env]
+    out = []
+    for (name_a, a), (name_b, b) in itertools.combinations(algos, 2):
+        if a and b:
+            out.append({"a": name_a, "b": name_b,
+                        "diff": float(np.mean(a)) - float(np.mean(b)),
+                        "p": permutation_p(a, b), "n_a": len(a), "n_b": len(b)})
+    return out
+
+
+def _seed_text(bench: Benchmark) -> str:
+    seeds = bench.seed_list()
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+
+
+def _budget_text(bench: Benchmark, summaries: Sequence[RunSummary]) -> str:
+    envs = sorted({s.env for s in summaries})
+    budgets = {bench.budget(env)[0] for env in envs} or {bench.total_frames}
+    if len(budgets) == 1:
+        return f"{_frames(budgets.pop())} frames each"
+    return ", ".join(f"{_frames(bench.budget(env)[0])} frames on {env}" for env in envs)
+
+
+def summary_json(bench: Benchmark, summaries: Sequence[RunSummary]) -> dict:
+    """The machine-readable summary written beside the report (`<report stem>.json`):
+
+    {"headline": {"algorithm": LABEL, "backbone": LABEL} or null, "seeds": [...],
+     "environments": {ENV: {"marks": [F, ...], "algorithms": {LABEL: {"seeds": {"S": {
+         "scores": {"F": score or null, ...}, "frames_to_threshold": F or null,
+         "mean_score": x or null}}}}, "pairs": [{"a": LABEL, "b": LABEL, "diff": x, "p": x}]}}}
+
+    with the report's numbers (scores at the marks, frames to the threshold, mean score over the
+    budget; pairs as in the report's pairwise table).
+    """
+    groups = group(summaries)
+    environments: dict[str, dict] = {}
+    for env in sorted({env for env, _ in groups}):
+        marks = bench.budget(env)[1]
+        algorithms = {}
+        for (e, algo), runs in groups.items():
+            if e != env:
+                continue
+            algorithms[algo] = {"seeds": {
+                str(r.seed): {"scores": {str(m): r.scores[i] for i, m in enumerate(marks)},
+                              "frames_to_threshold": r.to_threshold,
+                              "mean_score": r.mean_score}
+                for r in runs}}
+        environments[env] = {
+            "marks": list(marks), "algorithms": algorithms,
+            "pairs": [{k: pair[k] for k in ("a", "b", "diff", "p")}
+                      for pair in pairs(groups, env)]}
+    headline = ({"algorithm": bench.headline[0], "backbone": bench.headline[1]}
+                if bench.headline else None)
+    return {"headline": headline, "seeds": bench.seed_list(), "environments": environments}
+
+
 def _display(path: str | os.PathLike) -> str:
     """A path relative to the project root when it is inside it."""
     p = Path(path).resolve()
@@ -477,7 +588,8 @@ def _display(path: str | os.PathLike) -> str:
 
 def run_dirs(bench: Benchmark) -> list[Path]:
     """The benchmark's run folders, in config then seed order (from the configs alone)."""
-    return [r.run.path for r in sweep.plan_runs(bench.configs, bench.seeds, bench.output_root)]
+    return [r.run.path for r in sweep.plan_runs(bench.configs, bench.seed_list(),
+                                                 bench.output_root)]
 
 
 def write_report(bench: Benchmark, window: float = WINDOW,
@@ -493,8 +605,11 @@ def write_report(bench: Benchmark, window: float = WINDOW,
         raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
                              f"(e.g. {missing[0]}); run the benchmark without --report-only "
                              f"first.")
-    summaries = [summarize_run(r, bench.marks, bench.thresholds, bench.total_frames, window)
-                 for r in runs]
+    summaries = []
+    for r in runs:
+        total, marks = bench.budget(plot.run_info(r).env)
+        summaries.append(summarize_run(r, marks, bench.thresholds, total, window,
+                                       bench.min_episodes))
     report = Path(bench.report)
     figure_base = report.with_name(f"{report.stem}_curves.png")
     try:
@@ -503,13 +618,27 @@ def write_report(bench: Benchmark, window: float = WINDOW,
         raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when))
-    umask = os.umask(0)  # the temporary file was private (0600): give the report the usual mode
+    summary = report.with_suffix(".json")
+    util.atomic_write_text(summary, json.dumps(summary_json(bench, summaries), indent=1) + "\n")
+    umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
     os.umask(umask)
-    os.chmod(report, 0o666 & ~umask)
+    for path in (report, summary):
+        os.chmod(path, 0o666 & ~umask)
     return report, figures
 
 
 # ------------------------------------------------------------------------------ running
+
+
+def budget_groups(bench: Benchmark) -> list[tuple[int, tuple[str, ...]]]:
+    """The configs grouped by the frame budget of their environment, in config order."""
+    if not bench.budgets:
+        return [(bench.total_frames, bench.configs)]
+    groups: dict[int, list[str]] = {}
+    for c in bench.configs:
+        env = config_lib.load_config(c)["env"]["name"]
+        groups.setdefault(bench.budget(env)[0], []).append(c)
+    return [(total, tuple(configs)) for total, configs in groups.items()]
 
 
 def run_benchmark(bench: Benchmark, address: str | None = None,
@@ -524,10 +653,14 @@ def run_benchmark(bench: Benchmark, address: str | None = None,
     """
     say = out or (lambda text: print(text, flush=True))
     if not report_only:
-        results = sweep.run_sweep(bench.configs, bench.seeds, total_frames=bench.total_frames,
-                                  output_root=bench.output_root, address=address,
-                                  max_parallel=bench.max_parallel, cpus_per_run=cpus_per_run,
-                                  status_seconds=status_seconds, plot=False, out=say)
+        seeds = bench.seeds if bench.first_seed == 0 else bench.seed_list()
+        results = []
+        for total_frames, configs in budget_groups(bench):  # one sweep per frame budget
+            results += sweep.run_sweep(configs, seeds, total_frames=total_frames,
+                                       output_root=bench.output_root, address=address,
+                                       max_parallel=bench.max_parallel,
+                                       cpus_per_run=cpus_per_run,
+                                       status_seconds=status_seconds, plot=False, out=say)
         stopped = [r for r in results if r.state == "stopped"]
         failed = [r for r in results if r.state == "failed"]
         if stopped:
@@ -583,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a predefined benchmark; other options override its values")
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per config")
+    parser.add_argument("--first-seed", type=int, metavar="S",
+                        help="seeds S..S+N-1 instead (e.g. 100 to tune away from the held-out "
+                             "seeds; a preset's report then goes to the output root unless "
+                             "--report is given)")
     parser.add_argument("--total-frames", type=int, metavar="N", help="frame budget per run")
     parser.add_argument("--checkpoints-at", type=_frame_list, metavar="F1,F2,...",
                         help="frame counts of the score table (default: 4 evenly spaced "
@@ -633,6 +770,18 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
         if not args.checkpoints_at and args.preset:
             changes["marks"] = tuple(m for m in bench.marks if m < args.total_frames) + (
                 args.total_frames,)
+        # one budget for every environment, each keeping its marks below it
+        changes["budgets"] = {env: (args.total_frames,
+                                    tuple(m for m in marks if m < args.total_frames)
+                                    + (args.total_frames,))
+                              for env, (_, marks) in bench.budgets.items()}
+    if args.first_seed is not None:
+        if args.first_seed < 0:
+            raise BenchmarkError(f"--first-seed {args.first_seed} must be 0 or more.")
+        changes["first_seed"] = args.first_seed
+        if args.preset and not args.report and args.first_seed != bench.first_seed:
+            root = Path(args.output_root or bench.output_root).resolve()
+            changes["report"] = str(root / REPORT_NAME)  # never over the committed report
     if args.checkpoints_at:
         changes["marks"] = args.checkpoints_at
     if args.threshold:
@@ -651,6 +800,14 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
     if bench.total_frames <= 0:
         raise BenchmarkError(f"--total-frames {bench.total_frames} must be a positive number "
                              f"of frames.")
+    for env, (total, marks) in bench.budgets.items():
+        if max(marks) > total:
+            raise BenchmarkError(f"The table frame count {max(marks)} of {env} is beyond its "
+                                 f"budget of {total} frames; fix the preset's budgets.")
+    if args.checkpoints_at and bench.budgets:
+        bench = dataclasses.replace(bench, budgets={
+            env: (total, tuple(m for m in args.checkpoints_at if m <= total) or (total,))
+            for env, (total, _) in bench.budgets.items()})
     if max(bench.marks) > bench.total_frames:
         raise BenchmarkError(f"The table frame count {max(bench.marks)} is beyond the budget "
                              f"of {bench.total_frames} frames; lower --checkpoints-at or raise "

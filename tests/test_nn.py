@@ -46,6 +46,30 @@ def test_glorot_uniform_weights_and_zero_biases():
     assert not np.allclose(ens.w[0].numpy()[0], ens.w[0].numpy()[1])  # independent members
 
 
+def test_ensemble_init_stacked_as_2018_or_per_member():
+    # 2018: Glorot over the stacked [E, in, out] shape, E in both fans: limit sqrt(6 / (E in +
+    # E out)), 1/sqrt(E) of a single net's (half for E = 4). "per_member": a single net's limit.
+    E, fan_in, fan_out = 4, 300, 200
+    single = np.sqrt(6.0 / (fan_in + fan_out))
+    for init, limit in (("stacked", single / np.sqrt(E)), ("per_member", single)):
+        ens = nn.EnsembleFeedForward(fan_in, 5, fan_out, 3, E, tf.random.Generator.from_seed(0),
+                                     init=init)
+        w0 = ens.w[0].numpy()  # [E, 300, 200]
+        for e in range(E):  # every member at that scale, not just the stack as a whole
+            assert np.abs(w0[e]).max() <= limit and np.abs(w0[e]).max() > 0.99 * limit, init
+            np.testing.assert_allclose(w0[e].std(), limit / np.sqrt(3.0), rtol=0.02)
+        out_limit = np.sqrt(6.0 / (fan_out + 5) / (E if init == "stacked" else 1))
+        assert out_limit * 0.9 < np.abs(ens.w[2].numpy()).max() <= out_limit
+    assert "stacked" == nn.EnsembleFeedForward.__init__.__defaults__[-1]  # the 2018 default
+    # a single member (DDPG's Q) is drawn identically either way, and as a FeedForward's limit
+    one = [nn.EnsembleFeedForward(10, 1, 8, 3, 1, tf.random.Generator.from_seed(3), init=i)
+           for i in ("stacked", "per_member")]
+    for a, b in zip(one[0].w, one[1].w, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="not one of"):
+        nn.EnsembleFeedForward(10, 1, 8, 3, 2, tf.random.Generator.from_seed(3), init="glorot")
+
+
 def test_same_seed_same_weights():
     a = nn.FeedForward(4, 2, 8, 3, tf.random.Generator.from_seed(7))
     b = nn.FeedForward(4, 2, 8, 3, tf.random.Generator.from_seed(7))

@@ -367,3 +367,111 @@ def test_no_report_when_runs_were_stopped_or_failed(tmp_path, monkeypatch):
         se.run_benchmark(bench, out=lambda _: None)
     assert calls == [(bench.configs, 2, 1000, False)] * 2  # the sweep draws no figure of its own
     assert not Path(bench.report).exists()
+
+
+# ------------------------------------------------------------------------------ issue 14
+
+
+def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path):
+    hop = "Hopper-v5"
+    out = tmp_path / "out"
+    bench = se.Benchmark(
+        name="win", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=2, total_frames=2000,
+        marks=(1000, 2000), thresholds={ENV: 100.0, hop: 50.0}, output_root=str(out),
+        report=str(tmp_path / "docs/win.md"), command="python bench/x",
+        budgets={ENV: (1000, (500, 1000)), hop: (2000, (1000, 2000))}, first_seed=100,
+        min_episodes=2, headline=("tiny_steve", "tiny_ddpg"))
+    # fake runs of both algorithms on both environments, seeds 100 and 101
+    for env in (ENV, hop):
+        scale = 1.0 if env == ENV else 2.0
+        fake_run(out, "tiny_ddpg", 100, [(450 * scale, 10.0), (480 * scale, 30.0),
+                                          (950 * scale, 50.0), (1000 * scale, 70.0)],
+                 int(1000 * scale), env)
+        fake_run(out, "tiny_ddpg", 101, [(460 * scale, 20.0), (990 * scale, 40.0)],
+                 int(1000 * scale), env)
+        fake_run(out, "tiny_steve", 100, [(455 * scale, 150.0), (500 * scale, 170.0),
+                                           (950 * scale, 200.0), (990 * scale, 220.0)],
+                 int(1000 * scale), env)
+        fake_run(out, "tiny_steve", 101, [(470 * scale, 110.0), (490 * scale, 130.0),
+                                           (960 * scale, 100.0), (980 * scale, 120.0)],
+                 int(1000 * scale), env)
+    runs = [p for p in out.rglob("*.seed*") if p.is_dir()]
+    # run_dirs plans the configs' own environment only: point it at the fake runs
+    se_run_dirs = se.run_dirs
+    try:
+        se.run_dirs = lambda b: sorted(runs)
+        report, _ = se.write_report(bench, when="today")
+    finally:
+        se.run_dirs = se_run_dirs
+    summary = json.loads(report.with_suffix(".json").read_text())
+    assert report.with_suffix(".json") == tmp_path / "docs/win.json"
+    assert summary["headline"] == {"algorithm": "tiny_steve", "backbone": "tiny_ddpg"}
+    assert summary["seeds"] == [100, 101]
+    assert set(summary) == {"headline", "seeds", "environments"}
+    assert set(summary["environments"]) == {ENV, hop}
+    for env, marks in ((ENV, [500, 1000]), (hop, [1000, 2000])):
+        e = summary["environments"][env]
+        assert set(e) == {"marks", "algorithms", "pairs"} and e["marks"] == marks
+        assert set(e["algorithms"]) == {"tiny_ddpg", "tiny_steve"}
+        for algo in e["algorithms"].values():
+            assert set(algo) == {"seeds"} and set(algo["seeds"]) == {"100", "101"}
+            for run in algo["seeds"].values():
+                assert set(run) == {"scores", "frames_to_threshold", "mean_score"}
+                assert list(run["scores"]) == [str(m) for m in marks]
+        assert [set(p) for p in e["pairs"]] == [{"a", "b", "diff", "p"}]
+        pair = e["pairs"][0]
+        assert (pair["a"], pair["b"]) == ("tiny_ddpg", "tiny_steve") and pair["diff"] < 0
+        assert pair["p"] == pytest.approx(1 / 3)  # steve above ddpg in both seeds: 2 of 6
+    ip = summary["environments"][ENV]["algorithms"]
+    # min_episodes 2: seed 101 of ddpg has one episode per window -> no score at all
+    assert ip["tiny_ddpg"]["seeds"]["101"] == {
+        "scores": {"500": None, "1000": None}, "frames_to_threshold": None, "mean_score": None}
+    assert ip["tiny_ddpg"]["seeds"]["100"]["scores"] == {"500": 20.0, "1000": 60.0}
+    assert ip["tiny_steve"]["seeds"]["100"]["frames_to_threshold"] == 500
+    assert summary["environments"][hop]["algorithms"]["tiny_steve"]["seeds"]["101"][
+        "scores"] == {"1000": 120.0, "2000": 110.0}
+    text = report.read_text()
+    assert "seeds 100-101" in text and "1k frames on InvertedPendulum-v5" in text
+    assert "| environment | algorithm | seeds | 500 | 1k |" in text  # one table per env
+    assert "| environment | algorithm | seeds | 1k | 2k |" in text
+
+
+def test_cpu_win_preset(tmp_path):
+    parse = se.build_parser().parse_args
+
+    def bench(*argv):
+        args = parse(list(argv))
+        args.argv = list(argv)
+        return se.benchmark_from_args(args)
+
+    win = bench("--preset", "cpu_win")
+    assert win.seed_list() == [0, 1, 2, 3, 4] and win.headline == ("steve_td3", "td3")
+    assert win.report == str(ROOT / "docs/benchmark/cpu_win.md")
+    assert win.budget("InvertedPendulum-v5") == (20_000, tuple(range(1000, 20_001, 1000)))
+    assert win.budget("Hopper-v5") == (60_000, tuple(range(5000, 60_001, 5000)))
+    plans = sweep.plan_runs(win.configs, 1, tmp_path)
+    assert sorted({(p.run.path.parent.name, p.run.path.name) for p in plans}) == sorted(
+        (env, f"{algo}.seed0") for env in ("Hopper-v5", "InvertedPendulum-v5")
+        for algo in ("steve_td3", "td3", "ddpg", "steve"))
+    groups = dict(se.budget_groups(win))
+    assert {config_lib.load_config(c)["env"]["name"] for c in groups[20_000]} == {
+        "InvertedPendulum-v5"}
+    assert {config_lib.load_config(c)["env"]["name"] for c in groups[60_000]} == {"Hopper-v5"}
+    # the backbone is the headline config without the model, everything else equal
+    for env in ("invertedpendulum", "hopper"):
+        head = config_lib.load_config(
+            ROOT / f"config/experiments/benchmark/cpu_win/{env}/steve_td3.json")
+        back = config_lib.load_config(
+            ROOT / f"config/experiments/benchmark/cpu_win/{env}/td3.json")
+        assert back["model_config"] is False and back["policy_config"]["value_expansion"] is False
+        assert head["policy_config"]["backbone"] == "td3" and head["model_config"]
+        for c in (head, back):
+            c.pop("model_config")
+            c["policy_config"].pop("value_expansion")
+        assert head == back
+    tuning = bench("--preset", "cpu_win", "--first-seed", "100", "--seeds", "2")
+    assert tuning.seed_list() == [100, 101]
+    assert tuning.report == str(ROOT / "output/benchmark/cpu_win/sample_efficiency.md")
+    short = bench("--preset", "cpu_win", "--total-frames", "3000")
+    assert short.budget("Hopper-v5") == (3000, (3000,))
+    assert short.budget("InvertedPendulum-v5") == (3000, (1000, 2000, 3000))

@@ -71,8 +71,12 @@ def np_reference(rew, dones, V, gamma, reward_scale, ve, eps=1e-8, ridge=1e-3):
                 w[i, H, b] = lam ** (H - i)
             elif ve.get("steve_reweight"):
                 if ve.get("covariances"):
-                    X = samples[i, :, :, b]  # [H+1(j), MNK]
-                    Sigma = np.cov(X, bias=True).reshape(H1, H1)
+                    # STEVE.md: Sigma_i = SUM over the samples of (T - mu)(T - mu)^T (the
+                    # scatter matrix, not divided by the count), as a loop of outer products.
+                    Sigma = np.zeros((H1, H1))
+                    for sample in range(M * N * K):
+                        d = samples[i, :, sample, b] - mu[i, :, b]  # [H+1(j)]
+                        Sigma += np.outer(d, d)
                     sol = np.linalg.solve(Sigma + ridge * np.eye(H1), np.ones(H1))
                     sol[:i] = 0.0
                     w[i, :, b] = sol / sol.sum()
@@ -176,6 +180,25 @@ def test_tiny_variance_candidate_dominates_steve_weights():
         assert np.all(w[0, 2] > 0.99), (ve, w[0, :, 0])
         y = np.asarray(valuerl.reduce_targets(mu, tf.constant(w)))
         np.testing.assert_allclose(y[0], 7.0, atol=0.05)
+
+
+def test_steve_cov_uses_the_scatter_matrix_with_the_ridge():
+    # H = 1, 4 samples (M N K = 4 1 1), one example. Row 0: T[0, 0] = 1 + (d, -d, d, -d) and
+    # T[0, 1] = 2 + (e, e, -e, -e), uncorrelated, so the scatter matrix is diag(4 d^2, 4 e^2) and
+    # w[0] is proportional to (1 / (4 d^2 + ridge), 1 / (4 e^2 + ridge)). With the covariance
+    # (divided by 4) it would be 0.761 instead of 0.887 on j = 0.
+    d, e, ridge = 0.01, 0.05, 1e-3
+    T = np.zeros((2, 2, 4, 1, 1, 1))
+    T[0, 0, :, 0, 0, 0] = 1.0 + d * np.array([1, -1, 1, -1])
+    T[0, 1, :, 0, 0, 0] = 2.0 + e * np.array([1, 1, -1, -1])
+    T[1, 1, :, 0, 0, 0] = 3.0 + e * np.array([1, -1, 1, -1])
+    T = tf.constant(T)
+    mu, sigma2 = valuerl.target_moments(T)
+    w = np.asarray(valuerl.reduction_weights(T, mu, sigma2, VARIANTS["steve_cov"], 1e-8, ridge))
+    inv = np.array([1.0 / (4 * d * d + ridge), 1.0 / (4 * e * e + ridge)])
+    np.testing.assert_allclose(w[0, :, 0], inv / inv.sum(), rtol=1e-9)
+    assert w[0, 0, 0] == pytest.approx(0.8871, abs=1e-4)
+    np.testing.assert_allclose(w[1, :, 0], [0.0, 1.0])
 
 
 # ------------------------------------------------------------------------------ full path

@@ -121,8 +121,12 @@ def test_xla_targets_match_eager_and_xla_updates_repeat():
 
     eager = losses(*args)
     xla = tf.function(losses, jit_compile=True)(*args)
+    # w comes from solving (Sigma + 1e-3 I) w = 1 with Sigma the scatter matrix (STEVE.md): the
+    # float32 round-off between XLA's and TensorFlow's net outputs (~1e-7) reaches the smallest
+    # weights (~1e-3) at a few 1e-6, hence their absolute tolerance.
     for name, x, y in zip(("y", "w", "q_loss", "policy_loss"), eager, xla, strict=True):
-        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-4,
+                                   atol=1e-5 if name == "w" else 1e-6, err_msg=name)
 
     runs = []
     for _ in range(2):
@@ -215,3 +219,24 @@ def test_several_updates_in_one_call_equal_one_call_each():
     assert not same(agent1, values(valuerl.ValueRL(STEVE, seed=5)))  # the updates did something
     with pytest.raises(ValueError, match="needs the world model"):
         valuerl.ValueRL(STEVE, seed=5).train_steps(stacked)
+
+
+def test_ensemble_init_key_reaches_every_ensemble():
+    # STEVE.md section 1: 2018's stacked init gives E = 4 members half a single net's scale;
+    # "per_member" draws each member as a single net. DDPG's one-member Q is the same either way.
+    per_member = copy.deepcopy(STEVE)
+    per_member["policy_config"]["ensemble_init"] = "per_member"
+    per_member["model_config"]["ensemble_init"] = "per_member"
+    stacked = [valuerl.ValueRL(STEVE, seed=1), worldmodel.WorldModel(STEVE, seed=1)]
+    member = [valuerl.ValueRL(per_member, seed=1), worldmodel.WorldModel(per_member, seed=1)]
+    nets = [(stacked[0].q, member[0].q), (stacked[0].target_q, member[0].target_q)] + [
+        (getattr(stacked[1], n), getattr(member[1], n)) for n in ("transition", "done", "reward")]
+    for a, b in nets:
+        for wa, wb in zip(a.w, b.w, strict=True):
+            fan_in, fan_out = wa.shape[1], wa.shape[2]
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            assert np.abs(wa.numpy()).max() <= limit / 2.0 < np.abs(wb.numpy()).max() <= limit
+            np.testing.assert_allclose(wa.numpy() * 2.0, wb.numpy(), rtol=1e-6)  # same draws
+    ddpg_member = copy.deepcopy(DDPG)
+    ddpg_member["policy_config"]["ensemble_init"] = "per_member"
+    assert same(values(valuerl.ValueRL(DDPG, seed=2)), values(valuerl.ValueRL(ddpg_member, 2)))
