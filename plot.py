@@ -467,12 +467,15 @@ def caption(groups, band: str, window: float, one_column: bool = False) -> str:
     sizes = [len(runs) for by_label in groups.values() for runs in by_label.values()]
     spread = "min-max" if band == "minmax" else "+-1 std"
     if max(sizes) == 1:
-        lines = "one run per line"
+        parts = [smoothing, "one run per line"]
     elif min(sizes) > 1:
-        lines = f"line: mean over runs; shaded: {spread} across runs"
+        parts = [smoothing, "line: mean over runs", f"shaded: {spread} across runs"]
     else:
-        lines = f"line: mean over runs; shaded: {spread} (lines of several runs)"
-    return smoothing + ("\n" if one_column else "; ") + lines
+        parts = [smoothing, "line: mean over runs",
+                 f"shaded: {spread} across runs (lines of several runs)"]
+    if one_column:  # one panel is too narrow for more than one part per line
+        return "\n".join(parts)
+    return f"{parts[0]}\n{'; '.join(parts[1:])}"
 
 
 def _frames_tick(value: float, _position=None) -> str:
