@@ -198,3 +198,18 @@ def test_verbose_flag_reaches_every_child():
     quiet = master.make_specs(plan, master.parse_args(["c.json", "0"]))
     loud = master.make_specs(plan, master.parse_args(["c.json", "0", "--verbose"]))
     assert [s.verbose for s in quiet] == [False] * 3 and [s.verbose for s in loud] == [True] * 3
+
+
+def test_tensorboard_png_draws_the_run(run, tmp_path):
+    out = tmp_path / "board.png"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_png.py"), str(run),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout == f"{out}\n"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert not list(tmp_path.glob(".*tmp"))
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_png.py"),
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr == f"error: {tmp_path} has no tensorboard/ folder; give a run folder " \
+                         f"made by master.py.\n"
