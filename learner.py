@@ -3,8 +3,10 @@
 Runs in the learner processes (`master.py` starts one per learner, through runtime.child_main).
 Reads the shared replay buffer (`replay/`) and the other learner's checkpoints; writes its own
 checkpoints (`checkpoints/<role>/`), numbered backups (`checkpoints/backups/`), its log
-(`log/valuerl.log` or `log/worldmodel.log`), TensorBoard summaries (`tensorboard/<role>/`) and
-its update counter in `state/progress.bin`.
+(`log/valuerl.log` or `log/worldmodel.log`), TensorBoard summaries (`tensorboard/<role>/`, x-axis
+frames: every logged value, a per-horizon vector as `<key>/j<j>` scalars plus one histogram, the
+learning rates; the policy learner also the resolved config as text and hparams) and its update
+counter in `state/progress.bin`.
 
 The loop (STEVE.md section 5):
 1. restore the newest checkpoint of this role, if any (resume): counters continue;
