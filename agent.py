@@ -15,7 +15,11 @@ Both run on the CPU (master.py hides every GPU from them).
   it plays at most N episodes with each policy and then waits for the next checkpoint (so that
   evaluation does not take a whole core from the learners on a small machine); false (the
   2018 behaviour) evaluates without pause.
-Both write TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis.
+Both write TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis: the
+interactor one `charts/episodic_return` and `charts/episodic_length` point per finished training
+episode (written in bulk every SUMMARY_SECONDS and at exit), `charts/episodes` and
+`charts/frames_per_s`; the evaluator `eval/episodic_return`, `eval/episodic_length` and
+`eval/episodes` per evaluation episode.
 
 Why a plain loop over environments (envwrap.EnvBatch) and not gymnasium's vector envs: see
 envwrap.EnvBatch; in short the replay needs the true successor of every step and a time-out that
@@ -146,7 +150,8 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     total = spec.total_frames
     obs = envs.reset()
     steps, have_policy = 0, False
-    returns, lengths = [], []
+    episodes = 0  # training episodes finished by this interactor since it started
+    pending: list[tuple[int, float, int]] = []  # (frames, return, length) not yet in TensorBoard
     t0, f0 = time.time(), replay.count
     while not stop.is_set():
         frames = replay.count
@@ -166,18 +171,39 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         obs = step.obs
         steps += 1
         for _, episode_return, length in step.finished:
-            returns.append(episode_return)
-            lengths.append(length)
+            pending.append((frames, float(episode_return), int(length)))
+        episodes += len(step.finished)
         now = time.time()
         if now - t0 >= SUMMARY_SECONDS:  # summaries in bulk: a TensorFlow call costs ~0.1 ms
+            write_training_episodes(writer, pending, episodes)
             with writer.as_default(step=frames):
                 tf.summary.scalar("charts/frames_per_s", (frames - f0) / (now - t0))
-                if returns:
-                    tf.summary.scalar("charts/episode_return", float(np.mean(returns)))
-                    tf.summary.scalar("charts/episode_length", float(np.mean(lengths)))
-            returns, lengths = [], []
+            pending = []
             t0, f0 = now, frames
+    # the last, partial window too
+    write_training_episodes(writer, pending, episodes)
+    frames, now = replay.count, time.time()
+    if frames > f0:
+        with writer.as_default(step=frames):
+            tf.summary.scalar("charts/frames_per_s", (frames - f0) / max(now - t0, 1e-9))
     writer.flush()
+    print(f"{spec.name}: {episodes} training episodes finished; {steps} steps of {envs.n} "
+          f"environments", flush=True)
+
+
+def write_training_episodes(writer, finished: list[tuple[int, float, int]], count: int) -> None:
+    """One `charts/episodic_return` and `charts/episodic_length` point per finished training
+    episode (x: the frame count when it ended), and `charts/episodes`, the episodes finished so
+    far (`count`, including these)."""
+    import tensorflow as tf
+
+    if not finished:
+        return
+    with writer.as_default():
+        for frames, episode_return, length in finished:
+            tf.summary.scalar("charts/episodic_return", episode_return, step=frames)
+            tf.summary.scalar("charts/episodic_length", length, step=frames)
+        tf.summary.scalar("charts/episodes", count, step=finished[-1][0])
 
 
 def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
@@ -201,6 +227,7 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
     writer = _summary_writer(spec)
     per_policy = config["evaluator_config"].get("episodes_per_policy") or 0
     done_with_policy = 0
+    episodes = 0  # evaluation episodes finished by this evaluator since it started
     obs = envs.reset()
     while not stop.is_set():
         if per_policy and done_with_policy >= per_policy:
@@ -216,11 +243,14 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
         if not step.finished:
             continue
         frames = replay.count
-        for _, episode_return, _ in step.finished:
+        for _, episode_return, length in step.finished:
             append_greedy_row(spec.run.greedy_csv, spec.hours(), watcher.epoch, frames,
                               float(episode_return))
+            episodes += 1
             with writer.as_default(step=frames):
-                tf.summary.scalar("eval/score", episode_return)
+                tf.summary.scalar("eval/episodic_return", episode_return)
+                tf.summary.scalar("eval/episodic_length", length)
+                tf.summary.scalar("eval/episodes", episodes)
         done_with_policy += len(step.finished)
         writer.flush()
         if not per_policy:

@@ -451,6 +451,29 @@ def load_config(path: str | os.PathLike, complete: bool = True) -> dict:
     return config
 
 
+def load_resolved(path: str | os.PathLike) -> dict:
+    """A resolved config as master.py saved it with a run (`<run>/log/hps.json`: the config plus
+    the run's `name` and `seed`), checked as strictly as `load_config`'s result; returned
+    without `name`. Raises ConfigError (one sentence) when it is missing or damaged."""
+    top = Path(path).resolve()
+    try:
+        data = json.loads(top.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{_rel(top)} does not exist; give a run folder that master.py "
+                          f"made (it holds log/hps.json).") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{_rel(top)} cannot be read as JSON ({e}); restore it from the "
+                          f"config the run was made with.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_rel(top)} must hold a JSON object (a resolved config); it holds "
+                          f"a {type(data).__name__}.")
+    config = {key: value for key, value in data.items() if key != "name"}
+    _check_block(config, SCHEMA, top, "")
+    _check_required(config, top)
+    _check_semantics(config, top)
+    return config
+
+
 def experiment_name(path: str | os.PathLike) -> str:
     """The 2018 experiment name: the config file's name without `.json`."""
     name = Path(path).name

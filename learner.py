@@ -3,8 +3,10 @@
 Runs in the learner processes (`master.py` starts one per learner, through runtime.child_main).
 Reads the shared replay buffer (`replay/`) and the other learner's checkpoints; writes its own
 checkpoints (`checkpoints/<role>/`), numbered backups (`checkpoints/backups/`), its log
-(`log/valuerl.log` or `log/worldmodel.log`), TensorBoard summaries (`tensorboard/<role>/`) and
-its update counter in `state/progress.bin`.
+(`log/valuerl.log` or `log/worldmodel.log`), TensorBoard summaries (`tensorboard/<role>/`, x-axis
+frames: every logged value, a per-horizon vector as `<key>/j<j>` scalars plus one histogram, the
+learning rates; the policy learner also the resolved config as text and hparams) and its update
+counter in `state/progress.bin`.
 
 The loop (STEVE.md section 5):
 1. restore the newest checkpoint of this role, if any (resume): counters continue;
@@ -27,11 +29,13 @@ that act.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 
 import numpy as np
 
+import util
 from replay import ReplayBuffer
 from rundir import Progress
 from runtime import ProcessSpec, load_impl
@@ -77,7 +81,8 @@ class Learner:
         compiled call."""
         n = len(batches.reward)
         logs = [self.update(type(batches)(*(field[k] for field in batches))) for k in range(n)]
-        return {key: float(np.mean([float(entry[key]) for entry in logs])) for key in logs[0]}
+        return {key: np.mean([np.asarray(entry[key], np.float64) for entry in logs], axis=0)
+                for key in logs[0]}
 
     def before_learning(self) -> bool:
         """Called once before the first update; return False if `stop` interrupted it."""
@@ -138,15 +143,24 @@ class Learner:
         with open(self.run.learner_log(self.role), "a") as f:
             f.write(text + "\n")
 
+    def learning_rates(self) -> dict[str, float]:
+        """{TensorBoard tag: learning rate} of this learner's optimizers."""
+        return {}
+
     def _summary_writer(self):
         if self._writer is None:
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(str(self.run.tensorboard(self.role)))
+            if self.role == "policy":  # hps.json also names the run and its seed
+                hps = util.read_json(self.run.hps, None) or self.config
+                write_config_summaries(self._writer, hps, self.frames())
         return self._writer
 
     def _record(self, logs: dict, updates: int = 1) -> None:
-        """Keep `logs` (the mean over `updates` updates) for the next log line."""
+        """Keep `logs` (the mean over `updates` updates) for the next log line. A log may be a
+        vector (the per-horizon STEVE values, [H+1]): it becomes one value per j, `<key>/j<j>`,
+        in the log line and in TensorBoard, plus one TensorBoard histogram over j."""
         for key, value in logs.items():
             self._logs[key].extend([value] * updates)
         if self.updates % self.cfg["log_every_n"]:
@@ -154,7 +168,15 @@ class Learner:
         import tensorflow as tf
 
         now = time.time()
-        values = {k: float(np.mean([float(x) for x in v])) for k, v in self._logs.items()}
+        values: dict[str, float] = {}
+        profiles: dict[str, np.ndarray] = {}
+        for key, entries in self._logs.items():
+            mean = np.mean([np.asarray(x, np.float64) for x in entries], axis=0)
+            if mean.ndim:
+                profiles[key] = mean
+                values.update({f"{key}/j{j}": float(x) for j, x in enumerate(mean)})
+            else:
+                values[key] = float(mean)
         values["charts/updates_per_s"] = (self.updates - self._log_updates) / max(
             now - self._log_t, 1e-9)
         self._log_t, self._log_updates = now, self.updates
@@ -165,6 +187,10 @@ class Learner:
                       f"frames={frames} {fields}")
         with self._summary_writer().as_default(step=frames):
             for key, value in values.items():
+                tf.summary.scalar(key, value)
+            for key, profile in profiles.items():
+                horizon_histogram(key, profile)
+            for key, value in self.learning_rates().items():
                 tf.summary.scalar(key, value)
             tf.summary.scalar("charts/updates", self.updates)
             tf.summary.scalar("charts/updates_per_frame",
@@ -260,6 +286,47 @@ class Learner:
         self._publish()
         self.log_line(f"hours={self.hours:.4f} epoch={self.epoch} updates={self.updates} "
                       f"frames={self.frames()} final checkpoint")
+
+
+def horizon_histogram(tag: str, profile: np.ndarray) -> None:
+    """Write `profile` [H+1] (a value per horizon j) as one TensorBoard histogram whose bucket j
+    spans [j - 0.5, j + 0.5] and holds profile[j]: TensorBoard's histogram view then shows how
+    the mass moves between horizons as training goes on. Needs a default summary writer."""
+    import tensorflow as tf
+    from tensorboard.plugins.histogram import metadata
+
+    j = np.arange(len(profile), dtype=np.float64)
+    buckets = np.stack([j - 0.5, j + 0.5, np.asarray(profile, np.float64)], axis=1)  # [H+1, 3]
+    tf.summary.write(tag, tf.constant(buckets, tf.float64),
+                     metadata=metadata.create_summary_metadata(display_name=tag, description=(
+                         "bucket j (from j - 0.5 to j + 0.5) holds the value for horizon j")))
+
+
+def flat_config(config: dict, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """The config's leaves as {"policy_config.learning_rate": 0.0003, ...}; lists become text."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_config(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        elif value is not None:
+            out[name] = json.dumps(value)
+    return out
+
+
+def write_config_summaries(writer, config: dict, step: int) -> None:
+    """The resolved config as TensorBoard text (`config`, the JSON of log/hps.json) and as
+    hparams (one per leaf, for the HPARAMS tab)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams
+
+    text = json.dumps(config, indent=2, sort_keys=True)
+    with writer.as_default(step=step):
+        tf.summary.text("config", "```json\n" + text + "\n```")
+        hparams.hparams(flat_config(config))
+    writer.flush()
 
 
 def run_learner(spec: ProcessSpec, stop, finish) -> None:

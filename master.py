@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus", type=int, default=None, metavar="N",
                         help="CPU cores this run may use, shared by its learners' TensorFlow "
                              "threads (default: the cores this process may run on)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's start-up lines and library warnings in each "
+                             "process's log/<process>.out")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as JSON and exit")
     args = parser.parse_args(argv)
@@ -261,7 +264,8 @@ def make_specs(plan: dict, args: argparse.Namespace, impl: dict | None = None) -
     learners = 2 if plan["model_based"] else 1
     common = dict(run=plan["run"], config=config, seed=plan["seed"],
                   hours_base=plan["hours_base"], start_time=time.time(),
-                  total_frames=args.total_frames, impl=dict(impl or DEFAULT_IMPL))
+                  total_frames=args.total_frames, impl=dict(impl or DEFAULT_IMPL),
+                  verbose=bool(getattr(args, "verbose", False)))
     policy_dev, model_dev = plan["devices"]
     learner_threads = max(1, cpus // learners)
     specs = [ProcessSpec(role="policy", index=0, cuda_visible_devices=policy_dev,

@@ -17,9 +17,13 @@ parent of the first run given. The written paths are printed, one per line.
 
 Each figure has one panel per environment and one line per algorithm (runs grouped by experiment
 name without the `.seed<S>` suffix and without a trailing run number, e.g. `steve3.seed1` ->
-`steve`). Per run, evaluation episodes at the same frame count are averaged; each run is then
-interpolated onto a common grid (only inside the range it covers), and the line is the mean over
-runs with a shaded band (min-max across runs by default, or +-1 standard deviation).
+`steve`). Per run, the score at each evaluated frame count is the mean of its evaluation
+episodes over a trailing window of frames (`--smooth FRAMES`; by default 1/20 of the longest
+run, rounded; 0: the episodes at that frame count only), as papers draw learning curves; each
+run is then interpolated onto a common grid (only inside the range it covers), and the line is
+the mean over runs with a shaded band when there are several (min-max across runs by default,
+or +-1 standard deviation). The title says the window and what line and band are. The time axis
+is in minutes when every run is shorter than an hour. A greedy.csv may hold header lines.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ PANEL_COLUMNS = 4  # panels per figure row
 
 # greedy.csv columns
 HOURS, EPOCH, FRAMES, SCORE = range(4)
+COLUMNS = ("hours", "epoch", "frames", "score")
 
 _SEED_SUFFIX = re.compile(r"\.seed\d+$")
 _RUN_NUMBER = re.compile(r"[._-]?\d+$")
@@ -210,8 +215,9 @@ def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
     score, in file order.
 
     A last line without a newline or with fewer than four numbers is taken to be still being
-    written and is ignored. Raises PlotError when the run has no evaluation yet, or when an
-    earlier line cannot be read.
+    written and is ignored. A header line naming the four columns (in any order, e.g.
+    `hours,epoch,frames,score`) is skipped, and the lines after it are read in its order.
+    Raises PlotError when the run has no evaluation yet, or when an earlier line cannot be read.
     """
     csv_path = greedy_csv_path(run_dir)
     rows: list[list[float]] = []
@@ -219,8 +225,13 @@ def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
         lines = csv_path.read_text().split("\n")
         # split() leaves "" after a final newline; anything else there is a line being written.
         complete, partial = lines[:-1], lines[-1]
+        order = list(range(4))  # file column of hours, epoch, frames, score
         for number, line in enumerate(complete, start=1):
             if not line.strip():
+                continue
+            header = _header_order(line)
+            if header is not None:
+                order = header
                 continue
             row = _parse_line(line)
             if row is None:
@@ -228,17 +239,26 @@ def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
                     f"line {number} of {csv_path} is not 'hours,epoch,frames,score' "
                     f"({line.strip()[:60]!r}): fix or remove that line."
                 )
-            rows.append(row)
+            rows.append([row[i] for i in order])
         if partial.strip():
             row = _parse_line(partial)
             if row is not None:
-                rows.append(row)
+                rows.append([row[i] for i in order])
     if not rows:
         raise PlotError(
             f"run {run_dir} has no evaluations yet (log/*.greedy.csv is missing or empty): "
             "wait for its first evaluation episode to finish, or leave the run out."
         )
     return np.asarray(rows, dtype=np.float64)  # [k, 4]
+
+
+def _header_order(line: str) -> list[int] | None:
+    """For a header line naming the four columns, the file column of hours, epoch, frames and
+    score; None for any other line."""
+    names = [field.strip().strip('"').lower() for field in line.strip().split(",")]
+    if sorted(names) != sorted(COLUMNS):
+        return None
+    return [names.index(column) for column in COLUMNS]
 
 
 def _parse_line(line: str) -> list[float] | None:
@@ -252,19 +272,44 @@ def _parse_line(line: str) -> list[float] | None:
     return values if all(np.isfinite(values)) else None
 
 
-def run_curve(data: np.ndarray, x: str) -> tuple[np.ndarray, np.ndarray]:
-    """One run's curve (x [n], score [n]), sorted by x: episodes at the same frame count (the
-    same policy checkpoint) are averaged, their hours too. `x` is "frames" or "hours"."""
+def run_curve(data: np.ndarray, x: str, window: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One run's curve (x [n], score [n]), one point per evaluated frame count (one policy
+    checkpoint), sorted by x; its hours are the mean hours of the episodes there. `x` is
+    "frames" or "hours".
+
+    The score at frame count f is the mean score of the run's evaluation episodes with frames
+    in (f - window, f]: a trailing window of `window` frames (0: the episodes at f only).
+    """
     if x not in ("frames", "hours"):
         raise PlotError(f"x must be 'frames' or 'hours', not {x!r}.")
     frames, inverse = np.unique(data[:, FRAMES], return_inverse=True)  # [n], [k]
     counts = np.bincount(inverse, minlength=len(frames))  # [n]
-    score = np.bincount(inverse, weights=data[:, SCORE], minlength=len(frames)) / counts  # [n]
+    if window > 0:
+        order = np.argsort(data[:, FRAMES], kind="stable")
+        sorted_frames = data[order, FRAMES]  # [k]
+        cumulative = np.concatenate([[0.0], np.cumsum(data[order, SCORE])])  # [k + 1]
+        end = np.searchsorted(sorted_frames, frames, side="right")  # [n]
+        start = np.searchsorted(sorted_frames, frames - window, side="right")  # [n]
+        score = (cumulative[end] - cumulative[start]) / (end - start)  # [n]
+    else:
+        score = np.bincount(inverse, weights=data[:, SCORE], minlength=len(frames)) / counts
     if x == "frames":
         return frames, score
     hours = np.bincount(inverse, weights=data[:, HOURS], minlength=len(frames)) / counts  # [n]
     order = np.argsort(hours, kind="stable")
     return hours[order], score[order]
+
+
+def default_window(data: Iterable[np.ndarray]) -> float:
+    """The smoothing window drawn by default: 1/20 of the longest run's frames, rounded down to
+    1, 2 or 5 times a power of ten (500 frames for a 16k-frame run, 50k for 1M); 0 for runs
+    that end at frame 0."""
+    longest = max(float(d[:, FRAMES].max()) for d in data)
+    target = longest / 20.0
+    if target < 1:
+        return 0.0
+    power = 10.0 ** np.floor(np.log10(target))
+    return float(max(m * power for m in (1, 2, 5) if m * power <= target))
 
 
 @dataclass(frozen=True)
@@ -338,12 +383,17 @@ def plot_runs(
     x: str = "both",
     label_by: str = "algo",
     band: str = "minmax",
+    smooth: float | None = None,
 ) -> list[str]:
     """Draw the learning curves of `run_dirs` and return the PNG paths written.
 
-    `x`: "frames", "hours" or "both" (two PNGs, see `output_paths`). Raises PlotError before
-    writing anything if a run has no evaluations yet.
+    `x`: "frames", "hours" or "both" (two PNGs, see `output_paths`). `smooth`: each run's score
+    is averaged over a trailing window of this many frames before the mean over runs (see
+    `run_curve`); None picks `default_window`, 0 draws the evaluations as they are. Raises
+    PlotError before writing anything if a run has no evaluations yet.
     """
+    if smooth is not None and not smooth >= 0:
+        raise PlotError(f"the smoothing window must be 0 or more frames, not {smooth}.")
     outputs = output_paths(out_path, x)
     if band not in BAND_CHOICES:
         raise PlotError(f"band must be one of {', '.join(BAND_CHOICES)}, not {band!r}.")
@@ -352,18 +402,20 @@ def plot_runs(
         raise PlotError("no run folders were given to plot: name at least one.")
     groups = group_runs(run_dirs, label_by)
     data = {run: load_greedy(run) for run in run_dirs}  # every run is checked before drawing
+    window = default_window(data.values()) if smooth is None else float(smooth)
     written = []
     for kind, path in outputs.items():
-        figure = _draw(groups, data, kind, band)
+        figure = _draw(groups, data, kind, band, window)
         written.append(str(_save(figure, path)))
     return written
 
 
-def _draw(groups, data, kind: str, band: str):
-    """A matplotlib Figure (Agg canvas) with one panel per environment."""
+def _draw(groups, data, kind: str, band: str, window: float = 0.0):
+    """A matplotlib Figure (Agg canvas) with one panel per environment. The time axis is in
+    minutes when every run is shorter than an hour."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     labels = sorted({label for by_label in groups.values() for label in by_label})
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
@@ -373,9 +425,12 @@ def _draw(groups, data, kind: str, band: str):
     figure = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows + 0.5), layout="constrained")
     FigureCanvasAgg(figure)  # render with Agg, whatever pyplot's backend is
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
+    minutes = kind == "hours" and max(float(d[:, HOURS].max()) for d in data.values()) < 1.0
+    scale = 60.0 if minutes else 1.0
     for ax, (env, by_label) in zip(axes.flat, groups.items(), strict=False):
         for label, runs in by_label.items():
-            summary = summarize([run_curve(data[run], kind) for run in runs], band)
+            curves = [run_curve(data[run], kind, window) for run in runs]
+            summary = summarize([(xs * scale, ys) for xs, ys in curves], band)
             few = len(summary.x) < 3
             ax.plot(
                 summary.x,
@@ -385,11 +440,13 @@ def _draw(groups, data, kind: str, band: str):
                 marker="o" if few else None,
                 label=f"{label} ({len(runs)} run{'s' if len(runs) != 1 else ''})",
             )
-            ax.fill_between(
-                summary.x, summary.low, summary.high, color=colors[label], alpha=0.2, linewidth=0
-            )
+            if len(runs) > 1:
+                ax.fill_between(summary.x, summary.low, summary.high, color=colors[label],
+                                alpha=0.2, linewidth=0)
         ax.set_title(env)
-        ax.set_xlabel("environment frames" if kind == "frames" else "hours")
+        ax.set_xlabel("environment frames" if kind == "frames" else
+                      "minutes" if minutes else "hours")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_ylabel("score (greedy episode return)")
         if kind == "frames":
             ax.xaxis.set_major_formatter(FuncFormatter(_frames_tick))
@@ -397,12 +454,28 @@ def _draw(groups, data, kind: str, band: str):
         ax.legend(fontsize="small", loc="best")
     for ax in list(axes.flat)[n_panels:]:
         ax.set_visible(False)
-    spread = "min-max" if band == "minmax" else "+-1 std"
-    separator = "\n" if n_cols == 1 else ", "  # one panel is too narrow for one line
-    figure.suptitle(
-        f"Line: mean over the runs reaching each point{separator}shaded: {spread} across runs"
-    )
+    figure.suptitle(caption(groups, band, window, one_column=n_cols == 1))
     return figure
+
+
+def caption(groups, band: str, window: float, one_column: bool = False) -> str:
+    """The figure's title: how each run was smoothed and what the line and the band are."""
+    if window > 0:
+        smoothing = f"each run: mean score over the last {_frames_tick(window)} frames"
+    else:
+        smoothing = "each run: evaluation scores as they are (no smoothing)"
+    sizes = [len(runs) for by_label in groups.values() for runs in by_label.values()]
+    spread = "min-max" if band == "minmax" else "+-1 std"
+    if max(sizes) == 1:
+        parts = [smoothing, "one run per line"]
+    elif min(sizes) > 1:
+        parts = [smoothing, "line: mean over runs", f"shaded: {spread} across runs"]
+    else:
+        parts = [smoothing, "line: mean over runs",
+                 f"shaded: {spread} across runs (lines of several runs)"]
+    if one_column:  # one panel is too narrow for more than one part per line
+        return "\n".join(parts)
+    return f"{parts[0]}\n{'; '.join(parts[1:])}"
 
 
 def _frames_tick(value: float, _position=None) -> str:
@@ -449,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--band", choices=BAND_CHOICES, default="minmax", help="shaded band across runs"
     )
+    parser.add_argument(
+        "--smooth", type=float, default=None, metavar="FRAMES",
+        help="average each run's score over a trailing window of FRAMES frames before the mean "
+        "over runs (default: 1/20 of the longest run, rounded; 0: no smoothing)",
+    )
     return parser
 
 
@@ -457,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = find_runs(args.paths, args.pattern)
         out = Path(args.out) if args.out else default_out_path(args.paths)
-        written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band)
+        written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band,
+                            smooth=args.smooth)
     except PlotError as error:
         print(f"plot.py: error: {error}", file=sys.stderr)
         return 2

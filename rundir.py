@@ -140,8 +140,10 @@ def append_greedy_row(path: str | os.PathLike, hours: float, epoch: int, frames:
     keep lines from interleaving.
     """
     line = f"{hours:.6f},{epoch},{frames},{score:.6f}\n"
+    # LOCK_NB: portalocker retries a non-blocking lock until `timeout`; a blocking one would
+    # ignore the timeout (and say so with a UserWarning in every evaluator's log).
     with portalocker.Lock(str(path), mode="a", timeout=30,
-                          flags=portalocker.LOCK_EX) as f:
+                          flags=portalocker.LOCK_EX | portalocker.LOCK_NB) as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())

@@ -3,7 +3,9 @@
 `master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish)` with
 the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
 `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
-sets `stop`), turns SIGTERM into `stop`, then calls the role's entry function. A crash writes the
+sets `stop`), turns SIGTERM into `stop`, imports TensorFlow quietly (`import_tensorflow`: no
+start-up lines, no cuInit error; `master.py --verbose` keeps them), then calls the role's entry
+function. A crash writes the
 traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
 child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
 the kernel sends every child SIGTERM, so no orphan keeps training.
@@ -21,10 +23,13 @@ import ctypes
 import importlib
 import multiprocessing
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 
 from rundir import RunDir
@@ -50,6 +55,7 @@ class ProcessSpec:
     total_frames: int | None = None
     impl: dict = field(default_factory=lambda: dict(DEFAULT_IMPL))
     threads: int | None = None  # TensorFlow threads; None lets the role choose
+    verbose: bool = False  # keep TensorFlow's start-up lines and library warnings in the .out
 
     @property
     def name(self) -> str:
@@ -127,12 +133,52 @@ def _stop_when_parent_dies(stop) -> None:
         stop.set()  # the master died before the request was in place
 
 
+# What TensorFlow prints while it loads, before its logging is set up and whatever
+# TF_CPP_MIN_LOG_LEVEL says: absl's notice and its info/warning lines, e.g.
+# "I0000 00:00:1796047663.168072    3465 port.cc:153] oneDNN custom operations are on...".
+_STARTUP_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
+                            r"|[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] ")
+_NOISY_LIBRARIES = r"(tensorflow|tensorboard|keras|absl|google|gymnasium|pygame|pybullet)"
+
+
+def import_tensorflow(verbose: bool = False):
+    """Import TensorFlow (if not yet imported) and return it; unless `verbose`, quietly.
+
+    Quietly means: TF_CPP_MIN_LOG_LEVEL=3 (which also drops the "failed call to cuInit" error
+    of every machine without a GPU), deprecation warnings of the libraries around it ignored,
+    and what TensorFlow writes to stderr while loading kept back and passed on without its
+    start-up notices. Call it before anything else imports TensorFlow.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=_NOISY_LIBRARIES)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if line.strip() and not _STARTUP_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+    return tf
+
+
 def child_main(spec: ProcessSpec, stop, finish) -> None:
     """Entry point of every child process (see the module docstring)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow prints start-up lines no setting silences; each child's output goes to
-    # log/<process>.out so the master's console stays readable.
+    # Each child's output goes to log/<process>.out so the master's console stays readable;
+    # TensorFlow's start-up lines are left out of it unless the run is --verbose.
     _redirect_output(spec.run.log / f"{spec.name}.out")
     print(f"{spec.name} (pid {os.getpid()}): CUDA_VISIBLE_DEVICES="
           f"{spec.cuda_visible_devices!r}", flush=True)
@@ -140,6 +186,7 @@ def child_main(spec: ProcessSpec, stop, finish) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _stop_when_parent_dies(stop)
     try:
+        import_tensorflow(spec.verbose)
         if spec.role in ("policy", "worldmodel"):
             import learner
 

@@ -469,13 +469,17 @@ class ValueRL(tf.Module):
         a0: tf.Tensor,
         targets: dict[str, tf.Tensor],
         assignment: nn.Assignment,
+        logs: dict | None = None,
     ) -> tf.Tensor:
         """Mean of reach_i * 0.5 (Q_r(guess_i) - stop_gradient(y_i))^2 over the batch and the
-        trained rows (row 0 only without the TD-k trick)."""
+        trained rows (row 0 only without the TD-k trick). With `logs`, also puts the batch mean
+        of the row-0 guess Q_r(s0, a0) there as "charts/mean_q"."""
         y = tf.stop_gradient(tf.cast(targets["y"], tf.float32))  # [H+1, B]
         q_in0 = tf.concat([s0, a0], -1)  # [B, obs + act]
         if not self.value_expansion.get("tdk_trick"):
             guess0 = self.q.random(q_in0, assignment)[:, 0]  # [B]
+            if logs is not None:
+                logs["charts/mean_q"] = tf.reduce_mean(guess0)
             return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
         H, B = self.rollout_len, tf.shape(s0)[0]
         M = self.transition_sizes.eval_sample_count
@@ -486,6 +490,8 @@ class ValueRL(tf.Module):
         )  # [B + H M B, obs + act]
         guess = self.q.random(q_in, assignment)[:, 0]  # [B + H M B]
         guess0 = guess[:B]  # [B]: Q_r(s0, a0)
+        if logs is not None:
+            logs["charts/mean_q"] = tf.reduce_mean(guess0)
         guess_rows = tf.reduce_mean(tf.reshape(guess[B:], [H, M, B]), axis=1)  # [H, B]
         guesses = tf.concat([guess0[None], guess_rows], 0)  # [H+1, B]
         reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
@@ -515,13 +521,21 @@ class ValueRL(tf.Module):
             q_vars = self.q.trainable_variables
             with tf.GradientTape(watch_accessed_variables=False) as q_tape:
                 q_tape.watch(q_vars)
-                q_loss = self.q_loss(s0, a0, targets, assignment)
+                q_loss = self.q_loss(s0, a0, targets, assignment, logs)
             q_grads = q_tape.gradient(q_loss, q_vars)
             logs["losses/q"] = q_loss
             logs["charts/mean_target"] = tf.cast(tf.reduce_mean(targets["y"][0]), tf.float32)
             if self.rollout_len:
                 logs["charts/average_model_use"] = tf.cast(
                     average_model_use(targets["w"]), tf.float32
+                )
+                # Batch means of row 0's weights w[0, j] and of its ensembles' spread per
+                # horizon j (sigma2 is already computed for the targets): [H+1] each.
+                logs["steve/horizon_weight"] = tf.cast(
+                    tf.reduce_mean(targets["w"][0], axis=-1), tf.float32
+                )
+                logs["steve/ensemble_std"] = tf.cast(
+                    tf.reduce_mean(tf.sqrt(targets["sigma2"][0]), axis=-1), tf.float32
                 )
         delayed = self.td3 is not None and update_q and update_policy
         if update_policy and not delayed:

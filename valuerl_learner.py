@@ -116,6 +116,10 @@ class ValueRLLearner(Learner):
                 break
         return True
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"charts/learning_rate/q": self.valuerl.q_optimizer.learning_rate,
+                "charts/learning_rate/policy": self.valuerl.policy_optimizer.learning_rate}
+
     def update(self, batch) -> dict:
         return self.valuerl.train_step(batch, self.worldmodel)
 

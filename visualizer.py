@@ -1,6 +1,10 @@
-"""Watch a trained agent: `python visualizer.py CONFIG GPU CHECKPOINT_DIR [options]`.
+"""Watch a trained agent: `python visualizer.py RUN_DIR [options]`, or the 2018 form
+`python visualizer.py CONFIG GPU CHECKPOINT_DIR [options]`.
 
-A standalone process run by hand after (or during) a run. `CHECKPOINT_DIR` is a run's
+A standalone process run by hand after (or during) a run. `RUN_DIR` is a run folder made by
+master.py: the config is its `log/hps.json`, the checkpoints its newest ones (`--backup UPDATES`:
+the numbered backup made at UPDATES policy updates; a checkpoint folder inside the run works as
+RUN_DIR too), the GPU `--gpu` (default 0). In the 2018 form, `CHECKPOINT_DIR` is a run's
 `checkpoints/` folder (the newest checkpoint of each role is used), the run folder itself, or one
 numbered backup such as `checkpoints/backups/policy/<updates>/` (a `checkpoints/policy/ckpt-<n>/`
 folder works too). The policy is restored from it and, for model-based configs, the world model
@@ -22,7 +26,11 @@ substitutes through their own rgb_array rendering. Rendering happens in a second
 TensorFlow in one process crash it. This process computes the actions and the weights; with
 `--no-render` it steps the env itself and loads no GL library at all.
 
-Reads: CONFIG and the checkpoint folders (variables.* and counters.json, latest.json). Writes:
+TensorFlow is imported quietly (runtime.import_tensorflow; `--verbose` keeps its start-up lines),
+and only after the folders were checked, so a wrong folder is reported at once.
+
+Reads: CONFIG or `<run>/log/hps.json`, and the checkpoint folders (variables.* and counters.json,
+latest.json). Writes:
 only the video, by default `<run>/videos/<run name>.updates<U>.mp4` (written to a temporary
 name in the same folder, then renamed).
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -72,16 +81,32 @@ class VisualizerError(Exception):
 # ------------------------------------------------------------------------------ arguments
 
 
+USAGE = """visualizer.py RUN_DIR [--episodes N] [--video PATH] [--backup UPDATES] [options]
+       visualizer.py CONFIG GPU CHECKPOINT_DIR [--episodes N] [--video PATH] [options]"""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, in either form. Sets `run_dir` (None in the 2018 form), `config` (None
+    in the RUN_DIR form: it is the run's log/hps.json), `gpu` and `checkpoint_dir`."""
     parser = argparse.ArgumentParser(
-        prog="visualizer.py",
+        prog="visualizer.py", usage=USAGE,
         description="Run greedy episodes of a trained STEVE/MVE/DDPG agent, print their returns "
-        "and STEVE's horizon weights, and render them to an mp4.",
+        "and STEVE's horizon weights, and render them to an mp4. RUN_DIR is a run folder made "
+        "by master.py (its config and newest checkpoints are used; a checkpoint folder inside "
+        "it works too); the 2018 form names the config, the GPU and the checkpoint folder.",
     )
-    parser.add_argument("config", help="the experiment config the run was made with")
-    parser.add_argument("gpu", type=int, help="GPU to use (0 also runs on a machine without one)")
-    parser.add_argument("checkpoint_dir", help="a run's checkpoints/ folder, or one of its "
+    parser.add_argument("positional", nargs="+", metavar="RUN_DIR",
+                        help="a run folder (output/<ENV>/<EXPERIMENT>), or CONFIG GPU "
+                        "CHECKPOINT_DIR: the experiment config, the GPU to use (0 also runs on "
+                        "a machine without one) and a run's checkpoints/ folder or one of its "
                         "numbered backups (checkpoints/backups/policy/<updates>/)")
+    parser.add_argument("--backup", type=int, default=None, metavar="UPDATES",
+                        help="with RUN_DIR: use the numbered backup made at UPDATES policy "
+                        "updates (checkpoints/backups/policy/UPDATES/) instead of the newest "
+                        "checkpoint")
+    parser.add_argument("--gpu", type=int, default=None, metavar="GPU",
+                        help="with RUN_DIR: the GPU to use (default 0, which also runs on a "
+                        "machine without one)")
     parser.add_argument("--episodes", type=int, default=3, metavar="N",
                         help="greedy episodes to run (default 3)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
@@ -96,16 +121,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="video frame rate (default: the environment's render_fps)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the environment's first reset (default 0)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let TensorFlow print its start-up lines")
     args = parser.parse_args(argv)
+    given = args.positional
+    if len(given) == 1:
+        args.run_dir, args.config, args.checkpoint_dir = given[0], None, given[0]
+        args.gpu = 0 if args.gpu is None else args.gpu
+    elif len(given) == 3:
+        if args.gpu is not None:
+            parser.error("--gpu goes with the RUN_DIR form; in the form CONFIG GPU "
+                         "CHECKPOINT_DIR the GPU is the second argument")
+        if args.backup is not None:
+            parser.error("--backup goes with the RUN_DIR form; in the form CONFIG GPU "
+                         "CHECKPOINT_DIR give the backup folder itself as CHECKPOINT_DIR")
+        args.run_dir, args.config, args.checkpoint_dir = None, given[0], given[2]
+        try:
+            args.gpu = int(given[1])
+        except ValueError:
+            parser.error(f"GPU must be a number, not {given[1]!r} (the form is CONFIG GPU "
+                         f"CHECKPOINT_DIR, or RUN_DIR alone)")
+    else:
+        parser.error(f"give a run folder (RUN_DIR) or the three arguments CONFIG GPU "
+                     f"CHECKPOINT_DIR, not {len(given)} arguments")
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
     if args.fps is not None and args.fps < 1:
         parser.error("--fps must be at least 1")
+    if args.backup is not None and args.backup < 0:
+        parser.error("--backup must be a number of updates, 0 or more")
     if args.no_render and args.video is not None:
         parser.error("--video and --no-render contradict each other; choose one")
     return args
+
+
+def find_run(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The run folder holding `path` (the folder itself or any folder inside it, such as its
+    checkpoints/ or a backup) and its saved config: (run folder, its log/hps.json)."""
+    given = Path(path)
+    if not given.exists():
+        raise VisualizerError(f"{given} does not exist; give a run folder made by master.py, "
+                              f"such as output/<ENV>/<EXPERIMENT>.")
+    resolved = given.resolve()
+    # a run whose config moved its log folder (log_path) is found only when given itself
+    own = sorted(resolved.glob("*/hps.json")) if resolved.is_dir() else []
+    for folder in (resolved, *resolved.parents):
+        if (folder / "log" / "hps.json").is_file():
+            return folder, folder / "log" / "hps.json"
+        if folder == resolved and len(own) == 1:
+            return folder, own[0]
+    raise VisualizerError(f"{given} is not a run folder (there is no log/hps.json in it or "
+                          f"above it); give the folder master.py made, such as "
+                          f"output/<ENV>/<EXPERIMENT>, or use the form CONFIG GPU "
+                          f"CHECKPOINT_DIR.")
+
+
+def resolve_target(args: argparse.Namespace) -> tuple[dict, str, str]:
+    """(the config, how messages name it, the checkpoint folder to give find_checkpoints)."""
+    import config as config_lib
+
+    if args.run_dir is None:
+        return config_lib.load_config(args.config), args.config, args.checkpoint_dir
+    run, hps = find_run(args.run_dir)
+    cfg = config_lib.load_resolved(hps)
+    checkpoint_dir = args.checkpoint_dir
+    if args.backup is not None:
+        backups = run / (cfg.get("save_model_path") or "checkpoints") / "backups" / "policy"
+        checkpoint_dir = backups / str(args.backup)
+        if not (checkpoint_dir / "counters.json").is_file():
+            have = sorted(int(p.name) for p in backups.iterdir() if p.name.isdigit()) \
+                if backups.is_dir() else []
+            listing = (f"it has backups at {', '.join(map(str, have))} updates" if have
+                       else "it has no numbered backup yet")
+            raise VisualizerError(f"the run {run} has no policy backup made at {args.backup} "
+                                  f"updates ({listing}); pick one of those or leave out "
+                                  f"--backup.")
+    return cfg, str(hps), str(checkpoint_dir)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -126,8 +219,13 @@ def _complete(path: Path) -> bool:
 
 
 def _counters(path: Path) -> dict:
+    return _counters_file(path / "counters.json")
+
+
+def _counters_file(path: Path) -> dict:
+    """The JSON object in `path`, or {} when it is missing or damaged."""
     try:
-        with open(path / "counters.json") as f:
+        with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
@@ -135,15 +233,19 @@ def _counters(path: Path) -> dict:
 
 
 def _newest(role_dir: Path) -> Path | None:
-    """The newest complete checkpoint in a role folder: its `ckpt-<n>` pointed to by
-    latest.json (checkpoint.latest_checkpoint), else its highest numbered backup."""
-    import checkpoint
-
+    """The newest complete checkpoint in a role folder: the `ckpt-<n>` latest.json points to,
+    else the highest complete `ckpt-<n>` (checkpoint.latest_checkpoint's rule, read here without
+    TensorFlow so that a wrong folder is reported at once), else its highest numbered backup."""
     if not role_dir.is_dir():
         return None
-    latest = checkpoint.latest_checkpoint(str(role_dir))
-    if latest is not None:
-        return Path(latest)
+    pointer = _counters_file(role_dir / "latest.json")
+    named = pointer.get("checkpoint")
+    if isinstance(named, str) and _complete(role_dir / named):
+        return role_dir / named
+    numbered = [p for p in role_dir.iterdir() if re.fullmatch(r"ckpt-\d+", p.name)
+                and _complete(p)]
+    if numbered:
+        return max(numbered, key=lambda p: int(p.name[5:]))
     numbered = [p for p in role_dir.iterdir() if p.name.isdigit() and _complete(p)]
     return max(numbered, key=lambda p: int(p.name)) if numbered else None
 
@@ -668,12 +770,11 @@ def visualize(args: argparse.Namespace) -> int:
     # user's value goes to the render process.
     user_gl = os.environ.get("MUJOCO_GL")
     os.environ["MUJOCO_GL"] = "disable"
-    cfg = config_lib.load_config(args.config)
+    cfg, label, checkpoint_dir = resolve_target(args)
     model_based = config_lib.is_model_based(cfg)
     ve = dict(cfg["policy_config"].get("value_expansion") or {})
     gpu_note = set_visible_gpu(args.gpu)  # before anything imports TensorFlow
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ckpts = find_checkpoints(args.checkpoint_dir, cfg, label=args.config)
+    ckpts = find_checkpoints(checkpoint_dir, cfg, label=label)
 
     import envwrap
 
@@ -691,6 +792,9 @@ def visualize(args: argparse.Namespace) -> int:
         env = None
 
     try:
+        import runtime
+
+        runtime.import_tensorflow(args.verbose)  # quietly, unless --verbose
         import checkpoint
         import nn
         import valuerl as valuerl_lib
@@ -699,7 +803,7 @@ def visualize(args: argparse.Namespace) -> int:
         agent = valuerl_lib.ValueRL(cfg, seed=args.seed)
         counters = checkpoint.restore_checkpoint(str(ckpts.policy), {"valuerl": agent},
                                                  strict=False)
-        print(f"{args.config}: {cfg['env']['name']}, {_algorithm(cfg, ve)}; {gpu_note}")
+        print(f"{label}: {cfg['env']['name']}, {_algorithm(cfg, ve)}; {gpu_note}")
         print(f"policy      {ckpts.policy} ({_describe_counters(counters)})")
         model = None
         if model_based:

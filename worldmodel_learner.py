@@ -20,6 +20,9 @@ class WorldModelLearner(Learner):
         self.worldmodel = worldmodel.WorldModel(self.config, seed=self.spec.seed)
         return {"worldmodel": self.worldmodel}
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"charts/learning_rate/worldmodel": self.worldmodel.optimizer.learning_rate}
+
     def update(self, batch) -> dict:
         return self.worldmodel.train_step(batch)
 

@@ -16,7 +16,7 @@ echo "quick-start: training $CONFIG for $FRAMES frames (status every 5 s)"
 run=$(dirname "$(dirname "$(ls "$OUT"/*/"$(basename "$CONFIG" .json)"/log/hps.json)")")
 
 "$PY" plot.py "$run" --out "$run/learning_curve.png" --x frames
-"$PY" visualizer.py "$CONFIG" 0 "$run/checkpoints" --episodes 1 --video "$run/videos/trained.mp4"
+"$PY" visualizer.py "$run" --episodes 1 --video "$run/videos/trained.mp4"
 
 "$PY" - "$run" "$start" <<'PY'
 import sys, time

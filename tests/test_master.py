@@ -51,6 +51,12 @@ def test_tiny_ddpg_run_and_resume(tmp_path):
     rows = (run / "log/tiny_ddpg.greedy.csv").read_text().splitlines()
     assert rows and all(len(r.split(",")) == 4 for r in rows)
     assert "frames " in out.stdout and "updates/frame" in out.stdout
+    from tensorboard.backend.event_processing import event_accumulator
+
+    board = event_accumulator.EventAccumulator(str(run / "tensorboard/policy"))
+    tags = set(board.Reload().Tags()["tensors"])
+    assert {"losses/q", "charts/mean_q", "charts/learning_rate/q", "config"} <= tags
+    assert not [t for t in tags if t.startswith("steve/") or "average_model_use" in t]  # DDPG
     first = counters(run)
     finished = json.loads((run / "state/finished.json").read_text())
     assert first["updates"] == finished["policy_updates"] == finished["frames"] - 100

@@ -307,3 +307,91 @@ def test_output_paths_and_bad_arguments(tmp_path):
     assert plot._frames_tick(1_500_000) == "1.5M"
     assert plot._frames_tick(200_000) == "200k"
     assert plot._frames_tick(500) == "500"
+
+
+# ----------------------------------------------------------------------------- issue 17
+
+
+def test_run_curve_trailing_window_of_frames():
+    data = np.array([  # hours, epoch, frames, score: one or two episodes per checkpoint
+        [0.1, 1, 1000, 0.0], [0.1, 1, 1000, 100.0],
+        [0.2, 2, 2000, 1000.0],
+        [0.3, 3, 3000, 0.0],
+        [0.4, 4, 4000, 1000.0],
+    ])
+    frames, raw = plot.run_curve(data, "frames")
+    np.testing.assert_allclose(raw, [50.0, 1000.0, 0.0, 1000.0])
+    frames, smooth = plot.run_curve(data, "frames", window=1500)
+    np.testing.assert_allclose(frames, [1000, 2000, 3000, 4000])
+    # episodes with frames in (f - 1500, f]: the window counts episodes, not checkpoints
+    np.testing.assert_allclose(smooth, [50.0, 1100.0 / 3, 500.0, 500.0])
+    hours, smooth_h = plot.run_curve(data, "hours", window=1500)
+    np.testing.assert_allclose(hours, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(smooth_h, smooth)
+
+
+@pytest.mark.parametrize("longest, window", [(16000, 500), (18000, 500), (40000, 2000),
+                                             (1_000_000, 50_000), (10, 0)])
+def test_default_window(longest, window):
+    data = np.array([[0.1, 1, longest / 2, 1.0], [0.2, 2, longest, 2.0]])
+    assert plot.default_window([data, data[:1]]) == window
+
+
+def test_header_lines_are_read_in_their_column_order(tmp_path):
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, None)
+    csv = run / "log" / "steve.seed0.greedy.csv"
+    csv.write_text("hours,epoch,frames,score\n0.1,1,1000,5.5\n"
+                   "frames,score,hours,epoch\n2000,7.5,0.2,2\n")
+    np.testing.assert_allclose(plot.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 2, 2000, 7.5]])
+
+
+def draw(runs, kind="hours", smooth=None):
+    """The figure plot_runs would draw for `runs`, without writing it."""
+    groups = plot.group_runs(runs)
+    data = {run: plot.load_greedy(run) for run in runs}
+    window = plot.default_window(data.values()) if smooth is None else smooth
+    figure = plot._draw(groups, data, kind, "minmax", window)
+    figure.canvas.draw()
+    return figure
+
+
+def test_short_runs_have_a_minutes_axis_with_readable_ticks(tmp_path):
+    # a 3,000-frame run of 45 seconds: in hours its ticks were 0.0075, 0.0100, 0.0125...
+    rows = [(round(k * 0.00125, 5), k, 300 * k, float(k)) for k in range(1, 11)]
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, rows)
+    ax = draw([run]).axes[0]
+    assert ax.get_xlabel() == "minutes"
+    np.testing.assert_allclose(ax.lines[0].get_xdata()[[0, -1]], [0.075, 0.75])
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and
+              ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+    assert len(boxes) >= 2
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False))  # no overlap
+    long_rows = [(h * 0.5, k, 1000 * k, 1.0) for k, h in enumerate(range(1, 5), start=1)]
+    longer = make_run(tmp_path, "Hopper-v5", "ddpg", 0, long_rows)
+    assert draw([longer]).axes[0].get_xlabel() == "hours"
+
+
+def test_titles_say_what_is_drawn(fake_root, tmp_path):
+    one = make_run(tmp_path, "Hopper-v5", "steve", 0, rising_rows(0, slope=20.0))
+    figure = draw([one], kind="frames")
+    title = figure.get_suptitle()
+    assert "one run per line" in title and "min-max" not in title
+    assert "mean score over the last 2k frames" in title  # 40k frames / 20
+    assert not figure.axes[0].collections  # no band for one run
+    figure = draw(plot.find_runs([fake_root]), kind="frames", smooth=0)
+    title = figure.get_suptitle()
+    assert "no smoothing" in title and "shaded: min-max across runs" in title
+    assert len(figure.axes[0].collections) == 2  # one band per algorithm of two runs
+    lone = make_run(tmp_path, "Hopper-v5", "mve", 0, rising_rows(3, slope=5.0))
+    mixed = draw(plot.find_runs([fake_root]) + [lone], kind="frames").get_suptitle()
+    assert "(lines of several runs)" in mixed
+
+
+def test_cli_smooth_option(fake_root, tmp_path):
+    result = run_cli(fake_root, "--smooth", "0", "--x", "frames", "--out", tmp_path / "r.png",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_png(tmp_path / "r.png")
+    with pytest.raises(plot.PlotError, match="0 or more frames"):
+        plot.plot_runs(plot.find_runs([fake_root]), tmp_path / "x.png", smooth=-5)

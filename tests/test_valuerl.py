@@ -75,7 +75,8 @@ def test_gradient_isolation_and_target_copy():
 
     p1 = values(agent.policy)
     logs = agent.train_step(batch, wm, update_policy=False)  # a Q step
-    assert set(logs) == {"losses/q", "charts/mean_target", "charts/average_model_use"}
+    assert set(logs) == {"losses/q", "charts/mean_target", "charts/mean_q",
+                         "charts/average_model_use", "steve/horizon_weight", "steve/ensemble_std"}
     assert same(values(agent.policy), p1) and same(values(agent.target_q), t0)
     assert all_differ(values(agent.q), q0)
 
@@ -98,6 +99,34 @@ def test_gradient_isolation_and_target_copy():
     assert all(g is None for g in tape.gradient(q_loss, agent.policy.trainable_variables))
     assert all(g is None for g in tape.gradient(q_loss, agent.target_q.trainable_variables))
     assert all(g is None for g in tape.gradient(q_loss, wm.trainable_variables))
+
+
+def test_logged_diagnostics_are_the_update_s_own_numbers():
+    # The per-horizon logs of a Q step are batch means of the w and sigma2 its targets used, and
+    # charts/mean_q the mean of the Q guesses of its loss: replay the step's random draws.
+    wm = worldmodel.WorldModel(STEVE, seed=3, jit_compile=False)
+    agent = valuerl.ValueRL(STEVE, seed=3, jit_compile=False)
+    batch = make_batch(seed=4)
+    state = agent.generator.state.numpy().copy()
+    s0, a0 = tf.constant(batch.obs), tf.constant(batch.action)
+    targets = agent.value_targets(tf.constant(batch.reward), tf.constant(batch.next_obs),
+                                  tf.constant(batch.terminal), wm, agent.draw_members())
+    H = STEVE["policy_config"]["value_expansion"]["rollout_len"]
+    rollout = tf.concat([targets["x"][:H], targets["a"][:H]], -1)  # TD-k rows: [H, M, B, obs+act]
+    q_in = tf.concat([tf.concat([s0, a0], -1), tf.reshape(rollout, [-1, OBS + ACT])], 0)
+    guess0 = agent.q.random(q_in, agent.q_assignment(s0))[: len(batch.obs), 0]  # Q_r(s0, a0)
+    agent.generator.state.assign(state)
+    logs = agent.train_step(batch, wm, update_policy=False)
+
+    H1 = H + 1
+    weight, std = logs["steve/horizon_weight"].numpy(), logs["steve/ensemble_std"].numpy()
+    assert weight.shape == std.shape == (H1,)
+    np.testing.assert_allclose(weight, targets["w"][0].numpy().mean(axis=-1), rtol=1e-5)
+    assert weight.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(std, np.sqrt(targets["sigma2"][0].numpy()).mean(axis=-1),
+                               rtol=1e-5, atol=1e-7)
+    assert float(logs["charts/mean_q"]) == pytest.approx(float(tf.reduce_mean(guess0)), rel=1e-5)
+    assert float(logs["charts/average_model_use"]) == pytest.approx(1.0 - weight[0], abs=1e-5)
 
 
 def test_xla_targets_match_eager_and_xla_updates_repeat():
@@ -132,7 +161,8 @@ def test_xla_targets_match_eager_and_xla_updates_repeat():
     for _ in range(2):
         wm = worldmodel.WorldModel(config, seed=5)
         agent = valuerl.ValueRL(config, seed=5)
-        logs = [{k: float(v) for k, v in agent.train_step(batch, wm).items()} for _ in range(3)]
+        logs = [{k: np.asarray(v).tolist() for k, v in agent.train_step(batch, wm).items()}
+                for _ in range(3)]
         runs.append((logs, values(agent)))
     assert runs[0][0] == runs[1][0] and same(runs[0][1], runs[1][1])
     assert 0.0 <= runs[0][0][0]["charts/average_model_use"] <= 1.0
@@ -143,7 +173,7 @@ def test_ddpg_trains_without_a_world_model():
     assert agent.rollout_len == 0 and agent.q.ensemble_size == 1
     batch = make_batch(seed=2)
     first = {k: float(v) for k, v in agent.train_step(batch).items()}
-    assert set(first) == {"losses/q", "losses/policy", "charts/mean_target"}
+    assert set(first) == {"losses/q", "losses/policy", "charts/mean_target", "charts/mean_q"}
     # the target of a DDPG update is r + gamma (1 - d) Q'(s1, pi(s1))
     members = agent.draw_members()
     out = agent.value_targets(tf.constant(batch.reward), tf.constant(batch.next_obs),
@@ -200,18 +230,18 @@ def test_several_updates_in_one_call_equal_one_call_each():
     for chunked in (False, True):
         agent, model = valuerl.ValueRL(STEVE, seed=5), worldmodel.WorldModel(STEVE, seed=5)
         if chunked:
-            logs = {k: float(v) for k, v in agent.train_steps(stacked, model).items()}
+            logs = {k: np.asarray(v) for k, v in agent.train_steps(stacked, model).items()}
             model_logs = {k: float(v) for k, v in model.train_steps(stacked).items()}
         else:
             each = [agent.train_step(p, model) for p in parts]
-            logs = {k: np.mean([float(e[k]) for e in each]) for k in each[0]}
+            logs = {k: np.mean([np.asarray(e[k]) for e in each], axis=0) for k in each[0]}
             each = [model.train_step(p) for p in parts]
             model_logs = {k: np.mean([float(e[k]) for e in each]) for k in each[0]}
         results.append((logs, model_logs, values(agent), values(model)))
     (logs1, mlogs1, agent1, model1), (logs2, mlogs2, agent2, model2) = results
     assert logs1.keys() == logs2.keys() and mlogs1.keys() == mlogs2.keys()
-    for key in logs1:
-        assert logs2[key] == pytest.approx(logs1[key], rel=1e-5, abs=1e-6), key
+    for key in logs1:  # the per-horizon logs [H+1] are averaged over the updates too
+        np.testing.assert_allclose(logs2[key], logs1[key], rtol=1e-5, atol=1e-6, err_msg=key)
     for key in mlogs1:
         assert mlogs2[key] == pytest.approx(mlogs1[key], rel=1e-5, abs=1e-6), key
     for a, b in zip(agent1 + model1, agent2 + model2, strict=True):

@@ -1,7 +1,8 @@
 """visualizer.py on checkpoints of two tiny runs (STEVE and DDPG on InvertedPendulum-v5).
 
 The runs are made once for the module by master.py (both at once, about 40-60 s); the rest
-checks what the visualizer prints, the mp4 it writes (frames counted with imageio's reader),
+checks what the visualizer prints, in both forms of its command line (RUN_DIR, and the 2018
+CONFIG GPU CHECKPOINT_DIR), the mp4 it writes (frames counted with imageio's reader),
 --no-render without PyOpenGL, the GL backend choice, and the one-sentence errors.
 """
 
@@ -29,7 +30,7 @@ EPISODE_RE = re.compile(r"^episode (\d+): length (\d+), return (-?[\d.]+) \((ter
 
 
 def child_env(**extra) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    env = dict(os.environ, **{"TF_CPP_MIN_LOG_LEVEL": "2", **extra})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (extra.get("PYTHONPATH"), str(ROOT)) if p)
     return env
 
@@ -143,6 +144,66 @@ def test_backup_folder_and_default_video_path(runs, capsys):
     video = runs["steve"] / "videos/tiny_steve.updates100.mp4"
     assert f"video: {video} (4 frames" in text
     assert frame_count(video) == 4
+
+
+def test_run_dir_form_prints_a_return_quietly(runs):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "visualizer.py"), str(runs["steve"]), "--no-render",
+         "--episodes", "1", "--max-frames", "30"],
+        cwd=ROOT, env=child_env(TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, text=True,
+        timeout=180)
+    assert done.returncode == 0, done.stderr
+    episodes = episodes_of(done.stdout)
+    assert len(episodes) == 1
+    check_returns(episodes)
+    hps = runs["steve"] / "log/hps.json"
+    assert done.stdout.startswith(f"{hps}: InvertedPendulum-v5, STEVE (H = 3)")
+    assert "checkpoints/policy/ckpt-" in done.stdout and "STEVE weights w[0, j]" in done.stdout
+    for noise in ("cuInit", "I0000", "E0000", "absl::InitializeLog"):
+        assert noise not in done.stderr, done.stderr
+
+
+def test_run_dir_form_with_a_backup(runs, capsys):
+    code = visualizer.main([str(runs["steve"]), "--backup", "100", "--no-render",
+                            "--episodes", "1", "--max-frames", "3"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f"policy      {runs['steve'] / 'checkpoints/backups/policy/100'} (" in text
+    assert "world model " + str(runs["steve"] / "checkpoints/backups/worldmodel") in text
+    # a folder inside the run names the run as well
+    inside = runs["ddpg"] / "checkpoints/backups/policy/100"
+    assert visualizer.main([str(inside), "--no-render", "--episodes", "1",
+                            "--max-frames", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"policy      {inside} (" in text and "model-free (DDPG)" in text
+    err = one_sentence_error(capsys, [runs["steve"], "--backup", "150", "--no-render"])
+    assert "no policy backup made at 150 updates (it has backups at 100, 200 updates)" in err
+
+
+def test_a_folder_that_is_not_a_run_is_one_sentence_before_tensorflow(tmp_path):
+    code = ("import sys, visualizer; code = visualizer.main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules, code)")
+    for folder, says in ((tmp_path, "is not a run folder"), (tmp_path / "nope", "does not exist")):
+        done = subprocess.run([sys.executable, "-c", code, str(folder), "--no-render"],
+                              cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                              timeout=120)
+        assert done.stdout == "False 2\n", done.stderr  # answered without loading TensorFlow
+        err = done.stderr.strip()
+        assert "\n" not in err and err.startswith(f"error: {folder} {says}"), err
+        assert err.endswith("or use the form CONFIG GPU CHECKPOINT_DIR.") or \
+            err.endswith("output/<ENV>/<EXPERIMENT>."), err
+
+
+def test_the_two_forms_of_the_command_line():
+    args = visualizer.parse_args(["out/run", "--backup", "300", "--gpu", "1"])
+    assert (args.run_dir, args.config, args.gpu, args.backup) == ("out/run", None, 1, 300)
+    args = visualizer.parse_args(["c.json", "2", "out/run/checkpoints"])
+    assert (args.run_dir, args.config, args.gpu, args.checkpoint_dir) == \
+        (None, "c.json", 2, "out/run/checkpoints")
+    for bad in (["a", "b"], ["c.json", "x", "d"], ["c.json", "0", "d", "--backup", "5"],
+                ["c.json", "0", "d", "--gpu", "1"]):
+        with pytest.raises(SystemExit):
+            visualizer.parse_args(bad)
 
 
 @pytest.fixture()
