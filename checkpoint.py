@@ -159,6 +159,11 @@ def _expected_variables(root: tf.train.Checkpoint) -> dict[str, tf.Variable]:
     return found
 
 
+def _expected_keys(root: tf.train.Checkpoint) -> dict[str, tuple]:
+    """The checkpoint keys of `root`'s variables, with their shapes."""
+    return {key: tuple(var.shape.as_list()) for key, var in _expected_variables(root).items()}
+
+
 def _describe(names: list[str]) -> str:
     shown = [n.replace("/.ATTRIBUTES/VARIABLE_VALUE", "") for n in sorted(names)[:5]]
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""

@@ -230,16 +230,16 @@ def test_several_td3_updates_in_one_call_equal_one_call_each():
         agent, model = valuerl.ValueRL(config, seed=5), worldmodel.WorldModel(config, seed=5)
         agent.train_step(parts[0], model)  # start mid-cycle: the delay counts across calls
         if chunked:
-            logs = {k: float(v) for k, v in agent.train_steps(stacked, model).items()}
-        else:
+            logs = {k: np.asarray(v) for k, v in agent.train_steps(stacked, model).items()}
+        else:  # scalar logs, and per-horizon vectors (steve/...): the mean over the updates
             each = [agent.train_step(p, model) for p in parts]
-            logs = {k: np.mean([float(e[k]) for e in each]) for k in each[0]}
+            logs = {k: np.mean([np.asarray(e[k]) for e in each], axis=0) for k in each[0]}
         assert int(agent.policy_optimizer.iterations) == 3
         results.append((logs, values(agent)))
     (logs1, agent1), (logs2, agent2) = results
     assert logs1.keys() == logs2.keys() and "losses/policy" in logs1
     for key in logs1:
-        assert logs2[key] == pytest.approx(logs1[key], rel=1e-5, abs=1e-6), key
+        np.testing.assert_allclose(logs2[key], logs1[key], rtol=1e-5, atol=1e-6, err_msg=key)
     for a, b in zip(agent1, agent2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
