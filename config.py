@@ -79,6 +79,9 @@ def choice(*values: str) -> Leaf:
 
 # How ensembles' stacked weights are drawn (nn.ENSEMBLE_INITS; "stacked" is 2018's).
 ENSEMBLE_INIT = choice("stacked", "per_member")
+# What each ensemble member trains on: "split" (2018: each example goes to one member, so each
+# member learns from its own part of the batch) or "full" (every member on the whole batch).
+ENSEMBLE_BATCH = choice("split", "full")
 
 ENSEMBLE = {"ensemble_size": INT, "train_sample_count": INT, "eval_sample_count": INT}
 # What both learners (policy_config and model_config) read: learner.Learner's loop settings.
@@ -120,6 +123,7 @@ SCHEMA: dict = {
         "hidden_dim": INT,
         "hidden_layers": INT,
         "ensemble_init": ENSEMBLE_INIT,
+        "ensemble_batch": ENSEMBLE_BATCH,
         "backbone": choice("ddpg", "td3"),
         "explore_chance": NUMBER_OR_FALSE,
         "explore_noise": NUMBER_OR_FALSE,
@@ -145,6 +149,7 @@ SCHEMA: dict = {
         "aux_hidden_dim": INT,
         "aux_layers": INT,
         "ensemble_init": ENSEMBLE_INIT,
+        "ensemble_batch": ENSEMBLE_BATCH,
         **LEARNER,
         "pretrain_n": INT_OR_FALSE,
         "weight_decay": NUMBER,

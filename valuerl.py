@@ -24,8 +24,9 @@ The target grid is computed in float64 (cheap: at most a few hundred thousand nu
 STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.discount`;
-`policy_config.{hidden_dim, hidden_layers, ensemble_init, backbone, td3, explore_noise,
-learning_rate, pretanh_penalty, variance_epsilon, covariance_ridge, bayesian, value_expansion}`;
+`policy_config.{hidden_dim, hidden_layers, ensemble_init, ensemble_batch, backbone, td3,
+explore_noise, learning_rate, pretanh_penalty, variance_epsilon, covariance_ridge, bayesian,
+value_expansion}`;
 `model_config.bayesian` (member counts M and N).
 """
 
@@ -231,6 +232,19 @@ def _as_tensors(batch: Any) -> tuple[tf.Tensor, ...]:
     )
 
 
+def _full_batch(block: dict, sizes: nn.EnsembleSizes, where: str) -> bool:
+    """Read `ensemble_batch` ("split", the 2018 default, or "full"); "full" trains every member,
+    so it needs train_sample_count == ensemble_size."""
+    mode = str(block.get("ensemble_batch") or "split")
+    if mode == "full" and sizes.train_sample_count != sizes.ensemble_size:
+        raise ValueError(
+            f"{where}.ensemble_batch is \"full\" (every member trains on the whole batch), but "
+            f"train_sample_count ({sizes.train_sample_count}) is below ensemble_size "
+            f"({sizes.ensemble_size}); set them equal or use \"split\"."
+        )
+    return mode == "full"
+
+
 class ValueRL(tf.Module):
     """Policy pi (pre-tanh output), Q ensemble, target Q', their two Adam optimizers and a
     random generator (member draws, exploration noise), all checkpointed together."""
@@ -270,6 +284,7 @@ class ValueRL(tf.Module):
         init = tf.random.Generator.from_seed(seed * 7919 + 1)
         self.policy = nn.FeedForward(s, a, hidden, layers, init, name="policy")
         ens_init = str(pc.get("ensemble_init", "stacked"))
+        self.q_full_batch = _full_batch(pc, self.q_sizes, "policy_config")
         self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "q", ens_init)
         self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "target_q",
                                                ens_init)
@@ -468,7 +483,7 @@ class ValueRL(tf.Module):
         s0: tf.Tensor,
         a0: tf.Tensor,
         targets: dict[str, tf.Tensor],
-        assignment: nn.Assignment,
+        assignment: nn.Assignment | None,
         logs: dict | None = None,
     ) -> tf.Tensor:
         """Mean of reach_i * 0.5 (Q_r(guess_i) - stop_gradient(y_i))^2 over the batch and the
@@ -476,6 +491,8 @@ class ValueRL(tf.Module):
         of the row-0 guess Q_r(s0, a0) there as "charts/mean_q"."""
         y = tf.stop_gradient(tf.cast(targets["y"], tf.float32))  # [H+1, B]
         q_in0 = tf.concat([s0, a0], -1)  # [B, obs + act]
+        if self.q_full_batch:
+            return self._q_loss_full_batch(q_in0, targets, y, logs)
         if not self.value_expansion.get("tdk_trick"):
             guess0 = self.q.random(q_in0, assignment)[:, 0]  # [B]
             if logs is not None:
@@ -494,6 +511,33 @@ class ValueRL(tf.Module):
             logs["charts/mean_q"] = tf.reduce_mean(guess0)
         guess_rows = tf.reduce_mean(tf.reshape(guess[B:], [H, M, B]), axis=1)  # [H, B]
         guesses = tf.concat([guess0[None], guess_rows], 0)  # [H+1, B]
+        reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
+        return tf.reduce_mean(reach * 0.5 * tf.square(guesses - y))
+
+    def _q_loss_full_batch(self, q_in0, targets, y, logs):
+        """`ensemble_batch: "full"`: every Q member reads every example (and with the TD-k trick
+        every imagined row); the loss is the mean over the members of each member's loss as
+        q_loss defines it, so each example's error is averaged over the members instead of
+        read from one random member."""
+        if not self.value_expansion.get("tdk_trick"):
+            guess0 = self.q.members(q_in0)[..., 0]  # [E, B]
+            if logs is not None:
+                logs["charts/mean_q"] = tf.reduce_mean(guess0)
+            return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
+        H, B = self.rollout_len, tf.shape(q_in0)[0]
+        M = self.transition_sizes.eval_sample_count
+        E = self.q_sizes.ensemble_size
+        x = tf.stop_gradient(targets["x"][:H])  # x_0..x_{H-1}: [H, M, B, obs]
+        a = tf.stop_gradient(targets["a"][:H])  # a_0..a_{H-1}: [H, M, B, act]
+        q_in = tf.concat(
+            [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])], 0
+        )  # [B + H M B, obs + act]
+        guess = self.q.members(q_in)[..., 0]  # [E, B + H M B]
+        guess0 = guess[:, :B]  # [E, B]: Q_e(s0, a0)
+        if logs is not None:
+            logs["charts/mean_q"] = tf.reduce_mean(guess0)
+        guess_rows = tf.reduce_mean(tf.reshape(guess[:, B:], [E, H, M, B]), axis=2)  # [E, H, B]
+        guesses = tf.concat([guess0[:, None], guess_rows], 1)  # [E, H+1, B]
         reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
         return tf.reduce_mean(reach * 0.5 * tf.square(guesses - y))
 
@@ -517,7 +561,7 @@ class ValueRL(tf.Module):
         logs = {}
         if update_q:
             targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members())
-            assignment = self.q_assignment(s0)
+            assignment = None if self.q_full_batch else self.q_assignment(s0)
             q_vars = self.q.trainable_variables
             with tf.GradientTape(watch_accessed_variables=False) as q_tape:
                 q_tape.watch(q_vars)

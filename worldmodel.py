@@ -7,8 +7,8 @@ checkpointing is `checkpoint.py`'s job. Importing this module creates no variabl
 
 Config keys read: `env.obs_dims`, `env.action_dims`, and under `model_config`:
 `transition_hidden_dim`, `transition_layers`, `aux_hidden_dim`, `aux_layers`, `ensemble_init`,
-`learning_rate`, `weight_decay`, `bayesian.transition`, `bayesian.reward` (absent -> one member
-each).
+`ensemble_batch`, `learning_rate`, `weight_decay`, `bayesian.transition`, `bayesian.reward`
+(absent -> one member each).
 """
 
 from __future__ import annotations
@@ -56,6 +56,15 @@ class WorldModel(tf.Module):
         self.weight_decay = float(model.get("weight_decay", 1e-4))
         init = tf.random.Generator.from_seed(seed * 7919 + 2)
         ens_init = str(model.get("ensemble_init", "stacked"))
+        self.full_batch = str(model.get("ensemble_batch") or "split") == "full"
+        for sizes, where in ((self.transition_sizes, "transition"), (self.reward_sizes, "reward")):
+            if self.full_batch and sizes.train_sample_count != sizes.ensemble_size:
+                raise ValueError(
+                    f"model_config.ensemble_batch is \"full\" (every member trains on the whole "
+                    f"batch), but model_config.bayesian.{where}.train_sample_count "
+                    f"({sizes.train_sample_count}) is below its ensemble_size "
+                    f"({sizes.ensemble_size}); set them equal or use \"split\"."
+                )
         s, a = self.obs_dims, self.action_dims
         self.transition = nn.EnsembleFeedForward(
             s + a,
@@ -93,10 +102,14 @@ class WorldModel(tf.Module):
         r0: tf.Tensor,
         s1: tf.Tensor,
         d1: tf.Tensor,
-        transition_assignment: nn.Assignment,
-        reward_assignment: nn.Assignment,
+        transition_assignment: nn.Assignment | None,
+        reward_assignment: nn.Assignment | None,
     ) -> dict[str, tf.Tensor]:
-        """The world-model loss and its parts, each a scalar; `total` is what is minimised."""
+        """The world-model loss and its parts, each a scalar; `total` is what is minimised.
+        With `ensemble_batch: "full"` the assignments are None: every member reads every
+        example, and each part is the mean over the members and the batch."""
+        if self.full_batch:
+            return self._full_batch_losses(s0, a0, r0, s1, d1)
         delta = self.transition.random(tf.concat([s0, a0], -1), transition_assignment)  # [B, obs]
         transition_loss = tf.reduce_mean(
             0.5 * tf.reduce_sum(tf.square(s1 - (s0 + delta)), axis=-1)
@@ -118,20 +131,45 @@ class WorldModel(tf.Module):
             "wm/total": total,
         }
 
+    def _full_batch_losses(self, s0, a0, r0, s1, d1) -> dict[str, tf.Tensor]:
+        delta = self.transition.members(tf.concat([s0, a0], -1))  # [E, B, obs]
+        transition_loss = tf.reduce_mean(
+            0.5 * tf.reduce_sum(tf.square(s1 - (s0 + delta)), axis=-1)
+        )  # []: the mean over members and examples
+        aux_in = tf.concat([s1, s0, a0], -1)  # [B, 2 obs + act], with the REAL s1
+        r_hat = self.reward.members(aux_in)[..., 0]  # [E_r, B]
+        reward_loss = tf.reduce_mean(0.5 * tf.square(r0 - r_hat))  # []
+        done_logit = self.done.members(aux_in)[..., 0]  # [E, B]
+        labels = tf.broadcast_to(d1, tf.shape(done_logit))  # [E, B]
+        done_loss = tf.reduce_mean(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=done_logit)
+        )  # []
+        l2 = self.weight_decay * (self.transition.l2() + self.done.l2() + self.reward.l2())  # []
+        total = transition_loss + reward_loss + done_loss + l2
+        return {
+            "wm/transition_loss": transition_loss,
+            "wm/reward_loss": reward_loss,
+            "wm/done_loss": done_loss,
+            "wm/l2": l2,
+            "wm/total": total,
+        }
+
     def _train_step(self, s0, a0, r0, s1, d1):
         batch = tf.shape(s0)[0]
-        t_assign = nn.random_assignment(
-            self.generator,
-            batch,
-            self.transition_sizes.ensemble_size,
-            self.transition_sizes.train_sample_count,
-        )
-        r_assign = nn.random_assignment(
-            self.generator,
-            batch,
-            self.reward_sizes.ensemble_size,
-            self.reward_sizes.train_sample_count,
-        )
+        t_assign = r_assign = None  # "full": every member reads every example
+        if not self.full_batch:
+            t_assign = nn.random_assignment(
+                self.generator,
+                batch,
+                self.transition_sizes.ensemble_size,
+                self.transition_sizes.train_sample_count,
+            )
+            r_assign = nn.random_assignment(
+                self.generator,
+                batch,
+                self.reward_sizes.ensemble_size,
+                self.reward_sizes.train_sample_count,
+            )
         variables = self.trainable_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)

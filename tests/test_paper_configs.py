@@ -32,6 +32,8 @@ NEW_KEYS = {
     # Ensembles drawn as 2018 did: Glorot over the stacked [E, in, out] shape.
     "policy_config.ensemble_init": "stacked",
     "model_config.ensemble_init": "stacked",
+    "policy_config.ensemble_batch": "split",
+    "model_config.ensemble_batch": "split",
     # The paper's backbone: DDPG's targets and updates, hard target copies at epochs.
     "policy_config.backbone": "ddpg",
     # Exploration as 2018 (explore_chance's pre-tanh noise), no Gaussian noise on every step.
