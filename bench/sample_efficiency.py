@@ -185,14 +185,14 @@ PRESETS: dict[str, dict] = {
         report="docs/benchmark/gpu.md",
     ),
     # Issue 14's evidence: STEVE on the TD3 backbone (config/algos/steve_td3.json with the
-    # cpu2 setup: 2 hidden layers of 256, batch 256, 2 updates per frame, rollouts of H = 5;
-    # the headline), the same config without the model (its backbone alone), and the
-    # paper-faithful DDPG and STEVE on the cpu setup for reference. Cost, measured with
-    # cpu2's Hopper sizes on the shared 2-core machine at a load of about 8 (in-process,
-    # updates_per_call 10): the policy learner did 4.3 updates/s with H = 10, 12 with H = 3,
-    # 70 for the backbone alone; the world model 190. At 2 updates per frame a 60k-frame Hopper
-    # run of STEVE then takes hours (H = 10: ~7 h; H = 3: ~2.6 h), hence H = 5 here, between
-    # the H = 3 of the paper and the H = 10 at which STEVE separated (cpu_investigation.md).
+    # cpu2 setup; the headline), the same config without the model (its backbone alone), and
+    # the paper-faithful DDPG and STEVE on the cpu setup for reference. Not frozen yet: the
+    # variants tried on seeds >= 100 are in config/experiments/benchmark/cpu_win_tuning/ and
+    # docs/benchmark/cpu_win_tuning.md. Cost decides the sizes: STEVE evaluates the target Q on
+    # K M (H+1) B rows per update (64 B at H = 3), so its policy update grows with the square of
+    # the Q width; with 2 hidden layers of 256, batch 256 and H = 5 it took 80 ms (hours per
+    # 60k-frame run), with cpu2's 2 x 128, batch 128 and H = 3 about 7.5 ms (in-process, one
+    # thread, on the loaded 2-core machine).
     # InvertedPendulum-v5 to 20k frames (marks every 1,000), Hopper-v5 to 60k (every 5,000);
     # a score needs 5 episodes in its window.
     # Held-out seeds 0-4; tune with --first-seed 100 (the report then goes to the output root
