@@ -173,6 +173,23 @@ def _describe(names: list[str]) -> str:
     return ", ".join(shown) + more
 
 
+def compare_variables(path: str, objects: dict) -> list[str]:
+    """What a strict restore of `objects` from the checkpoint `path` would refuse, without
+    restoring anything: one text per variable whose shape differs ("name (checkpoint) vs
+    (objects)"), that the objects lack, or that the checkpoint lacks. Empty when they match."""
+    root = _checkpoint_for(objects, _Counters())
+    stored = _stored_keys(os.path.join(path, PREFIX))
+    expected = _expected_keys(root)
+    tail = "/.ATTRIBUTES/VARIABLE_VALUE"
+    out = [f"{k.replace(tail, '')} {stored[k]} vs {expected[k]}" for k in sorted(expected)
+           if k in stored and stored[k] != expected[k]]
+    out += [f"{k.replace(tail, '')} only in the new config" for k in sorted(expected)
+            if k not in stored]
+    out += [f"{k.replace(tail, '')} only in the checkpoint" for k in sorted(stored)
+            if k not in expected]
+    return out
+
+
 def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
     """Restore `objects` (name -> tf.Module, as given to save_checkpoint) from the checkpoint
     folder `path` and return its counters.
