@@ -345,9 +345,11 @@ def hours_so_far(run: RunDir) -> float:
     return max(values)
 
 
-def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None) -> str | None:
-    """The checks on the run folder, made while holding its lock. Returns a message when there
-    is nothing to do (a finished run); raises UserError when the start is refused."""
+def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None,
+              shapes: bool = True) -> str | None:
+    """The checks on the run folder, made while holding its lock (and before, see main).
+    Returns a message when there is nothing to do (a finished run); raises UserError when the
+    start is refused. `shapes=False` skips the variable-shape check of a changed config."""
     run: RunDir = plan["run"]
     config = plan["config"]
     if not args.resume:
@@ -383,7 +385,7 @@ def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
     replay.ReplayBuffer.open(run.replay, obs_dims=env["obs_dims"],
                              action_dims=env["action_dims"],
                              capacity=_replay_capacity(config)).close()  # sizes must match
-    if differences:
+    if differences and shapes:
         roles = [role for role, _ in _learner_configs(config) if counters.get(role)]
         shapes = _shape_differences(plan, roles, impl)
         if shapes:
@@ -692,6 +694,10 @@ def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
             sys.stdout.write("\n")
             return 0
         plan = prepare(args)
+        if not plan["run"].lock_file.exists():
+            # No lock file, so no live owner: a refusal now leaves the folder as it was (taking
+            # the lock would create state/). The checks run again under the lock.
+            check_run(dict(plan, notes=[]), args, impl, shapes=False)
         lock = take_lock(plan["run"])
         done = check_run(plan, args, impl)
         if done is not None:

@@ -1,7 +1,8 @@
 """The fault loop: kill a random process of a small run at a random moment, resume, N times.
 
     .venv/bin/python bench/fault_loop.py [--rounds 50] [--config tests/configs/tiny_steve.json]
-        [--output-root /tmp/steve-fault-loop] [--kill-after 5 40] [--seed 0]
+        [--output-root /tmp/steve-fault-loop] [--kill-after 2 20] [--startup-share 0.2]
+        [--seed 0] [--max-minutes M]
 
 Run by hand (and for 3 rounds by tests/test_fault_loop.py). It starts `master.py` on the config
 (through a derived config, `<output root>/fault_<name>.json`, whose replay ring is large enough
@@ -9,8 +10,10 @@ that no frame of the loop is ever overwritten, and with a frame budget the loop 
 each round then:
 1. starts master.py (a new run the first time, `--resume` afterwards), its console going to
    `<output root>/round<k>.log`;
-2. waits a random time, uniform in --kill-after (seconds since the start; the first round also
-   waits for the first policy checkpoint, so that there is something to resume);
+2. waits a random time, uniform in --kill-after, counted from the policy learner's first update
+   of the round (and, the first time, its first checkpoint, so there is something to resume);
+   in a share of the rounds (--startup-share, default 0.2) the kill comes instead at a random
+   moment of the start-up (0 to MAX seconds after master.py started);
 3. takes what a user relies on just before the kill: the replay count and every visible row,
    greedy.csv's complete lines, and the learners' live update counters (state/progress.bin);
 4. sends SIGKILL to one process of the run chosen at random: the master or one of its children
@@ -26,6 +29,7 @@ It prints one line per round and then the summary:
     fault_rounds=N lost_epochs_max=X torn_rows=0 orphans=0 failed_rounds=0
 
 `torn_rows` counts replay rows changed or not finite and greedy.csv lines changed or unreadable.
+With --max-minutes, no round starts after that much time (the summary counts the rounds run).
 The exit status is 0 when every round passed. Writes only under the output root.
 """
 
@@ -166,9 +170,44 @@ def _start_master(config: Path, root: Path, seed: int, resume: bool, log: Path):
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def _checkpoint_updates(run: RunDir, role: str) -> int:
+    pointer = run.checkpoint_dir(role) / "latest.json"
+    try:
+        return int(json.loads(pointer.read_text())["counters"]["updates"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _live_updates(run: RunDir, role: str) -> int:
+    try:
+        return Progress(run.progress_file).get(f"{role}_updates")
+    except (OSError, ValueError):
+        return 0
+
+
 def run_rounds(config: Path, rounds: int, root: Path, seed: int,
-               kill_after: tuple[float, float], say=print) -> dict:
-    """The loop (module docstring); returns the summary's numbers."""
+               kill_after: tuple[float, float], say=None,
+               max_seconds: float | None = None, startup_share: float = 0.2) -> dict:
+    """The loop (module docstring); returns the summary's numbers. On Ctrl-C the current
+    master gets SIGTERM (a clean stop) and the rounds done so far are returned."""
+    say = say or (lambda text: print(text, flush=True))
+    running: list[subprocess.Popen] = []
+    totals = {"fault_rounds": 0, "lost_epochs_max": 0.0, "torn_rows": 0, "orphans": 0,
+              "failed_rounds": 0}
+    try:
+        _rounds(config, rounds, root, seed, kill_after, say, max_seconds, startup_share,
+                running, totals)
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+        say("interrupted: the current master was stopped cleanly")
+    return totals
+
+
+def _rounds(config, rounds, root, seed, kill_after, say, max_seconds, startup_share,
+            running, totals) -> None:
+    t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
     fault_config = derived_config(config, root)
     cfg = config_lib.load_config(fault_config)
@@ -177,28 +216,38 @@ def run_rounds(config: Path, rounds: int, root: Path, seed: int,
     if config_lib.is_model_based(cfg):
         epoch_every["worldmodel"] = cfg["model_config"]["epoch_every_n"]
     rng = random.Random(seed)
-    totals = {"fault_rounds": 0, "lost_epochs_max": 0.0, "torn_rows": 0, "orphans": 0,
-              "failed_rounds": 0}
     for k in range(1, rounds + 1):
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            say(f"--max-minutes reached: stopping after {k - 1} of {rounds} rounds")
+            break
         problems: list[str] = []
+        resumed_at = _checkpoint_updates(run, "policy")
         started = time.time()
         proc = _start_master(fault_config, root, seed, resume=k > 1 or run.path.exists(),
                              log=root / f"round{k}.log")
-        if k == 1:
+        running.append(proc)
+        if k > 1 and rng.random() < startup_share:
+            moment = "startup"  # any moment of the start-up: TensorFlow, restores, compiling
+            wait = rng.uniform(0.0, kill_after[1])
+        else:
+            moment = "training"  # counted from the policy learner's first update of the round
             deadline = time.time() + START_SECONDS
-            while not (run.checkpoint_dir("policy") / "latest.json").exists():
+            while not (_live_updates(run, "policy") > resumed_at
+                       and (run.checkpoint_dir("policy") / "latest.json").exists()):
                 if proc.poll() is not None or time.time() > deadline:
                     break
-                time.sleep(0.2)
-        wait = rng.uniform(*kill_after)
+                time.sleep(0.1)
+            wait = time.time() - started + rng.uniform(*kill_after)
         while time.time() - started < wait and proc.poll() is None:
             time.sleep(0.05)
         if proc.poll() is not None:
             totals["fault_rounds"] += 1
             totals["failed_rounds"] += 1
+            running.remove(proc)
             say(f"round {k}/{rounds}: master.py exited with status {proc.returncode} before the "
                 f"kill; see {root / f'round{k}.log'}")
             continue
+        running.remove(proc)
         family = _family(proc.pid)
         named = _process_names(run, sorted(family))
         victims = [(proc.pid, "master")] + sorted(
@@ -262,11 +311,10 @@ def run_rounds(config: Path, rounds: int, root: Path, seed: int,
                               for role, n_lost in lost.items())
         rows = [snap.greedy.count(b"\n") for snap in (before, after)]
         say(f"round {k}/{rounds}: killed {victim_name} (pid {victim}) at {kill_time - started:.1f}"
-            f" s | frames {before.count} -> {after.count} | greedy rows "
+            f" s ({moment}) | frames {before.count} -> {after.count} | greedy rows "
             f"{rows[0]} -> {rows[1]} | lost updates "
             f"{lost_text} | all exited in {exit_seconds:.1f} s | "
             f"{'; '.join(problems) if problems else 'ok'}")
-    return totals
 
 
 def summary_line(totals: dict) -> str:
@@ -286,12 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-root", default="/tmp/steve-fault-loop", metavar="DIR",
                         help="where the run goes (a fresh folder is best; default "
                              "/tmp/steve-fault-loop)")
-    parser.add_argument("--kill-after", type=float, nargs=2, default=(5.0, 40.0),
+    parser.add_argument("--kill-after", type=float, nargs=2, default=(2.0, 20.0),
                         metavar=("MIN", "MAX"),
-                        help="the kill comes uniformly between MIN and MAX seconds after each "
-                             "start (default 5 40)")
+                        help="the kill comes uniformly between MIN and MAX seconds after the "
+                             "round's first policy update (default 2 20)")
+    parser.add_argument("--startup-share", type=float, default=0.2, metavar="P",
+                        help="share of the rounds killed during start-up instead (default 0.2)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the run and the loop's choices (victim, moment)")
+    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                        help="start no round after M minutes")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
@@ -307,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output-root {root} is inside the project; give a folder outside it "
                      f"(e.g. under /tmp)")
     t0 = time.time()
-    totals = run_rounds(config, args.rounds, root, args.seed, tuple(args.kill_after))
-    print(f"{summary_line(totals)} ({(time.time() - t0) / 60:.1f} min, "
-          f"{(time.time() - t0) / args.rounds:.0f} s per round)", flush=True)
+    totals = run_rounds(config, args.rounds, root, args.seed, tuple(args.kill_after),
+                        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+                        startup_share=args.startup_share)
+    seconds = time.time() - t0
+    print(f"{summary_line(totals)} ({seconds / 60:.1f} min, "
+          f"{seconds / max(totals['fault_rounds'], 1):.0f} s per round)", flush=True)
     return 0 if totals["failed_rounds"] == 0 else 1
 
 
