@@ -275,8 +275,23 @@ def describe_holder(path: str | os.PathLike) -> str:
     text = (f"{info.get('command', 'a process')} (pid {info['pid']} on {info.get('host', '?')}, "
             f"since {info.get('since', '?')})")
     if info.get("host") == socket.gethostname() and not os.path.exists(f"/proc/{info['pid']}"):
-        text += ", whose child processes are still writing their final checkpoints"
+        pids = ", ".join(map(str, processes_holding(path))) or "?"
+        text += (f", which died; its child processes (pids {pids}) are still writing their "
+                 f"final checkpoints")
     return text
+
+
+def processes_holding(path: str | os.PathLike) -> list[int]:
+    """Pids of this machine's processes with `path` open (read from /proc; Linux only)."""
+    target = os.path.realpath(path)
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                found.append(int(fd_dir.parent.name))
+        except OSError:
+            continue
+    return sorted(found)
 
 
 class InheritedLock:

@@ -92,6 +92,15 @@ def test_lock_is_exclusive_names_its_holder_and_is_shared_with_children(tmp_path
         first.release()
         with pytest.raises(RunLocked):
             RunLock(run).acquire()
+        # A holder that died while its child lives on: the refusal names the child.
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip()
+        info = json.loads(run.lock_file.read_text())
+        run.lock_file.write_text(json.dumps(dict(info, pid=int(dead))) + "\n")
+        with pytest.raises(RunLocked) as refused:
+            RunLock(run).acquire()
+        assert f"(pid {dead} on" in str(refused.value)
+        assert f"which died; its child processes (pids {child.pid})" in str(refused.value)
     finally:
         release.set()
         child.join(30)
