@@ -188,9 +188,14 @@ def _live_updates(run: RunDir, role: str) -> int:
 def run_rounds(config: Path, rounds: int, root: Path, seed: int,
                kill_after: tuple[float, float], say=None,
                max_seconds: float | None = None, startup_share: float = 0.2) -> dict:
-    """The loop (module docstring); returns the summary's numbers. On Ctrl-C the current
-    master gets SIGTERM (a clean stop) and the rounds done so far are returned."""
+    """The loop (module docstring); returns the summary's numbers. On Ctrl-C or SIGTERM the
+    current master gets SIGTERM (a clean stop) and the rounds done so far are returned."""
     say = say or (lambda text: print(text, flush=True))
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, interrupt)
     running: list[subprocess.Popen] = []
     totals = {"fault_rounds": 0, "lost_epochs_max": 0.0, "torn_rows": 0, "orphans": 0,
               "failed_rounds": 0}
@@ -202,6 +207,8 @@ def run_rounds(config: Path, rounds: int, root: Path, seed: int,
             proc.send_signal(signal.SIGTERM)
             proc.wait()
         say("interrupted: the current master was stopped cleanly")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     return totals
 
 
