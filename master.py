@@ -695,9 +695,13 @@ def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
             return 0
         plan = prepare(args)
         if not plan["run"].lock_file.exists():
-            # No lock file, so no live owner: a refusal now leaves the folder as it was (taking
-            # the lock would create state/). The checks run again under the lock.
-            check_run(dict(plan, notes=[]), args, impl, shapes=False)
+            # No lock file, so no live owner: a refusal (or a finished run) now leaves the
+            # folder as it was (taking the lock would create state/owner.lock). Otherwise the
+            # checks run again under the lock.
+            done = check_run(dict(plan, notes=[]), args, impl, shapes=False)
+            if done is not None:
+                print(done, flush=True)
+                return 0
         lock = take_lock(plan["run"])
         done = check_run(plan, args, impl)
         if done is not None:

@@ -1,7 +1,7 @@
 """What every child process of a run shares: its description and its entry point.
 
-`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish)` with
-the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
+`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish, lock)`
+with the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
 `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
 sets `stop`), turns SIGTERM into `stop`, then calls the role's entry function. A crash writes the
 traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
