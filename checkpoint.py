@@ -164,10 +164,37 @@ def _expected_keys(root: tf.train.Checkpoint) -> dict[str, tuple]:
     return {key: tuple(var.shape.as_list()) for key, var in _expected_variables(root).items()}
 
 
+def _stored_shapes(reader) -> dict[str, tuple]:
+    """The variable keys a checkpoint holds, with their shapes (from tf.train.load_checkpoint)."""
+    return {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def _stored_keys(prefix: str) -> dict[str, tuple]:
+    return _stored_shapes(tf.train.load_checkpoint(prefix))
+
+
 def _describe(names: list[str]) -> str:
     shown = [n.replace("/.ATTRIBUTES/VARIABLE_VALUE", "") for n in sorted(names)[:5]]
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     return ", ".join(shown) + more
+
+
+def compare_variables(path: str, objects: dict) -> list[str]:
+    """What a strict restore of `objects` from the checkpoint `path` would refuse, without
+    restoring anything: one text per variable whose shape differs ("name (checkpoint) vs
+    (objects)"), that the objects lack, or that the checkpoint lacks. Empty when they match."""
+    root = _checkpoint_for(objects, _Counters())
+    stored = _stored_keys(os.path.join(path, PREFIX))
+    expected = _expected_keys(root)
+    tail = "/.ATTRIBUTES/VARIABLE_VALUE"
+    out = [f"{k.replace(tail, '')} {stored[k]} vs {expected[k]}" for k in sorted(expected)
+           if k in stored and stored[k] != expected[k]]
+    out += [f"{k.replace(tail, '')} only in the new config" for k in sorted(expected)
+            if k not in stored]
+    out += [f"{k.replace(tail, '')} only in the checkpoint" for k in sorted(stored)
+            if k not in expected]
+    return out
 
 
 def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
@@ -189,8 +216,7 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
     root = _checkpoint_for(objects, counters)
     try:
         reader = tf.train.load_checkpoint(prefix)
-        stored = {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()
-                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+        stored = _stored_shapes(reader)
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} could not be read ({type(e).__name__}); it may have been deleted "

@@ -37,7 +37,7 @@ import numpy as np
 
 import util
 from replay import ReplayBuffer
-from rundir import Progress
+from rundir import PHASE_UPDATING, PHASE_WAITING_FOR_FRAMES, Progress
 from runtime import ProcessSpec, load_impl
 
 WAIT_SECONDS = 0.002  # how long a learner waits for new frames before looking again
@@ -58,8 +58,8 @@ class Learner:
         self.rng = np.random.default_rng([spec.seed, 1 if self.role == "policy" else 2])
         self.updates = 0
         self.epoch = 0
-        self.hours_base = 0.0
-        self.start_time = time.time()
+        self.hours_base = spec.hours_base  # the run's hours before this start (master.py)
+        self.start_time = spec.start_time
         self.pretrain_n = int(self.cfg.get("pretrain_n") or 0)
         self._logs: dict[str, list[float]] = defaultdict(list)
         self._log_t = time.time()
@@ -112,6 +112,10 @@ class Learner:
         self.progress.set(f"{self.role}_updates", self.updates)
         self.progress.set(f"{self.role}_epoch", self.epoch)
 
+    def set_phase(self, phase: int) -> None:
+        """What this learner is doing (rundir.PHASE_*), for the master's status line."""
+        self.progress.set(f"{self.role}_phase", phase)
+
     # ------------------------------------------------------------------ checkpoints
     def restore(self, objects: dict) -> None:
         import checkpoint
@@ -122,8 +126,7 @@ class Learner:
         counters = checkpoint.restore_checkpoint(latest, objects, strict=True)
         self.updates = int(counters["updates"])
         self.epoch = int(counters["epoch"])
-        self.hours_base = float(counters["hours"])
-        self.start_time = time.time()
+        self.hours_base = max(self.hours_base, float(counters["hours"]))
         self._publish()
         self.log_line(f"resumed from {latest}")
 
@@ -230,6 +233,7 @@ class Learner:
         return 1
 
     def _wait_for_frames(self) -> bool:
+        self.set_phase(PHASE_WAITING_FOR_FRAMES)
         need = self.cfg["frames_before_learning"]
         while self.frames() < max(need, 1):
             if self.stop.is_set() or self.finish.wait(0.05):
@@ -257,6 +261,7 @@ class Learner:
         newest = self.cfg["replay_size"]
         free_running = self.cfg.get("frames_per_update") is False
         per_call = int(self.cfg.get("updates_per_call") or 1)
+        self.set_phase(PHASE_UPDATING)
         while not self.stop.is_set():
             if not self.may_update():
                 if self.finish.is_set():

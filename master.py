@@ -1,18 +1,26 @@
 """Starts and supervises one experiment: `python master.py CONFIG GPU [--resume]`.
 
-The master only wires and supervises. It resolves the config, checks the run folder, the
-environment, the GPUs and the disk, writes `log/hps.json`, creates the shared replay buffer and
-`state/progress.bin`, then starts with the `spawn` method (runtime.child_main):
+The master only wires and supervises. It resolves the config and checks every input (seed,
+output root, frame budget, environment, GPUs, disk) before touching the disk. Then it takes the
+run's lock (`state/owner.lock`, rundir.RunLock: one owner per run folder, held by the master and
+its children until the last of them exits; a second master, `--resume` or `--overwrite` on a
+live run is refused naming the holder). Under the lock it checks the run itself: a resume of a
+finished run at the same or a smaller budget exits at once touching nothing; a config that
+differs from `log/hps.json` is listed key by key, and one that changes a variable's shape is
+refused before any process starts. Only then it writes `log/hps.json`, creates the shared replay
+buffer and `state/progress.bin`, and starts with the `spawn` method (runtime.child_main):
 - the policy learner, seeing only GPU `GPU`;
 - the world-model learner (model-based configs), seeing only GPU `GPU+1`;
 - `agent_config.count` interactors and `evaluator_config.count` evaluators, seeing no GPU.
 When CUDA_VISIBLE_DEVICES is already set (Ray, SLURM...), GPU and GPU+1 index into that list.
 
 It then waits on the children's sentinels (no busy-waiting), printing a status line every few
-seconds. If a child dies, it stops the others and exits non-zero, quoting the end of the child's
-error. Ctrl-C or SIGTERM: the learners write a final checkpoint, everything exits 0. With
-`--total-frames N`, the interactors stop at N frames, the learners finish the updates owed for
-them and checkpoint, and `state/finished.json` records the budget.
+seconds (naming the phase while nothing moves: warm-up, pretraining, compiling, waiting) and
+keeping the run's hours in `state/hours.json`, so `hours` grows across resumes. If a child
+dies, it stops the others and exits non-zero, quoting the end of the child's error. Ctrl-C or
+SIGTERM: the learners write a final checkpoint, everything exits 0. With `--total-frames N`,
+the interactors stop at N frames, the learners finish the updates owed for them and
+checkpoint, and `state/finished.json` records the budget.
 `--print-config` prints the resolved config as JSON and exits without starting anything.
 """
 
@@ -28,13 +36,26 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import config as config_lib
 import util
-from rundir import ROLES, Progress, RunDir, last_greedy_row
+from rundir import (
+    LOCK_ENV,
+    PHASE_STARTING,
+    PHASE_UPDATING,
+    PHASE_WAITING_FOR_MODEL,
+    ROLES,
+    Progress,
+    RunDir,
+    RunLock,
+    last_greedy_row,
+)
 
 STATUS_SECONDS = 5.0
 GRACE_SECONDS = 60.0  # how long children get to write final checkpoints before being killed
+SEED_LIMIT = 2**32  # numpy's seeds: 0 <= seed < 2^32
+SHAPE_CHECK_SECONDS = 300.0  # how long the variable-shape check of a changed config may take
 
 
 class UserError(Exception):
@@ -125,10 +146,6 @@ def assign_devices(gpu: int, model_based: bool, gpus: list[str]) -> tuple[str, s
 # ------------------------------------------------------------------------------ the plan
 
 
-def _has_run(run: RunDir) -> bool:
-    return run.path.exists() and any(run.path.iterdir())
-
-
 def _latest_counters(run: RunDir, role: str) -> dict | None:
     """The counters of a role's newest checkpoint, from its pointer file (no TensorFlow here)."""
     pointer = util.read_json(run.checkpoint_dir(role) / "latest.json")
@@ -146,14 +163,25 @@ def _replay_capacity(config: dict) -> int:
     return max(sizes)
 
 
+def _learner_configs(config: dict) -> list[tuple[str, dict]]:
+    out = [("policy", config["policy_config"])]
+    if config_lib.is_model_based(config):
+        out.append(("worldmodel", config["model_config"]))
+    return out
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _check_disk(run: RunDir, config: dict) -> None:
     import replay
 
     env = config["env"]
     need = replay.required_bytes(env["obs_dims"], env["action_dims"], _replay_capacity(config))
-    probe = run.path
-    while not probe.exists():
-        probe = probe.parent
+    probe = _existing_ancestor(run.path)
     free = shutil.disk_usage(probe).free
     if need > free:
         raise UserError(f"The replay buffer needs {need / 1e9:.1f} GB but {probe} has only "
@@ -168,38 +196,53 @@ def _check_env(config: dict) -> None:
     env.close()
 
 
+def _check_seed(seed, source: str) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{source} {seed} is not a seed; give a whole number from 0 to "
+                        f"{SEED_LIMIT - 1}.")
+
+
+def _check_output_root(run: RunDir, base: str, given: bool) -> None:
+    """The output root must be a folder (or creatable) we may write in."""
+    label = f"--output-root {base}" if given else f"the config's output_root {base}"
+    if Path(base).exists() and not Path(base).is_dir():
+        raise UserError(f"{label} is a file, not a folder; give a folder (it is created if "
+                        f"missing).")
+    probe = _existing_ancestor(run.path)
+    if not probe.is_dir():
+        raise UserError(f"{probe} is a file where the run's folder {run.path} would go; move it "
+                        f"or choose another --output-root.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{probe} is not writable (a read-only file system or no permission), "
+                        f"so nothing can be saved under {label}; choose another "
+                        f"--output-root.")
+
+
+def _check_total_frames(config: dict, total: int | None) -> None:
+    if total is None:
+        return
+    warmup = max(cfg["frames_before_learning"] for _, cfg in _learner_configs(config))
+    if total <= warmup:
+        raise UserError(f"--total-frames {total} ends the run before learning starts "
+                        f"(frames_before_learning is {warmup}), so no learner would ever "
+                        f"update; give more than {warmup} frames.")
+
+
 def prepare(args: argparse.Namespace) -> dict:
-    """Every check that can fail on user input, before anything is written."""
+    """Every check of the user's input, before anything is written or locked."""
     config = config_lib.load_config(args.config)
+    _check_seed(args.seed, "--seed")
+    _check_seed(config.get("seed"), "The config's seed")
     seed = args.seed if args.seed is not None else config.get("seed")
     experiment = config_lib.experiment_name(args.config)
     run = RunDir.for_config(config, experiment, seed, args.output_root)
+    base = args.output_root if args.output_root is not None else config["output_root"]
+    _check_output_root(run, str(base), args.output_root is not None)
+    _check_total_frames(config, args.total_frames)
     model_based = config_lib.is_model_based(config)
     policy_dev, model_dev, device_note = assign_devices(args.gpu, model_based, visible_gpus())
-    hours_base = 0.0
-    if args.resume:
-        if not _has_run(run):
-            raise UserError(f"There is no run to resume in {run.path}; start it without "
-                            f"--resume.")
-        counters = {role: _latest_counters(run, role) for role in ROLES}
-        if not any(counters.values()):
-            raise UserError(f"The run in {run.path} has no checkpoint yet, so there is nothing "
-                            f"to resume; start it again with --overwrite.")
-        import replay
-
-        if not replay.ReplayBuffer.exists(run.replay):
-            raise UserError(f"The run in {run.path} has checkpoints but no replay buffer "
-                            f"(replay/ is missing); restore that folder or start with "
-                            f"--overwrite.")
-        env = config["env"]
-        replay.ReplayBuffer.open(run.replay, obs_dims=env["obs_dims"],
-                                 action_dims=env["action_dims"],
-                                 capacity=_replay_capacity(config)).close()  # sizes must match
-        hours_base = max(float((c or {}).get("hours", 0.0)) for c in counters.values())
-    elif _has_run(run) and not args.overwrite:
-        raise UserError(f"{run.path} already holds a run; pass --resume to continue it, "
-                        f"--overwrite to delete it and start over, or choose another --seed or "
-                        f"--output-root.")
     _check_env(config)
     import replay
 
@@ -211,30 +254,177 @@ def prepare(args: argparse.Namespace) -> dict:
         _check_disk(run, config)
     return {"config": config, "run": run, "seed": 0 if seed is None else int(seed),
             "experiment": experiment, "devices": (policy_dev, model_dev),
-            "device_note": device_note, "hours_base": hours_base, "model_based": model_based}
+            "device_note": device_note, "hours_base": 0.0, "model_based": model_based,
+            "notes": []}
+
+
+def _run_hps(plan: dict) -> dict:
+    return dict(plan["config"], name=plan["run"].name, seed=plan["seed"])
+
+
+_ABSENT = object()
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key.sub old -> new' for every leaf where two resolved configs differ."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            show = [("(absent)" if v is _ABSENT else json.dumps(v)) for v in (a, b)]
+            out.append(f"{prefix}{key} {show[0]} -> {show[1]}")
+    return out
+
+
+def _listing(items: list[str], most: int = 6) -> str:
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def _shape_differences(plan: dict, roles: list[str], impl: dict | None) -> list[str]:
+    """The variables whose shape (or existence) the new config changes against the run's
+    checkpoints, checked by a short-lived spawned process (TensorFlow stays out of the
+    master)."""
+    import runtime
+
+    spec = runtime.ProcessSpec(role="policy", index=0, run=plan["run"], config=plan["config"],
+                               seed=plan["seed"], cuda_visible_devices="", hours_base=0.0,
+                               start_time=time.time(), impl=dict(impl or runtime.DEFAULT_IMPL),
+                               threads=1)
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=runtime.check_shapes_main, args=(spec, roles, send),
+                       name="shape-check")
+    proc.start()
+    send.close()
+    try:
+        if not receive.poll(SHAPE_CHECK_SECONDS):
+            raise UserError(f"Checking the new config's variable shapes against the run's "
+                            f"checkpoints took over {SHAPE_CHECK_SECONDS:.0f} s; resume with "
+                            f"the run's own config (log/hps.json).")
+        status, result = receive.recv()
+    except EOFError:
+        status, result = "error", "the checking process died without an answer"
+    finally:
+        proc.join(10)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+    if status != "ok":
+        last = str(result).strip().splitlines()[-1] if str(result).strip() else "no message"
+        raise UserError(f"The new config could not be checked against the run's checkpoints "
+                        f"({last}); resume with the run's own config (log/hps.json).")
+    return list(result)
+
+
+def _greedy_hours(path: Path) -> float:
+    """The largest `hours` in a greedy.csv (0 when there is none)."""
+    best = 0.0
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return best
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) == 4:
+            try:
+                best = max(best, float(parts[0]))
+            except ValueError:
+                continue
+    return best
+
+
+def hours_so_far(run: RunDir) -> float:
+    """The run's hours before this start: the latest of the checkpoints' counters, the
+    evaluators' rows and the master's own record (state/hours.json), so time spent after the
+    last checkpoint still counts."""
+    values = [float((_latest_counters(run, role) or {}).get("hours", 0.0)) for role in ROLES]
+    values.append(_greedy_hours(run.greedy_csv))
+    record = util.read_json(run.hours_file)
+    if isinstance(record, dict):
+        values.append(float(record.get("hours", 0.0)))
+    return max(values)
+
+
+def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None,
+              shapes: bool = True) -> str | None:
+    """The checks on the run folder, made while holding its lock (and before, see main).
+    Returns a message when there is nothing to do (a finished run); raises UserError when the
+    start is refused. `shapes=False` skips the variable-shape check of a changed config."""
+    run: RunDir = plan["run"]
+    config = plan["config"]
+    if not args.resume:
+        if run.has_content() and not args.overwrite:
+            raise UserError(f"{run.path} already holds a run; pass --resume to continue it, "
+                            f"--overwrite to delete it and start over, or choose another "
+                            f"--seed or --output-root.")
+        return None
+    if not run.has_content():
+        raise UserError(f"There is no run to resume in {run.path}; start it without --resume.")
+    counters = {role: _latest_counters(run, role) for role in ROLES}
+    if not any(counters.values()):
+        raise UserError(f"The run in {run.path} has no checkpoint yet, so there is nothing "
+                        f"to resume; start it again with --overwrite.")
+    import replay
+
+    if not replay.ReplayBuffer.exists(run.replay):
+        raise UserError(f"The run in {run.path} has checkpoints but no replay buffer "
+                        f"(replay/ is missing); restore that folder or start with "
+                        f"--overwrite.")
+    finished = util.read_json(run.finished_file)
+    if isinstance(finished, dict) and args.total_frames is not None \
+            and args.total_frames <= int(finished.get("total_frames", 0)):
+        with replay.ReplayBuffer.open(run.replay) as buf:
+            frames = buf.count
+        return (f"{run.path} already reached its budget: it has {frames} frames (finished at "
+                f"--total-frames {finished['total_frames']}), so there is nothing to do; to "
+                f"extend it, resume with a larger --total-frames (more than {frames}).")
+    previous = util.read_json(run.hps)
+    differences = (config_differences(previous, _run_hps(plan))
+                   if isinstance(previous, dict) else [])
+    env = config["env"]
+    replay.ReplayBuffer.open(run.replay, obs_dims=env["obs_dims"],
+                             action_dims=env["action_dims"],
+                             capacity=_replay_capacity(config)).close()  # sizes must match
+    if differences and shapes:
+        roles = [role for role, _ in _learner_configs(config) if counters.get(role)]
+        shapes = _shape_differences(plan, roles, impl)
+        if shapes:
+            raise UserError(f"{args.config} differs from the run's log/hps.json in "
+                            f"{_listing(differences, 4)}, which changes the variables of its "
+                            f"checkpoints ({_listing(shapes, 3)}); resume with the run's own "
+                            f"config (log/hps.json), or start a new run with --overwrite or "
+                            f"another --output-root.")
+        plan["notes"].append(
+            f"note: {args.config} differs from the run's log/hps.json in "
+            f"{_listing(differences)}; no variable changes shape, so the run resumes with the "
+            f"config as it is now (hps.json is kept as it was).")
+    plan["hours_base"] = hours_so_far(run)
+    return None
 
 
 def create_run(plan: dict, args: argparse.Namespace) -> None:
-    """Write what a new (or resumed) run needs on disk before the children start."""
+    """Write what a new (or resumed) run needs on disk before the children start (the lock is
+    held)."""
     import replay
 
     run: RunDir = plan["run"]
     config = plan["config"]
     if not args.resume and run.path.exists():
-        shutil.rmtree(run.path)  # only reached with --overwrite
+        run.clear()  # empty but for the lock file, or --overwrite
     run.make_dirs()
-    hps = dict(config, name=run.name, seed=plan["seed"])
-    if args.resume:
-        previous = util.read_json(run.hps)
-        if previous is not None and previous != hps:
-            print(f"note: {args.config} resolves differently from the run's log/hps.json; "
-                  f"resuming with the config as it is now (hps.json is kept as it was).")
-    else:
-        util.atomic_write_json(run.hps, hps)
+    for note in plan.get("notes", []):
+        print(note, flush=True)
+    if not args.resume:
+        util.atomic_write_json(run.hps, _run_hps(plan))
         env = config["env"]
         replay.ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"],
                                    _replay_capacity(config)).close()
     progress = Progress(run.progress_file, create=True)
+    for role in ROLES:
+        progress.set(f"{role}_phase", PHASE_STARTING)
     if args.resume:
         # The counters restart where the checkpoints are (updates made after the last checkpoint
         # are lost with the crash), so interactors throttle against the right numbers.
@@ -242,6 +432,7 @@ def create_run(plan: dict, args: argparse.Namespace) -> None:
             counters = _latest_counters(run, role) or {}
             progress.set(f"{role}_updates", int(counters.get("updates", 0)))
             progress.set(f"{role}_epoch", int(counters.get("epoch", 0)))
+    util.atomic_write_json(run.hours_file, {"hours": plan["hours_base"]})
 
 
 # ------------------------------------------------------------------------------ supervision
@@ -300,21 +491,64 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Status:
-    """The master's periodic one-line summary."""
+    """The master's periodic one-line summary, ending with the phase while nothing moves."""
 
-    def __init__(self, plan: dict):
+    def __init__(self, plan: dict, spec=None):
         import replay
 
         self.run: RunDir = plan["run"]
+        self.config = plan["config"]
         self.model_based = plan["model_based"]
+        self.spec = spec  # any child's ProcessSpec: the interactors' throttle rule reads it
         self.replay = replay.ReplayBuffer.open(self.run.replay)
         self.progress = Progress(self.run.progress_file)
+        self.initial = {role: self.progress.get(f"{role}_updates") for role in ROLES}
         self.t0 = time.time()
         self.last = (self.t0, self.replay.count)
+
+    def phase(self, frames: int, moved: bool) -> str | None:
+        """What the run is doing when it is not simply training, or None."""
+        fmt = util.format_count
+        learners = _learner_configs(self.config)
+        warmup = max(cfg["frames_before_learning"] for _, cfg in learners)
+        if frames < warmup:
+            return f"warm-up (random actions) {fmt(frames)}/{fmt(warmup)}"
+        get = self.progress.get
+        if self.model_based:
+            pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
+            done = get("worldmodel_updates")
+            if done < pretrain:
+                if get("worldmodel_phase") < PHASE_UPDATING:
+                    return "starting the learners"
+                if done == self.initial["worldmodel"]:
+                    return "compiling the world model"
+                return f"pretraining world model {fmt(done)}/{fmt(pretrain)}"
+        policy_phase = get("policy_phase")
+        if policy_phase == PHASE_STARTING:
+            return "starting the learners"
+        if policy_phase == PHASE_WAITING_FOR_MODEL:
+            return "waiting for the world model"
+        cfg = self.config["policy_config"]
+        updates = get("policy_updates")
+        ratio = cfg.get("frames_per_update")
+        allowed = ratio is False or ratio is None or (
+            frames - cfg["frames_before_learning"] > ratio * updates)
+        if policy_phase == PHASE_UPDATING and updates == self.initial["policy"] and allowed:
+            return "compiling"
+        if not moved and self.spec is not None \
+                and self.config["agent_config"].get("wait_for_learners"):
+            import agent
+
+            ac = self.config["agent_config"]
+            if agent.learners_behind(self.spec, self.progress, frames,
+                                     ac["batch_size"] * ac["count"]):
+                return "waiting for learners"
+        return None
 
     def line(self) -> str:
         now, frames = time.time(), self.replay.count
         fps = (frames - self.last[1]) / max(now - self.last[0], 1e-9)
+        moved = frames != self.last[1]
         self.last = (now, frames)
         pu = self.progress.get("policy_updates")
         parts = [f"frames {util.format_count(frames)} ({fps:.1f}/s)", f"policy updates "
@@ -326,20 +560,27 @@ class Status:
         row = last_greedy_row(self.run.greedy_csv)
         parts.append(f"eval {row[3]:.1f} (epoch {row[1]})" if row else "eval -")
         parts.append(util.format_duration(now - self.t0))
+        phase = self.phase(frames, moved)
+        if phase:
+            parts.append(phase)
         return " | ".join(parts)
 
     def frames(self) -> int:
         return self.replay.count
 
 
-def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) -> int:
-    """Start every child, watch them, stop them; the return value is the exit status."""
+def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None,
+              lock: RunLock | None = None) -> int:
+    """Start every child, watch them, stop them; the return value is the exit status. Each
+    child gets a descriptor of the run's `lock` and holds it until it exits."""
     import runtime
 
     ctx = mp.get_context("spawn")
     stop, finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see runtime.Flag
     specs = make_specs(plan, args, impl)
-    procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish), name=s.name)
+    held = lock.inherit() if lock is not None and lock.fd is not None else None
+    procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish, held),
+                                 name=s.name)
              for s in specs}
     learners = {s.name for s in specs if s.role in ROLES}
     interactors = {s.name for s in specs if s.role == "interactor"}
@@ -354,7 +595,10 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     run: RunDir = plan["run"]
-    status = Status(plan)
+    status = Status(plan, specs[0])
+
+    def record_hours() -> None:
+        util.atomic_write_json(run.hours_file, {"hours": specs[0].hours()})
     failure: tuple[str, int | None] | None = None
     try:
         for p in procs.values():
@@ -397,6 +641,7 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
                 deadline = float("inf")
             if time.time() >= next_status:
                 print(status.line(), flush=True)
+                record_hours()
                 next_status = time.time() + STATUS_SECONDS
     finally:
         for p in procs.values():
@@ -405,6 +650,7 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
             p.join(timeout=5)
         for s, handler in old.items():
             signal.signal(s, handler)
+        record_hours()
     print(status.line(), flush=True)
     if failure is not None:
         name, code = failure
@@ -424,25 +670,67 @@ def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None) ->
     return 0
 
 
+def _inherited_lock_fd() -> int | None:
+    """A descriptor already holding the run's lock, handed down by a sweep guard."""
+    value = os.environ.pop(LOCK_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+def take_lock(run: RunDir) -> RunLock:
+    """The run's lock, or UserError naming its holder (rundir.RunLock)."""
+    lock = RunLock(run)
+    try:
+        lock.acquire(_inherited_lock_fd())
+    except OSError as e:
+        raise UserError(f"Could not create the run's lock file {lock.path} ({e.strerror}); "
+                        f"check that {run.path.parent} is writable or choose another "
+                        f"--output-root.") from None
+    return lock
+
+
 def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
     args = parse_args(argv)
+    lock = None
+    started = False
     try:
         if args.print_config:
             json.dump(config_lib.load_config(args.config), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0
         plan = prepare(args)
+        if not plan["run"].lock_file.exists():
+            # No lock file, so no live owner: a refusal (or a finished run) now leaves the
+            # folder as it was (taking the lock would create state/owner.lock). Otherwise the
+            # checks run again under the lock.
+            done = check_run(dict(plan, notes=[]), args, impl, shapes=False)
+            if done is not None:
+                print(done, flush=True)
+                return 0
+        lock = take_lock(plan["run"])
+        done = check_run(plan, args, impl)
+        if done is not None:
+            print(done, flush=True)
+            lock.release(discard=True)
+            return 0
+        lock.record_holder(" ".join(["master.py", *(sys.argv[1:] if argv is None else argv)]))
+        started = True
         create_run(plan, args)
     except Exception as e:  # user errors are one sentence; anything else is a real bug
+        if lock is not None:
+            lock.release(discard=not started)  # a refused start leaves no lock file behind
         if not _is_user_error(e):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return supervise(plan, args, impl)
+    try:
+        return supervise(plan, args, impl, lock)
+    finally:
+        lock.release()
 
 
 def _is_user_error(e: Exception) -> bool:
-    names = {"ConfigError", "UserError", "EnvError", "ReplayError", "CheckpointError"}
+    names = {"ConfigError", "UserError", "EnvError", "ReplayError", "CheckpointError",
+             "RunLocked"}
     return type(e).__name__ in names
 
 

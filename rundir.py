@@ -14,24 +14,45 @@ Every process of a run opens the same folder (2018 layout, extended):
         tensorboard/<role>/                    TensorBoard summaries, x-axis = frames
         state/progress.bin                     shared counters (below)
         state/finished.json                    written when the run reached --total-frames
+        state/owner.lock                       the run's lock and who holds it (RunLock)
+        state/hours.json                       run hours so far, refreshed by the master
 
-`Progress` is a tiny memory-mapped array of int64 counters (learner update counts), written
-by one process each and read by all: an aligned 8-byte store is atomic, so no lock is needed.
-Frames are not counted here: the replay buffer's count is the frame counter.
+`Progress` is a tiny memory-mapped array of int64 counters (learner update counts and phases),
+written by one process each and read by all: an aligned 8-byte store is atomic, so no lock is
+needed. Frames are not counted here: the replay buffer's count is the frame counter.
+
+`RunLock` makes one master the only owner of a run folder: an exclusive flock on
+`state/owner.lock`, taken before the master writes anything and held, through a shared file
+descriptor, by the master and every child until the last of them exits (so children still
+writing final checkpoints after their master was killed keep the run theirs). The kernel drops
+a flock when the last descriptor closes, however its holders died, so a stale lock never blocks
+anyone. The file is never deleted while a run exists (`--overwrite` keeps it), so every process
+locks the same inode; it holds one JSON line naming the holder, for refusals.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import portalocker
 
-PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch")
+PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
+                   "policy_phase", "worldmodel_phase")
 ROLES = ("policy", "worldmodel")
+# A learner's phase (`<role>_phase` in Progress), for the master's status line.
+PHASE_STARTING = 0  # importing TensorFlow, building, restoring
+PHASE_WAITING_FOR_FRAMES = 1  # waiting for frames_before_learning frames
+PHASE_WAITING_FOR_MODEL = 2  # the policy learner waits for a pretrained world model
+PHASE_UPDATING = 3  # in the update loop (the first call compiles)
+LOCK_ENV = "STEVE_RUN_LOCK_FD"  # a descriptor holding the run's lock, handed down by sweep.py
 
 
 def run_name(experiment: str, seed: int | None) -> str:
@@ -108,17 +129,198 @@ class RunDir:
     def finished_file(self) -> Path:
         return self.state / "finished.json"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.state / "owner.lock"
+
+    @property
+    def hours_file(self) -> Path:
+        return self.state / "hours.json"
+
     def make_dirs(self) -> None:
         for d in (self.log, self.checkpoints, self.backups, self.state):
             d.mkdir(parents=True, exist_ok=True)
+
+    def has_content(self) -> bool:
+        """True when the folder holds anything besides the run's lock file."""
+        if not self.path.is_dir():
+            return False
+        for entry in self.path.iterdir():
+            if entry.name != self.state.name or not entry.is_dir():
+                return True
+            if any(p.name != self.lock_file.name for p in entry.iterdir()):
+                return True
+        return False
+
+    def clear(self) -> None:
+        """Delete everything in the folder except the lock file (see RunLock): --overwrite."""
+        import shutil
+
+        for entry in self.path.iterdir():
+            if entry == self.state and entry.is_dir():
+                for inner in entry.iterdir():
+                    if inner.name == self.lock_file.name:
+                        continue
+                    if inner.is_dir() and not inner.is_symlink():
+                        shutil.rmtree(inner)
+                    else:
+                        inner.unlink()
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+class RunLocked(Exception):
+    """The run is owned by another process; the message names it."""
+
+
+class RunLock:
+    """The exclusive lock on one run folder (see the module docstring).
+
+    `acquire()` never waits: it either takes the lock or raises RunLocked naming the holder.
+    `fd` is the descriptor holding it; pass `inherit()` to a child process to share the lock.
+    """
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.path = run.lock_file
+        self.fd: int | None = None
+        self._created: list[Path] = []  # folders this lock created, deepest last
+
+    def acquire(self, inherited: int | None = None) -> None:
+        """Take the lock; `inherited`: a descriptor on the same file that may already hold it
+        (a sweep guard's), used instead of a new one when it refers to this file."""
+        if inherited is not None and self._same_file(inherited):
+            try:
+                fcntl.flock(inherited, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: no-op
+            except BlockingIOError:
+                raise RunLocked(self._refusal()) from None
+            self.fd = inherited
+            return
+        self._make_state_dir()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLocked(self._refusal()) from None
+            if self._same_file(fd):
+                self.fd = fd
+                return
+            os.close(fd)  # the file was removed (a refused start cleaning up): take the new one
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            here, there = os.fstat(fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+    def _make_state_dir(self) -> None:
+        missing = []
+        d = self.path.parent
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = list(reversed(missing))
+
+    def record_holder(self, command: str) -> None:
+        """Write who holds the lock into the lock file (read by refusals)."""
+        text = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command})
+        data = (text + "\n").encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+        os.fsync(self.fd)
+
+    def _refusal(self) -> str:
+        holder = describe_holder(self.path)
+        return (f"{self.run.path} is in use by {holder}; wait for it to end or stop it first "
+                f"(nothing was changed).")
+
+    def release(self, discard: bool = False) -> None:
+        """Drop this process's hold. `discard`: also remove the lock file and the folders
+        `acquire` created (a start refused before it wrote anything)."""
+        if self.fd is None:
+            return
+        if discard and self._created:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            for d in reversed(self._created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        os.close(self.fd)
+        self.fd = None
+
+    def inherit(self) -> InheritedLock:
+        """What to pass to a spawned child so that it holds the lock too."""
+        return InheritedLock(self.fd)
+
+
+def describe_holder(path: str | os.PathLike) -> str:
+    """'master.py (pid 123 on host, since 2025-01-01 12:00:00)' from a lock file."""
+    try:
+        info = json.loads(Path(path).read_text().strip() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process (it has not said which yet)"
+    text = (f"{info.get('command', 'a process')} (pid {info['pid']} on {info.get('host', '?')}, "
+            f"since {info.get('since', '?')})")
+    if info.get("host") == socket.gethostname() and not os.path.exists(f"/proc/{info['pid']}"):
+        pids = ", ".join(map(str, processes_holding(path))) or "?"
+        text += (f", which died; its child processes (pids {pids}) are still writing their "
+                 f"final checkpoints")
+    return text
+
+
+def processes_holding(path: str | os.PathLike) -> list[int]:
+    """Pids of this machine's processes with `path` open (read from /proc; Linux only)."""
+    target = os.path.realpath(path)
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                found.append(int(fd_dir.parent.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+class InheritedLock:
+    """A run lock's descriptor on its way to a spawned child: pickling it makes
+    multiprocessing duplicate the descriptor into the child (the same open file, so the same
+    lock). The child just keeps it open until it exits."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _rebuild_inherited, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_inherited(dup) -> InheritedLock:
+    return InheritedLock(dup.detach())
 
 
 class Progress:
     """Shared int64 counters in `state/progress.bin` (one writer per field, many readers)."""
 
     def __init__(self, path: str | os.PathLike, create: bool = False):
+        """`create`: make the file when it is missing or has another number of fields (a run
+        started by an older version: its counters are set again from the checkpoints)."""
         path = Path(path)
-        if create and not path.exists():
+        size = 8 * len(PROGRESS_FIELDS)
+        if create and not (path.exists() and path.stat().st_size == size):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             np.zeros(len(PROGRESS_FIELDS), dtype=np.int64).tofile(tmp)

@@ -1,7 +1,7 @@
 """What every child process of a run shares: its description and its entry point.
 
-`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish)` with
-the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
+`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish, lock)`
+with the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
 `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
 sets `stop`), turns SIGTERM into `stop`, imports TensorFlow quietly (`import_tensorflow`: no
 start-up lines, no cuInit error; `master.py --verbose` keeps them), then calls the role's entry
@@ -9,6 +9,13 @@ function. A crash writes the
 traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
 child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
 the kernel sends every child SIGTERM, so no orphan keeps training.
+
+Each child also receives a descriptor of the run's lock (rundir.RunLock) and keeps it open until
+it exits: the run stays locked until the last of its processes is gone.
+
+`check_shapes_main` is a short-lived child of its own: before a resume with a changed config,
+it builds each learner's variables from the new config (in a scratch folder) and compares them
+with the run's checkpoints, so a shape change is refused before any process of the run starts.
 
 Flags (`Flag`, shared by the master and every child): `stop` means "write a final checkpoint
 and exit now" (Ctrl-C, SIGTERM, a dead sibling); `finish` means "the frame budget is reached and
@@ -174,8 +181,10 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
-def child_main(spec: ProcessSpec, stop, finish) -> None:
-    """Entry point of every child process (see the module docstring)."""
+def child_main(spec: ProcessSpec, stop, finish, lock=None) -> None:
+    """Entry point of every child process (see the module docstring). `lock`: the run's lock
+    (rundir.InheritedLock), kept open until this process exits so the run stays owned while
+    any of its processes lives."""
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     # Each child's output goes to log/<process>.out so the master's console stays readable;
     # TensorFlow's start-up lines are left out of it unless the run is --verbose.
@@ -212,3 +221,42 @@ def child_main(spec: ProcessSpec, stop, finish) -> None:
             sys.stderr.flush()
         os._exit(1)
 
+
+
+def check_shapes_main(spec: ProcessSpec, roles: list[str], conn) -> None:
+    """Compare the variables each learner of `roles` would build from `spec.config` with its
+    newest checkpoint in `spec.run`; send ("ok", [difference, ...]) or ("error", traceback)
+    through `conn`. Writes nothing in the run folder: the learners are built against a
+    scratch folder."""
+    import dataclasses
+    import tempfile
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    devnull = os.open(os.devnull, os.O_WRONLY)  # TensorFlow's start-up lines
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        import checkpoint
+        import nn
+        from rundir import Progress
+
+        nn.configure_tensorflow(spec.threads or 1)
+        differences = []
+        with tempfile.TemporaryDirectory(prefix="steve-shapes-") as scratch:
+            scratch_run = dataclasses.replace(spec.run, root=scratch)
+            Progress(scratch_run.progress_file, create=True)
+            for role in roles:
+                latest = checkpoint.latest_checkpoint(str(spec.run.checkpoint_dir(role)))
+                if latest is None:
+                    continue
+                role_spec = dataclasses.replace(spec, role=role, run=scratch_run)
+                learner = load_impl(role_spec, role)(role_spec, Flag(), Flag())
+                objects = learner.build()
+                differences += [f"{role} {d}" for d in
+                                checkpoint.compare_variables(latest, objects)]
+        conn.send(("ok", differences))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()

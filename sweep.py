@@ -14,12 +14,15 @@ stopped at the end); with one, the sweep joins that cluster. Every node must see
 the same path, with the same Python, and the output root on a shared file system.
 
 Inside a task, a small guard process (`_guard_main`) sits between the Ray worker and master.py:
-it takes the run's lock, decides from the run folder how to start, runs master.py and sends it
-SIGTERM when asked to stop (its own SIGTERM, or a stop-request file the sweep writes on Ctrl-C;
-the task itself never blocks on Ray, since Ray lends a blocked task's CPUs to other tasks).
-If the worker dies (its node removed, the task killed), master.py gets SIGTERM through the
-kernel's parent-death signal and writes its final checkpoints; the run's lock stays held until
-master.py has exited, so a retry never overlaps the attempt before it.
+it takes the run's lock (the one master.py takes, `state/owner.lock` in the run folder, see
+rundir.RunLock, so a guard and a master started by hand never share a run), decides from the
+run folder how to start, runs master.py and sends it SIGTERM when asked to stop (its own
+SIGTERM, or a stop-request file the sweep writes on Ctrl-C; the task itself never blocks on
+Ray, since Ray lends a blocked task's CPUs to other tasks). The guard hands its locked
+descriptor to master.py (`STEVE_RUN_LOCK_FD`), which shares it with its children. If the worker
+dies (its node removed, the task killed), master.py gets SIGTERM through the kernel's
+parent-death signal and writes its final checkpoints; the run's lock stays held until the last
+process of the attempt has exited, so a retry never overlaps the attempt before it.
 
 How a run starts (decided after taking its lock, again on every retry):
 - `state/finished.json` records a budget >= --total-frames: done, nothing is started;
@@ -33,10 +36,11 @@ resumes the others.
 
 Reads: the configs, and every run folder (`log/*.greedy.csv`, `replay/`, `state/`,
 `checkpoints/*/latest.json`) for the status table. Writes, per run, beside the run folder:
-`<output_root>/<ENV>/.sweep/<RUN>.lock` (the lock), `<RUN>.out` (master.py's console output,
-appended per attempt) and, only while a Ctrl-C stop is under way, `<RUN>.stop`; master.py writes
-the run folder itself. At the end: the learning curves
-of the sweep, `<output_root>/sweep_<EXPERIMENTS>_{frames,hours}.png` (plot.py).
+`<output_root>/<ENV>/.sweep/<RUN>.out` (master.py's console output, appended per attempt) and,
+only while a Ctrl-C stop is under way, `<RUN>.stop`; the guard creates the run's lock file
+(`<RUN>/state/owner.lock`); master.py writes the rest of the run folder. At the end: the
+learning curves of the sweep, `<output_root>/sweep_<EXPERIMENTS>_{frames,hours}.png`
+(plot.py).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from pathlib import Path
 
 import config as config_lib
 import util
-from rundir import ROLES, RunDir, last_greedy_row
+from rundir import LOCK_ENV, ROLES, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MASTER = PROJECT_DIR / "master.py"
@@ -188,15 +192,15 @@ def run_state(run: RunDir, total_frames: int) -> str:
         return DONE
     if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in ROLES):
         return RESUME
-    if run.path.is_dir() and any(run.path.iterdir()):
+    if run.has_content():
         return RESTART
     return NEW
 
 
-def sweep_files(run: RunDir) -> tuple[Path, Path, Path]:
-    """(lock, console output, stop request) of a run: `<ENV>/.sweep/<RUN>.{lock,out,stop}`."""
+def sweep_files(run: RunDir) -> tuple[Path, Path]:
+    """(console output, stop request) of a run: `<ENV>/.sweep/<RUN>.{out,stop}`."""
     folder = run.path.parent / SWEEP_DIR
-    return tuple(folder / f"{run.name}.{ext}" for ext in ("lock", "out", "stop"))
+    return folder / f"{run.name}.out", folder / f"{run.name}.stop"
 
 
 def gpus_per_run(model_based: bool, cluster_gpus: float) -> int:
@@ -401,27 +405,26 @@ def _guard_main(job_json: str) -> int:
                           "stop_requested": bool(stop)}), flush=True)
 
     run = RunDir(**job["run"])
-    lock_path, out_path, stop_path = sweep_files(run)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    import fcntl
-
+    out_path, stop_path = sweep_files(run)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run)
     deadline = time.time() + job["lock_wait"]
     while True:
         if stop_path.exists():
             stop.append(0)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.acquire()
             break
-        except BlockingIOError:
+        except RunLocked:
             if stop:
                 report("", None, "stopped before it started")
                 return GUARD_STOPPED
             if time.time() > deadline:
-                report("", None, f"the previous attempt still held {lock_path} after "
-                                 f"{job['lock_wait']:.0f} s")
+                report("", None, f"{describe_holder(lock.path)} still held the run's lock "
+                                 f"({lock.path}) after {job['lock_wait']:.0f} s")
                 return GUARD_LOCK_TIMEOUT
             time.sleep(0.5)
+    lock.record_holder(f"sweep.py's guard of attempt {job['attempt']}")
     mode = run_state(run, job["total_frames"])
     if mode == DONE:
         report(DONE, 0)
@@ -434,13 +437,14 @@ def _guard_main(job_json: str) -> int:
             "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
     if job.get("cpus"):  # the run's reservation sizes its learners' thread pools
         argv += ["--cpus", str(max(1, int(job["cpus"])))]
+    env = dict(os.environ, **{LOCK_ENV: str(lock.fd)})  # master.py takes over our lock
     with open(out_path, "ab") as out:
         out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
         out.flush()
         offset = out.tell()
         proc = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, pass_fds=(lock_fd,),
+                                stdin=subprocess.DEVNULL, pass_fds=(lock.fd,), env=env,
                                 preexec_fn=_master_preexec, start_new_session=True)
     master.append(proc)
     while True:
@@ -630,7 +634,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
     states = {r.key: results[r.key].state for r in requests}
     for req in todo:  # a stop request left by an earlier, interrupted sweep
         with contextlib.suppress(FileNotFoundError):
-            sweep_files(req.run)[2].unlink()
+            sweep_files(req.run)[1].unlink()
     pending = collections.deque(todo)
     running: dict = {}  # ObjectRef -> RunRequest
     t0 = time.time()
@@ -724,7 +728,7 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
         say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
             f"(Ctrl-C again to leave without waiting).")
         for req in running.values():  # each guard sees its file within a second
-            stop_file = sweep_files(req.run)[2]
+            stop_file = sweep_files(req.run)[1]
             stop_file.parent.mkdir(parents=True, exist_ok=True)
             stop_file.touch()
         started = placements()

@@ -20,6 +20,7 @@ import numpy as np
 
 import util
 from learner import Learner
+from rundir import PHASE_WAITING_FOR_MODEL
 
 
 class PolicyActor:
@@ -107,6 +108,7 @@ class ValueRLLearner(Learner):
     def before_learning(self) -> bool:
         if self.worldmodel is None:
             return True
+        self.set_phase(PHASE_WAITING_FOR_MODEL)
         self.log_line("waiting for the world model to finish pretraining")
         while not self._reload_worldmodel():
             if self.stop.wait(0.1):
