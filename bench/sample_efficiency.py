@@ -251,12 +251,12 @@ def default_marks(total_frames: int, count: int = DEFAULT_MARKS) -> tuple[int, .
 def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
              min_episodes: int = 1) -> float | None:
     """A run's score at frame count `mark`: the mean score of its evaluation episodes that ended
-    at frames in [(1 - window) * mark, mark]; None when there are fewer than `min_episodes`.
+    at frames in ((1 - window) * mark, mark]; None when there are fewer than `min_episodes`.
 
     `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
     """
     frames, scores = data[:, plot.FRAMES], data[:, plot.SCORE]  # [k], [k]
-    inside = (frames >= (1.0 - window) * mark) & (frames <= mark)  # [k]
+    inside = (frames > (1.0 - window) * mark) & (frames <= mark)  # [k]: (0.9 F, F]
     count = int(np.count_nonzero(inside))
     return float(np.mean(scores[inside])) if count and count >= min_episodes else None
 
@@ -435,7 +435,7 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
 
     lines += ["## Greedy score at fixed frame counts", "",
               f"Score of one run at F frames: the mean return of its greedy evaluation "
-              f"episodes that ended between {1 - window:g} F and F frames. Each cell: mean ± "
+              f"episodes that ended after {1 - window:g} F and by F frames. Each cell: mean ± "
               f"standard deviation over seeds (min–max); `[n=k]` when only k seeds have a value "
               f"there (the others stopped earlier or had no evaluation in that window)"
               + (f"; a score needs at least {bench.min_episodes} episodes in its window"

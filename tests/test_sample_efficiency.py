@@ -73,11 +73,12 @@ def tiny_bench(tmp_path: Path, **changes):
 
 def test_score_at_averages_the_last_tenth_before_the_mark():
     data = greedy([(400, 1.0), (450, 3.0), (500, 5.0), (520, 100.0), (900, 7.0), (1000, 9.0)])
-    assert se.score_at(data, 500) == pytest.approx(4.0)  # 450 and 500 lie in [450, 500]
-    assert se.score_at(data, 1000) == pytest.approx(8.0)  # 900 and 1000
-    assert se.score_at(data, 800) is None  # nothing in [720, 800]
+    assert se.score_at(data, 500) == pytest.approx(5.0)  # only 500 lies in (450, 500]
+    assert se.score_at(data, 1000) == pytest.approx(9.0)  # (900, 1000]: 900 is left out
+    assert se.score_at(data, 999) == pytest.approx(7.0)  # (899.1, 999]
+    assert se.score_at(data, 800) is None  # nothing in (720, 800]
     assert se.score_at(data, 2000) is None  # beyond the run
-    assert se.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # [375, 500]
+    assert se.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # (375, 500]
 
 
 def test_frames_to_threshold_uses_the_windowed_score():
@@ -128,8 +129,9 @@ def test_spread_and_cells():
 def test_report_from_fake_runs(tmp_path):
     bench = tiny_bench(tmp_path)
     out = Path(bench.output_root)
-    # tiny_ddpg: seed 0 reaches 100 at 900 frames, seed 1 never; tiny_steve: at 500 and 460.
-    fake_run(out, "tiny_ddpg", 0, [(450, 10.0), (500, 20.0), (900, 100.0), (1000, 120.0)], 1000)
+    # tiny_ddpg: seed 0 reaches 100 at 901 frames, seed 1 never; tiny_steve: at 500 and 460.
+    # (A score at F averages the episodes that ended in (0.9 F, F].)
+    fake_run(out, "tiny_ddpg", 0, [(451, 10.0), (500, 20.0), (901, 100.0), (1000, 120.0)], 1000)
     fake_run(out, "tiny_ddpg", 1, [(480, 30.0), (950, 50.0), (1000, 70.0)], 1000)
     fake_run(out, "tiny_steve", 0, [(500, 150.0), (1000, 200.0)], 1000)
     fake_run(out, "tiny_steve", 1, [(460, 110.0), (500, 130.0), (700, 90.0)], None)
@@ -149,7 +151,7 @@ def test_report_from_fake_runs(tmp_path):
             "85 ± 25 (60–110) |") in lines
     assert ("| InvertedPendulum-v5 | tiny_steve | 2 | 135 ± 15 (120–150) | "
             "200 ± 0 (200–200) [n=1] |") in lines
-    assert "| InvertedPendulum-v5 | tiny_ddpg | 100 | 1/2 | 900 | 900, - |" in lines
+    assert "| InvertedPendulum-v5 | tiny_ddpg | 100 | 1/2 | 901 | 901, - |" in lines
     assert "| InvertedPendulum-v5 | tiny_steve | 100 | 2/2 | 480 | 500, 460 |" in lines
     # hours = last frames / 36000: ddpg 1000, 1000 -> 0.03; steve 1000, 700
     assert "| InvertedPendulum-v5 | tiny_steve | 0.02 ± 0.00 (0.02–0.03) | 700 |" in lines
@@ -384,7 +386,7 @@ def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path)
     # fake runs of both algorithms on both environments, seeds 100 and 101
     for env in (ENV, hop):
         scale = 1.0 if env == ENV else 2.0
-        fake_run(out, "tiny_ddpg", 100, [(450 * scale, 10.0), (480 * scale, 30.0),
+        fake_run(out, "tiny_ddpg", 100, [(451 * scale, 10.0), (480 * scale, 30.0),
                                           (950 * scale, 50.0), (1000 * scale, 70.0)],
                  int(1000 * scale), env)
         fake_run(out, "tiny_ddpg", 101, [(460 * scale, 20.0), (990 * scale, 40.0)],
