@@ -53,6 +53,9 @@ COLUMNS = ("hours", "epoch", "frames", "score")
 
 _SEED_SUFFIX = re.compile(r"\.seed\d+$")
 _RUN_NUMBER = re.compile(r"[._-]?\d+$")
+# Names whose last digit belongs to the algorithm, not to a run number: `td3` (TD3), `..._h3`
+# (a rollout horizon). A run number may still follow them: `steve_td3_2` -> `steve_td3`.
+_DIGIT_NAME = re.compile(r"(td3|_h\d+)$")
 
 
 class PlotError(ValueError):
@@ -144,9 +147,12 @@ def algorithm_label(experiment: str) -> str:
 
     Drops a `.seed<S>` suffix, then a trailing run number (the 2018 experiment names end in the
     number of the kept run, which changes nothing): `steve3` -> `steve`, `mve_tdk1.seed0` ->
-    `mve_tdk`, `speedy_steve1` -> `speedy_steve`. A name that is only digits is kept whole.
+    `mve_tdk`, `speedy_steve1` -> `speedy_steve`. A name that is only digits is kept whole, and
+    so is one ending in `td3` or in a horizon `_h<N>` (`steve_td3`, `h10_steve_h10`).
     """
     name = strip_seed(experiment)
+    if _DIGIT_NAME.search(name):
+        return name
     algo = _RUN_NUMBER.sub("", name)
     return algo or name
 

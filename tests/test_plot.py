@@ -85,6 +85,10 @@ def assert_png(path, min_bytes=10_000):
         ("mve_tdlambda", "mve_tdlambda"),
         ("ddpg_2", "ddpg"),
         ("42", "42"),
+        ("td3", "td3"),
+        ("steve_td3.seed100", "steve_td3"),
+        ("steve_td3_2", "steve_td3"),
+        ("t1_steve_td3_h3", "t1_steve_td3_h3"),
     ],
 )
 def test_algorithm_label(name, algo):
