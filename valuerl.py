@@ -491,10 +491,17 @@ class ValueRL(tf.Module):
         of the row-0 guess Q_r(s0, a0) there as "charts/mean_q"."""
         y = tf.stop_gradient(tf.cast(targets["y"], tf.float32))  # [H+1, B]
         q_in0 = tf.concat([s0, a0], -1)  # [B, obs + act]
-        if self.q_full_batch:
-            return self._q_loss_full_batch(q_in0, targets, y, logs)
+
+        def read(rows: tf.Tensor) -> tf.Tensor:
+            """Q of the trained members on `rows` [R', obs + act] -> [P, R']: P = 1, one random
+            member per row (`ensemble_batch` "split", 2018), or P = E, every member reading
+            every row ("full"; the loss is then also the mean over the members)."""
+            if self.q_full_batch:
+                return self.q.members(rows)[..., 0]
+            return self.q.random(rows, assignment)[None, :, 0]
+
         if not self.value_expansion.get("tdk_trick"):
-            guess0 = self.q.random(q_in0, assignment)[:, 0]  # [B]
+            guess0 = read(q_in0)  # [P, B]
             if logs is not None:
                 logs["charts/mean_q"] = tf.reduce_mean(guess0)
             return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
@@ -505,39 +512,12 @@ class ValueRL(tf.Module):
         q_in = tf.concat(
             [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])], 0
         )  # [B + H M B, obs + act]
-        guess = self.q.random(q_in, assignment)[:, 0]  # [B + H M B]
-        guess0 = guess[:B]  # [B]: Q_r(s0, a0)
+        guess = read(q_in)  # [P, B + H M B]
+        guess0 = guess[:, :B]  # [P, B]: Q_r(s0, a0)
         if logs is not None:
             logs["charts/mean_q"] = tf.reduce_mean(guess0)
-        guess_rows = tf.reduce_mean(tf.reshape(guess[B:], [H, M, B]), axis=1)  # [H, B]
-        guesses = tf.concat([guess0[None], guess_rows], 0)  # [H+1, B]
-        reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
-        return tf.reduce_mean(reach * 0.5 * tf.square(guesses - y))
-
-    def _q_loss_full_batch(self, q_in0, targets, y, logs):
-        """`ensemble_batch: "full"`: every Q member reads every example (and with the TD-k trick
-        every imagined row); the loss is the mean over the members of each member's loss as
-        q_loss defines it, so each example's error is averaged over the members instead of
-        read from one random member."""
-        if not self.value_expansion.get("tdk_trick"):
-            guess0 = self.q.members(q_in0)[..., 0]  # [E, B]
-            if logs is not None:
-                logs["charts/mean_q"] = tf.reduce_mean(guess0)
-            return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
-        H, B = self.rollout_len, tf.shape(q_in0)[0]
-        M = self.transition_sizes.eval_sample_count
-        E = self.q_sizes.ensemble_size
-        x = tf.stop_gradient(targets["x"][:H])  # x_0..x_{H-1}: [H, M, B, obs]
-        a = tf.stop_gradient(targets["a"][:H])  # a_0..a_{H-1}: [H, M, B, act]
-        q_in = tf.concat(
-            [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])], 0
-        )  # [B + H M B, obs + act]
-        guess = self.q.members(q_in)[..., 0]  # [E, B + H M B]
-        guess0 = guess[:, :B]  # [E, B]: Q_e(s0, a0)
-        if logs is not None:
-            logs["charts/mean_q"] = tf.reduce_mean(guess0)
-        guess_rows = tf.reduce_mean(tf.reshape(guess[:, B:], [E, H, M, B]), axis=2)  # [E, H, B]
-        guesses = tf.concat([guess0[:, None], guess_rows], 1)  # [E, H+1, B]
+        guess_rows = tf.reduce_mean(tf.reshape(guess[:, B:], [-1, H, M, B]), axis=2)  # [P, H, B]
+        guesses = tf.concat([guess0[:, None], guess_rows], 1)  # [P, H+1, B]
         reach = tf.stop_gradient(tf.cast(targets["reach"], tf.float32))  # [H+1, B]
         return tf.reduce_mean(reach * 0.5 * tf.square(guesses - y))
 

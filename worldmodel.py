@@ -108,39 +108,23 @@ class WorldModel(tf.Module):
         """The world-model loss and its parts, each a scalar; `total` is what is minimised.
         With `ensemble_batch: "full"` the assignments are None: every member reads every
         example, and each part is the mean over the members and the batch."""
-        if self.full_batch:
-            return self._full_batch_losses(s0, a0, r0, s1, d1)
-        delta = self.transition.random(tf.concat([s0, a0], -1), transition_assignment)  # [B, obs]
+        sa = tf.concat([s0, a0], -1)  # [B, obs + act]
+        aux_in = tf.concat([s1, s0, a0], -1)  # [B, 2 obs + act], with the REAL s1
+        labels = d1  # [B]
+        if self.full_batch:  # every member reads every example: a leading member axis E
+            delta = self.transition.members(sa)  # [E, B, obs]
+            r_hat = self.reward.members(aux_in)[..., 0]  # [E_r, B]
+            done_logit = self.done.members(aux_in)[..., 0]  # [E, B]
+            labels = tf.broadcast_to(d1, tf.shape(done_logit))  # [E, B]
+        else:
+            delta = self.transition.random(sa, transition_assignment)  # [B, obs]
+            r_hat = self.reward.random(aux_in, reward_assignment)[:, 0]  # [B]
+            done_logit = self.done.random(aux_in, transition_assignment)[:, 0]  # [B]
+        # Each mean runs over the batch (and the members, with "full").
         transition_loss = tf.reduce_mean(
             0.5 * tf.reduce_sum(tf.square(s1 - (s0 + delta)), axis=-1)
         )  # []
-        aux_in = tf.concat([s1, s0, a0], -1)  # [B, 2 obs + act], with the REAL s1
-        r_hat = self.reward.random(aux_in, reward_assignment)[:, 0]  # [B]
         reward_loss = tf.reduce_mean(0.5 * tf.square(r0 - r_hat))  # []
-        done_logit = self.done.random(aux_in, transition_assignment)[:, 0]  # [B]
-        done_loss = tf.reduce_mean(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=d1, logits=done_logit)
-        )  # []
-        l2 = self.weight_decay * (self.transition.l2() + self.done.l2() + self.reward.l2())  # []
-        total = transition_loss + reward_loss + done_loss + l2
-        return {
-            "wm/transition_loss": transition_loss,
-            "wm/reward_loss": reward_loss,
-            "wm/done_loss": done_loss,
-            "wm/l2": l2,
-            "wm/total": total,
-        }
-
-    def _full_batch_losses(self, s0, a0, r0, s1, d1) -> dict[str, tf.Tensor]:
-        delta = self.transition.members(tf.concat([s0, a0], -1))  # [E, B, obs]
-        transition_loss = tf.reduce_mean(
-            0.5 * tf.reduce_sum(tf.square(s1 - (s0 + delta)), axis=-1)
-        )  # []: the mean over members and examples
-        aux_in = tf.concat([s1, s0, a0], -1)  # [B, 2 obs + act], with the REAL s1
-        r_hat = self.reward.members(aux_in)[..., 0]  # [E_r, B]
-        reward_loss = tf.reduce_mean(0.5 * tf.square(r0 - r_hat))  # []
-        done_logit = self.done.members(aux_in)[..., 0]  # [E, B]
-        labels = tf.broadcast_to(d1, tf.shape(done_logit))  # [E, B]
         done_loss = tf.reduce_mean(
             tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=done_logit)
         )  # []
