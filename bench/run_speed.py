@@ -33,6 +33,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from replay import ReplayBuffer  # noqa: E402
+from rundir import RunDir  # noqa: E402
+
 DEFAULT_CONFIGS = [
     "config/experiments/benchmark/cpu/hopper/ddpg.json",
     "config/experiments/benchmark/cpu/hopper/steve.json",
@@ -49,10 +54,6 @@ def resolved_config(path: str) -> dict:
 def time_run(config_path: str, frames: int, output_root: Path, seed: int,
              cpus: int | None = None, tag: str = "") -> dict:
     """Run master.py on `config_path` to `frames` frames; return its timings."""
-    sys.path.insert(0, str(ROOT))
-    from replay import ReplayBuffer
-    from rundir import RunDir
-
     config = resolved_config(config_path)
     experiment = Path(config_path).stem
     output_root = output_root / tag if tag else output_root
