@@ -110,6 +110,9 @@ class Benchmark:
     min_episodes: int = 1  # a score needs at least this many episodes in its window
     # (algorithm label, backbone label) that the summary's "headline" names; None: none
     headline: tuple[str, str] | None = None
+    # a markdown file written by hand (what the runs are for, how the configs were chosen,
+    # which goals were met), put into the report after its first paragraph; None: none
+    notes: str | None = None
 
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
@@ -211,6 +214,7 @@ PRESETS: dict[str, dict] = {
         thresholds={"InvertedPendulum-v5": 900.0, "Hopper-v5": 1500.0},
         min_episodes=5,
         headline=("steve_td3", "td3"),
+        notes="docs/benchmark/cpu_win_notes.md",
         output_root="output/benchmark/cpu_win",
         report="docs/benchmark/cpu_win.md",
     ),
@@ -235,6 +239,8 @@ def preset(name: str) -> Benchmark:
     p["configs"] = tuple(str(ROOT / c) for c in p["configs"])
     p["output_root"] = str(ROOT / p["output_root"])
     p["report"] = str(ROOT / p["report"])
+    if p.get("notes"):
+        p["notes"] = str(ROOT / p["notes"])
     p["thresholds"] = dict(p["thresholds"])
     p["budgets"] = dict(p.get("budgets", {}))
     return Benchmark(name=name, command=f"python bench/sample_efficiency.py --preset {name}",
@@ -419,8 +425,9 @@ def group(summaries: Sequence[RunSummary]) -> dict[tuple[str, str], list[RunSumm
 
 def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                   figures: Sequence[str | os.PathLike], window: float = WINDOW,
-                  when: str | None = None) -> str:
-    """The markdown report (figures given as paths relative to the report's folder)."""
+                  when: str | None = None, notes: str = "") -> str:
+    """The markdown report (figures given as paths relative to the report's folder; `notes`:
+    markdown put in after the first paragraph)."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     unfinished = [s for s in summaries if not s.finished]
@@ -432,6 +439,8 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     if unfinished:
         lines += [f"**{len(unfinished)} run(s) have not reached the budget yet** (marked "
                   f"`unfinished` below); run the same command again to resume them.", ""]
+    if notes.strip():
+        lines += [notes.strip(), ""]
     lines += ["Configs:", ""] + [f"- `{_display(c)}`" for c in bench.configs] + [""]
 
     lines += ["## Greedy score at fixed frame counts", "",
@@ -600,6 +609,13 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
     run folder is missing or a run has no evaluations.
     """
+    notes = ""
+    if bench.notes:
+        try:
+            notes = Path(bench.notes).read_text()
+        except OSError as e:
+            raise BenchmarkError(f"The report's notes {bench.notes} cannot be read "
+                                 f"({e.strerror}); restore the file or drop the notes.") from None
     runs = run_dirs(bench)
     missing = [r for r in runs if not r.is_dir()]
     if missing:
@@ -618,7 +634,8 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     except plot.PlotError as e:
         raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
     relative = [os.path.relpath(f, report.parent) for f in figures]
-    util.atomic_write_text(report, format_report(bench, summaries, relative, window, when))
+    util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
+                                                     notes))
     summary = report.with_suffix(".json")
     util.atomic_write_text(summary, json.dumps(summary_json(bench, summaries), indent=1) + "\n")
     umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
@@ -783,6 +800,7 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
         if args.preset and not args.report and args.first_seed != bench.first_seed:
             root = Path(args.output_root or bench.output_root).resolve()
             changes["report"] = str(root / REPORT_NAME)  # never over the committed report
+            changes["notes"] = None  # they describe the held-out runs, not these
     if args.checkpoints_at:
         changes["marks"] = args.checkpoints_at
     if args.threshold:

@@ -182,6 +182,25 @@ def test_report_needs_evaluations_and_folders(tmp_path):
     assert not Path(bench.report).exists()
 
 
+def test_report_carries_the_notes(tmp_path):
+    out = tmp_path / "out"
+    for experiment in ("tiny_ddpg", "tiny_steve"):
+        for seed in (0, 1):
+            fake_run(out, experiment, seed, [(500, 1.0), (1000, 2.0)], 1000)
+    notes = tmp_path / "notes.md"
+    bench = tiny_bench(tmp_path, notes=str(notes))
+    with pytest.raises(se.BenchmarkError, match="notes .*notes.md cannot be read"):
+        se.write_report(bench)
+    assert not Path(bench.report).exists()
+    notes.write_text("## Goals\n\nTuned on seeds 100 and up.\n")
+    report, _ = se.write_report(bench, when="today")
+    lines = report.read_text().splitlines()
+    # after the first paragraph, before the config list
+    assert lines.index("## Goals") < lines.index("Configs:")
+    assert lines.index("Tuned on seeds 100 and up.") == lines.index("## Goals") + 2
+    assert lines[2].startswith("Produced by `python bench/x` on today")
+
+
 def test_thresholds_absent_and_report_only_cli(tmp_path):
     out = tmp_path / "out"
     for seed in (0, 1):
@@ -474,6 +493,9 @@ def test_cpu_win_preset(tmp_path):
     tuning = bench("--preset", "cpu_win", "--first-seed", "100", "--seeds", "2")
     assert tuning.seed_list() == [100, 101]
     assert tuning.report == str(ROOT / "output/benchmark/cpu_win/sample_efficiency.md")
+    # the committed notes describe the held-out runs: a tuning report goes without them
+    assert win.notes == str(ROOT / "docs/benchmark/cpu_win_notes.md")
+    assert Path(win.notes).is_file() and tuning.notes is None
     short = bench("--preset", "cpu_win", "--total-frames", "3000")
     assert short.budget("Hopper-v5") == (3000, (3000,))
     assert short.budget("InvertedPendulum-v5") == (3000, (1000, 2000, 3000))
