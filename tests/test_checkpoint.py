@@ -5,6 +5,7 @@ Writes only under tmp_path."""
 
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -62,6 +63,16 @@ def trained(seed=0):
         wm.train_step(make_batch(i))
         agent.train_step(make_batch(i), wm)
     return wm, agent
+
+
+def test_layout_functions_import_no_tensorflow(tmp_path):
+    """is_complete and latest_checkpoint read files only, so the visualizer can find a checkpoint
+    (and report a wrong folder) before it loads TensorFlow quietly."""
+    code = ("import sys, checkpoint; "
+            "assert checkpoint.latest_checkpoint(sys.argv[1]) is None; "
+            "assert 'tensorflow' not in sys.modules, 'checkpoint imported tensorflow'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
+                   cwd=Path(__file__).resolve().parents[1])
 
 
 def snapshot(module):
