@@ -16,7 +16,6 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
-sys.path.insert(0, str(TESTS))
 
 
 def run_master(*args, env=None, timeout=300):

@@ -1,20 +1,17 @@
 """Tests of nn.py: initialisation, the three ensemble reads and explicit members, gradient stopping,
 the L2 term, Adam against a numpy Adam, and configure_tensorflow. Writes nothing to disk."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import nn
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import tensorflow as tf  # noqa: E402
-
-import nn  # noqa: E402
 
 
 def np_forward(ws, bs, x):

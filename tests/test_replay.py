@@ -6,7 +6,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import numpy as np
 import portalocker
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import replay  # noqa: E402
-from replay import ReplayBuffer, ReplayError, required_bytes  # noqa: E402
+import replay
+from replay import ReplayBuffer, ReplayError, required_bytes
 
 OBS, ACT, N = 4, 2, 8  # obs dims, action dims, frames per append
 SPAWN = mp.get_context("spawn")

@@ -27,13 +27,11 @@ from rundir import (
     RunLock,
     RunLocked,
 )
+from test_master import _alive, _descendants, run_master
+from test_pipeline import IMPL, counting_config
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # spawned children import pipeline_stubs
-
-from test_master import _alive, _descendants, run_master  # noqa: E402
-from test_pipeline import IMPL, counting_config  # noqa: E402
 
 TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 

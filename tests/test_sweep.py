@@ -7,7 +7,6 @@ each reserving one CPU (`cpus_per_run=1`).
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -29,31 +28,9 @@ FAULT_FRAMES = 2000  # long enough to stop it, resume it and lose a node before 
 ENV = "InvertedPendulum-v5"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_ray():
-    """Keep every Ray process of this module on 127.0.0.1: set before Ray is first imported."""
-    old = {k: os.environ.get(k) for k in sweep.LOCAL_ENV}
-    os.environ.update(sweep.LOCAL_ENV)
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def cluster(loopback_ray):
-    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
+# Every Ray process of this module stays on 127.0.0.1 (conftest.py's loopback_ray); the tests
+# that need a cluster take conftest.py's `cluster`, started once for the module.
+pytestmark = pytest.mark.usefixtures("loopback_ray")
 
 
 def tiny_configs(folder: Path) -> list[Path]:

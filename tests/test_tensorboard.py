@@ -19,12 +19,11 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+import master
+from replay import ReplayBuffer
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(ROOT))
-
-import master  # noqa: E402
-from replay import ReplayBuffer  # noqa: E402
 
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
 H = 3  # tiny_steve inherits config/algos/steve.json: rollout_len 3
