@@ -9,6 +9,9 @@ The folders `.` and `tests/` are on sys.path (pyproject.toml's `pythonpath`), so
 import the project's modules and `pipeline_stubs` by name, and so do the processes they spawn.
 TensorFlow's C++ log is kept to warnings and errors (TF_CPP_MIN_LOG_LEVEL=2 unless already set),
 as the network test files each did before they import TensorFlow.
+The marker `slow` (pyproject.toml) is on every test that runs master.py, a benchmark script, a
+Ray cluster, spawned worker processes or a fresh Python that loads TensorFlow:
+`pytest -m "not slow"` checks the rest.
 """
 
 import os

@@ -182,6 +182,7 @@ def test_ensemble_sizes_reads_and_checks_the_block():
         nn.ensemble_sizes({**block, "eval_sample_count": 5}, "policy_config.bayesian")
 
 
+@pytest.mark.slow
 def test_configure_tensorflow_in_a_fresh_process():
     code = (
         "import nn, tensorflow as tf\n"
@@ -200,6 +201,7 @@ def test_configure_tensorflow_in_a_fresh_process():
     assert "refused: configure_tensorflow was already called with threads=1" in result.stdout
 
 
+@pytest.mark.slow
 def test_import_creates_no_variables():
     code = (
         "import tensorflow as tf\n"

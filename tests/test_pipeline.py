@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import master
 from pipeline_stubs import TERMINATE_AT
@@ -17,6 +18,8 @@ from replay import ReplayBuffer
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+
+pytestmark = pytest.mark.slow  # every test runs the whole process topology
 
 IMPL = {"policy": "pipeline_stubs:StubLearner"}
 MAX_FRAMES = 10

@@ -181,6 +181,7 @@ def test_report_needs_evaluations_and_folders(tmp_path):
     assert not Path(bench.report).exists()
 
 
+@pytest.mark.slow
 def test_thresholds_absent_and_report_only_cli(tmp_path):
     out = tmp_path / "out"
     for seed in (0, 1):
@@ -272,6 +273,7 @@ def policy_updates(run: Path) -> int:
         "updates"]
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
     """A first, shorter pass stands for an interrupted run; the full pass resumes it."""
     out = tmp_path / "out"

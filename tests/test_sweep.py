@@ -110,6 +110,7 @@ def test_check_fits_names_the_missing_resource(tmp_path):
     assert sweep.gpus_per_run(True, 0) == 0 and sweep.gpus_per_run(False, 4) == 1
 
 
+@pytest.mark.slow
 def test_run_needing_more_gpus_than_any_node_is_refused(cluster, tmp_path):
     gpu_node = cluster.add_node(num_cpus=0, num_gpus=1)
     cluster.wait_for_nodes()
@@ -127,6 +128,7 @@ def test_run_needing_more_gpus_than_any_node_is_refused(cluster, tmp_path):
 # ------------------------------------------------------------------------------ a grid
 
 
+@pytest.mark.slow
 def test_grid_on_two_nodes_then_nothing_to_do(cluster, tmp_path):
     configs = tiny_configs(tmp_path)
     out = tmp_path / "out"
@@ -190,6 +192,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
     """Ctrl-C stops the run cleanly; the next start resumes it; a lost node is survived."""
     [config, _] = tiny_configs(tmp_path)

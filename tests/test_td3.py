@@ -349,6 +349,7 @@ def _restored(run, config_path):
     return agent, counters
 
 
+@pytest.mark.slow
 def test_tiny_td3_run_and_resume_through_master(tmp_path):
     from test_master import counters, run_master
 
@@ -375,6 +376,7 @@ def test_tiny_td3_run_and_resume_through_master(tmp_path):
     assert int(agent.policy_optimizer.iterations) == second["updates"] // 2
 
 
+@pytest.mark.slow
 def test_tiny_steve_td3_run_through_master(tmp_path):
     from test_master import counters, run_master
 
