@@ -23,6 +23,10 @@ returns the values read from there.
 
 Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<number>/`
 (through a temporary sibling folder and a rename).
+
+Importing this module does not import TensorFlow: `is_complete` and `latest_checkpoint` read only
+the layout above, so a process can find a checkpoint (and report a wrong folder at once) before
+it loads TensorFlow quietly (runtime.import_tensorflow).
 """
 
 from __future__ import annotations
@@ -31,18 +35,17 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
-import tensorflow as tf
+import util
 
 PREFIX = "variables"
 KEEP = 3
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 _COUNTERS = (
-    ("epoch", tf.int64),
-    ("updates", tf.int64),
-    ("frames", tf.int64),
-    ("hours", tf.float64),
+    ("epoch", "int64"),
+    ("updates", "int64"),
+    ("frames", "int64"),
+    ("hours", "float64"),
 )
 
 
@@ -50,19 +53,24 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, or does not match the objects restored into it."""
 
 
-class _Counters(tf.Module):
-    def __init__(self, values: dict | None = None):
-        super().__init__(name="counters")
-        values = values or {}
-        for key, dtype in _COUNTERS:
-            setattr(self, key, tf.Variable(tf.cast(values.get(key, 0), dtype), name=key))
+def _counters_module(values: dict | None = None):
+    """The run counters as a tf.Module of variables (`counters/epoch`, ... in the checkpoint)."""
+    import tensorflow as tf
 
-    def as_dict(self) -> dict:
-        out = {}
-        for key, dtype in _COUNTERS:
-            value = getattr(self, key).numpy()
-            out[key] = int(value) if dtype == tf.int64 else float(value)
-        return out
+    module = tf.Module(name="counters")
+    values = values or {}
+    for key, dtype in _COUNTERS:
+        setattr(module, key, tf.Variable(tf.cast(values.get(key, 0), dtype), name=key))
+    return module
+
+
+def _counter_values(module) -> dict:
+    """{"epoch": int, "updates": int, "frames": int, "hours": float} of a _counters_module."""
+    out = {}
+    for key, dtype in _COUNTERS:
+        value = getattr(module, key).numpy()
+        out[key] = int(value) if dtype == "int64" else float(value)
+    return out
 
 
 def _numbered(directory: str) -> list[int]:
@@ -71,27 +79,23 @@ def _numbered(directory: str) -> list[int]:
     found = []
     for name in os.listdir(directory):
         match = _CKPT_RE.match(name)
-        if match and _complete(os.path.join(directory, name)):
+        if match and is_complete(os.path.join(directory, name)):
             found.append(int(match.group(1)))
     return sorted(found)
 
 
-def _complete(path: str) -> bool:
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether the folder `path` holds a complete checkpoint: its index and its counters.json
+    (a save writes both before the folder gets its final name)."""
     return os.path.isfile(os.path.join(path, PREFIX + ".index")) and os.path.isfile(
         os.path.join(path, "counters.json")
     )
 
 
-def _write_json_atomic(path: str, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _checkpoint_for(objects: dict, counters):
+    """A tf.train.Checkpoint of `objects` and the counters module."""
+    import tensorflow as tf
 
-
-def _checkpoint_for(objects: dict, counters: _Counters) -> tf.train.Checkpoint:
     if "counters" in objects:
         raise ValueError("the name 'counters' is reserved for the run counters; rename the object.")
     return tf.train.Checkpoint(counters=counters, **objects)
@@ -109,11 +113,11 @@ def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    _checkpoint_for(objects, _Counters(values)).write(os.path.join(tmp, PREFIX))
-    _write_json_atomic(os.path.join(tmp, "counters.json"), values)
+    _checkpoint_for(objects, _counters_module(values)).write(os.path.join(tmp, PREFIX))
+    util.atomic_write_json(os.path.join(tmp, "counters.json"), values)
     final = os.path.join(directory, f"ckpt-{n}")
     os.rename(tmp, final)
-    _write_json_atomic(
+    util.atomic_write_json(
         os.path.join(directory, "latest.json"), {"checkpoint": f"ckpt-{n}", "counters": values}
     )
     for old in _numbered(directory)[:-KEEP]:
@@ -126,7 +130,7 @@ def latest_checkpoint(directory: str) -> str | None:
     try:
         with open(os.path.join(directory, "latest.json")) as f:
             path = os.path.join(directory, json.load(f)["checkpoint"])
-        if _complete(path):
+        if is_complete(path):
             return path
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -139,9 +143,11 @@ def _escape(name: str) -> str:
     return name.replace(".", ".S").replace("/", "..")
 
 
-def _expected_variables(root: tf.train.Checkpoint) -> dict[str, tf.Variable]:
-    """The variables the object graph of `root` would save, by checkpoint key (breadth first,
-    each variable under its first path, as tf.train.Checkpoint names them)."""
+def _expected_variables(root) -> dict:
+    """The variables the object graph of the tf.train.Checkpoint `root` would save, by checkpoint
+    key (breadth first, each variable under its first path, as tf.train.Checkpoint names them)."""
+    import tensorflow as tf
+
     found: dict[str, tf.Variable] = {}
     seen = {id(root)}
     queue = [((), root)]
@@ -159,7 +165,7 @@ def _expected_variables(root: tf.train.Checkpoint) -> dict[str, tf.Variable]:
     return found
 
 
-def _expected_keys(root: tf.train.Checkpoint) -> dict[str, tuple]:
+def _expected_keys(root) -> dict[str, tuple]:
     """The checkpoint keys of `root`'s variables, with their shapes."""
     return {key: tuple(var.shape.as_list()) for key, var in _expected_variables(root).items()}
 
@@ -171,6 +177,8 @@ def _stored_shapes(reader) -> dict[str, tuple]:
 
 
 def _stored_keys(prefix: str) -> dict[str, tuple]:
+    import tensorflow as tf
+
     return _stored_shapes(tf.train.load_checkpoint(prefix))
 
 
@@ -184,7 +192,7 @@ def compare_variables(path: str, objects: dict) -> list[str]:
     """What a strict restore of `objects` from the checkpoint `path` would refuse, without
     restoring anything: one text per variable whose shape differs ("name (checkpoint) vs
     (objects)"), that the objects lack, or that the checkpoint lacks. Empty when they match."""
-    root = _checkpoint_for(objects, _Counters())
+    root = _checkpoint_for(objects, _counters_module())
     stored = _stored_keys(os.path.join(path, PREFIX))
     expected = _expected_keys(root)
     tail = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -206,13 +214,15 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
     variable changes. strict=False restores what matches (for partial views such as the policy
     alone) and still refuses a shape mismatch.
     """
+    import tensorflow as tf
+
     prefix = os.path.join(path, PREFIX)
-    if not _complete(path):
+    if not is_complete(path):
         raise CheckpointError(
             f"{path} is not a complete checkpoint (no {PREFIX}.index or counters.json); "
             "use latest_checkpoint() to find a complete one."
         )
-    counters = _Counters()
+    counters = _counters_module()
     root = _checkpoint_for(objects, counters)
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -271,7 +281,7 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
             )
     for key, value in values.items():
         variables[key].assign(value)
-    return counters.as_dict()
+    return _counter_values(counters)
 
 
 def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:

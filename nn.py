@@ -27,8 +27,9 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 _CONFIGURED_THREADS: list[int | None] = []
@@ -336,6 +337,13 @@ def draw_members(
     if count == ensemble_size:
         return None
     return tf.argsort(generator.uniform([ensemble_size]))[:count]
+
+
+def batch_tensors(batch: Any) -> tuple[tf.Tensor, ...]:
+    """A replay batch (fields obs, action, reward, next_obs, terminal, stacked [K, B, ...] or not)
+    as float32 tensors in that order: (s0, a0, r0, s1, d1)."""
+    return tuple(tf.convert_to_tensor(np.asarray(getattr(batch, k), dtype=np.float32))
+                 for k in ("obs", "action", "reward", "next_obs", "terminal"))
 
 
 def repeat_step(one, tensors: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:

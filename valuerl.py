@@ -225,13 +225,6 @@ def average_model_use(w: tf.Tensor) -> tf.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_tensors(batch: Any) -> tuple[tf.Tensor, ...]:
-    return tuple(
-        tf.convert_to_tensor(np.asarray(getattr(batch, k), dtype=np.float32))
-        for k in ("obs", "action", "reward", "next_obs", "terminal")
-    )
-
-
 def _full_batch(block: dict, sizes: nn.EnsembleSizes, where: str) -> bool:
     """Read `ensemble_batch` ("split", the 2018 default, or "full"); "full" trains every member,
     so it needs train_sample_count == ensemble_size."""
@@ -628,7 +621,7 @@ class ValueRL(tf.Module):
 
             fn = tf.function(step, jit_compile=self._jit_compile)
             self._compiled.train[key] = fn
-        s0, a0, r0, s1, d1 = _as_tensors(batch)
+        s0, a0, r0, s1, d1 = nn.batch_tensors(batch)
         return fn(s0, a0, r0, s1, d1)
 
     def train_steps(self, batches: Any, worldmodel: Any = None) -> dict[str, tf.Tensor]:
@@ -652,7 +645,7 @@ class ValueRL(tf.Module):
             fn = tf.function(lambda *tensors: nn.repeat_step(one, tensors),
                              jit_compile=self._jit_compile)
             self._compiled.train[key] = fn
-        return fn(*_as_tensors(batches))
+        return fn(*nn.batch_tensors(batches))
 
     def copy_to_target(self) -> None:
         """Q' <- Q (hard copy): the DDPG backbone's target, refreshed at every epoch (the TD3

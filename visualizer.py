@@ -43,13 +43,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+import checkpoint  # its layout functions import no TensorFlow
+import util
+from checkpoint import is_complete as _complete
 
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 40
@@ -167,11 +170,11 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path]:
     resolved = given.resolve()
     # a run whose config moved its log folder (log_path) is found only when given itself
     own = sorted(resolved.glob("*/hps.json")) if resolved.is_dir() else []
-    for folder in (resolved, *resolved.parents):
-        if (folder / "log" / "hps.json").is_file():
-            return folder, folder / "log" / "hps.json"
-        if folder == resolved and len(own) == 1:
-            return folder, own[0]
+    if len(own) == 1 and not (resolved / "log" / "hps.json").is_file():
+        return resolved, own[0]
+    run = util.find_run_folder(resolved)
+    if run is not None:
+        return run, run / "log" / "hps.json"
     raise VisualizerError(f"{given} is not a run folder (there is no log/hps.json in it or "
                           f"above it); give the folder master.py made, such as "
                           f"output/<ENV>/<EXPERIMENT>, or use the form CONFIG GPU "
@@ -213,11 +216,6 @@ class Checkpoints:
     run_root: Path | None
 
 
-def _complete(path: Path) -> bool:
-    # checkpoint.py's rule: a checkpoint folder holds variables.index and counters.json
-    return (path / "variables.index").is_file() and (path / "counters.json").is_file()
-
-
 def _counters(path: Path) -> dict:
     return _counters_file(path / "counters.json")
 
@@ -233,19 +231,14 @@ def _counters_file(path: Path) -> dict:
 
 
 def _newest(role_dir: Path) -> Path | None:
-    """The newest complete checkpoint in a role folder: the `ckpt-<n>` latest.json points to,
-    else the highest complete `ckpt-<n>` (checkpoint.latest_checkpoint's rule, read here without
-    TensorFlow so that a wrong folder is reported at once), else its highest numbered backup."""
+    """The newest complete checkpoint in a role folder: checkpoint.latest_checkpoint's (the
+    `ckpt-<n>` latest.json points to, else the highest complete one), else its highest numbered
+    backup."""
     if not role_dir.is_dir():
         return None
-    pointer = _counters_file(role_dir / "latest.json")
-    named = pointer.get("checkpoint")
-    if isinstance(named, str) and _complete(role_dir / named):
-        return role_dir / named
-    numbered = [p for p in role_dir.iterdir() if re.fullmatch(r"ckpt-\d+", p.name)
-                and _complete(p)]
-    if numbered:
-        return max(numbered, key=lambda p: int(p.name[5:]))
+    latest = checkpoint.latest_checkpoint(str(role_dir))
+    if latest is not None:
+        return Path(latest)
     numbered = [p for p in role_dir.iterdir() if p.name.isdigit() and _complete(p)]
     return max(numbered, key=lambda p: int(p.name)) if numbered else None
 
@@ -795,7 +788,6 @@ def visualize(args: argparse.Namespace) -> int:
         import runtime
 
         runtime.import_tensorflow(args.verbose)  # quietly, unless --verbose
-        import checkpoint
         import nn
         import valuerl as valuerl_lib
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 import nn
@@ -23,13 +22,6 @@ import nn
 
 class _Compiled:
     """Holds compiled functions outside TensorFlow's object tracking (not checkpointed)."""
-
-
-def _as_tensors(batch: Any) -> tuple[tf.Tensor, ...]:
-    return tuple(
-        tf.convert_to_tensor(np.asarray(getattr(batch, k), dtype=np.float32))
-        for k in ("obs", "action", "reward", "next_obs", "terminal")
-    )
 
 
 class WorldModel(tf.Module):
@@ -164,7 +156,7 @@ class WorldModel(tf.Module):
 
     def train_step(self, batch: Any) -> dict[str, tf.Tensor]:
         """One Adam step on a batch with fields obs, action, reward, next_obs, terminal."""
-        s0, a0, r0, s1, d1 = _as_tensors(batch)
+        s0, a0, r0, s1, d1 = nn.batch_tensors(batch)
         return self._compiled.train(s0, a0, r0, s1, d1)
 
     def train_steps(self, batches: Any) -> dict[str, tf.Tensor]:
@@ -177,7 +169,7 @@ class WorldModel(tf.Module):
 
             self._compiled.train_chunk = tf.function(
                 lambda *tensors: nn.repeat_step(one, tensors), jit_compile=self._jit_compile)
-        return self._compiled.train_chunk(*_as_tensors(batches))
+        return self._compiled.train_chunk(*nn.batch_tensors(batches))
 
     # -- rollout interface (STEVE.md section 3) -----------------------------------------------
 

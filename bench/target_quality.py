@@ -172,26 +172,19 @@ def real_rollouts(sim: Simulator, act, starts: np.ndarray, horizon: int, keep: i
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_root(path: Path) -> Path | None:
-    """The run folder at or above `path`: the nearest one holding log/hps.json."""
-    for folder in (path, *path.parents):
-        if (folder / "log" / "hps.json").is_file():
-            return folder
-    return None
-
-
 def load_run(path: str | Path):
     """Restore a run's agent from a run folder (its newest checkpoints) or from one checkpoint
     folder inside it (such as checkpoints/backups/policy/<updates>, with the world model saved
     closest before it). Returns (run folder, config, ValueRL, WorldModel or None, PolicyActor,
     the policy checkpoint's counters)."""
     import checkpoint
+    import util
     import valuerl as valuerl_lib
     import valuerl_learner
     import visualizer
 
     given = Path(path)
-    run = _run_root(given.resolve())
+    run = util.find_run_folder(given.resolve())
     if not given.exists() or run is None:
         raise DiagnosticError(
             f"{given} is not a run folder or a checkpoint inside one (no log/hps.json at or "

@@ -5,20 +5,17 @@ Writes only under tmp_path."""
 
 import json
 import os
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import checkpoint  # noqa: E402
-import valuerl  # noqa: E402
-import worldmodel  # noqa: E402
-from checkpoint import CheckpointError  # noqa: E402
+import checkpoint
+import valuerl
+import worldmodel
+from checkpoint import CheckpointError
 
 OBS, ACT = 3, 2
 CONFIG = {
@@ -39,29 +36,30 @@ CONFIG = {
 COUNTERS = {"epoch": 3, "updates": 1500, "frames": 2**40 + 7, "hours": 1.25}
 
 
-def make_batch(seed=0, B=16):
-    rng = np.random.default_rng(seed)
-    return types.SimpleNamespace(
-        obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        action=rng.uniform(-1, 1, size=(B, ACT)).astype(np.float32),
-        reward=rng.normal(size=B).astype(np.float32),
-        next_obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        terminal=(rng.uniform(size=B) < 0.2).astype(np.float32),
-    )
-
-
 def build(seed, config=CONFIG):
     wm = worldmodel.WorldModel(config, seed=seed, jit_compile=False)
     agent = valuerl.ValueRL(config, seed=seed, jit_compile=False)
     return wm, agent
 
 
-def trained(seed=0):
-    wm, agent = build(seed)
+@pytest.fixture
+def trained(make_batch):
+    """A world model and an agent (seed 0) after two updates each."""
+    wm, agent = build(0)
     for i in range(2):
-        wm.train_step(make_batch(i))
-        agent.train_step(make_batch(i), wm)
+        wm.train_step(make_batch(OBS, ACT, seed=i))
+        agent.train_step(make_batch(OBS, ACT, seed=i), wm)
     return wm, agent
+
+
+def test_layout_functions_import_no_tensorflow(tmp_path):
+    """is_complete and latest_checkpoint read files only, so the visualizer can find a checkpoint
+    (and report a wrong folder) before it loads TensorFlow quietly."""
+    code = ("import sys, checkpoint; "
+            "assert checkpoint.latest_checkpoint(sys.argv[1]) is None; "
+            "assert 'tensorflow' not in sys.modules, 'checkpoint imported tensorflow'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
+                   cwd=Path(__file__).resolve().parents[1])
 
 
 def snapshot(module):
@@ -75,8 +73,8 @@ def assert_equal_vars(a, b):
         np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.name)
 
 
-def test_round_trip_is_exact_and_training_continues_identically(tmp_path):
-    wm, agent = trained(seed=0)
+def test_round_trip_is_exact_and_training_continues_identically(tmp_path, trained, make_batch):
+    wm, agent = trained
     path = checkpoint.save_checkpoint(str(tmp_path), {"valuerl": agent, "worldmodel": wm},
                                       COUNTERS)
     assert path == str(tmp_path / "ckpt-1")
@@ -88,7 +86,7 @@ def test_round_trip_is_exact_and_training_continues_identically(tmp_path):
     assert int(agent2.q_optimizer.iterations.numpy()) == 2
     assert np.any(agent2.q_optimizer.m[0].numpy() != 0)
     # the next updates are the same, random member draws included
-    batch = make_batch(5)
+    batch = make_batch(OBS, ACT, seed=5)
     for a, w in ((agent, wm), (agent2, wm2)):
         w.train_step(batch)
         a.train_step(batch, w)
@@ -96,8 +94,9 @@ def test_round_trip_is_exact_and_training_continues_identically(tmp_path):
     assert_equal_vars(wm, wm2)
 
 
-def test_strict_restore_refuses_extra_and_missing_variables_and_changes_nothing(tmp_path):
-    wm, agent = trained(seed=0)
+def test_strict_restore_refuses_extra_and_missing_variables_and_changes_nothing(tmp_path,
+                                                                              trained):
+    wm, agent = trained
     both = checkpoint.save_checkpoint(str(tmp_path / "both"), {"valuerl": agent, "worldmodel": wm},
                                       COUNTERS)
     only = checkpoint.save_checkpoint(str(tmp_path / "only"), {"valuerl": agent}, COUNTERS)
@@ -127,8 +126,8 @@ def test_shape_mismatch_is_refused_even_when_not_strict(tmp_path):
             checkpoint.restore_checkpoint(path, {"valuerl": other}, strict=strict)
 
 
-def test_partial_loads_for_actors(tmp_path):
-    wm, agent = trained(seed=0)
+def test_partial_loads_for_actors(tmp_path, trained, make_batch):
+    wm, agent = trained
     path = checkpoint.save_checkpoint(str(tmp_path), {"valuerl": agent, "worldmodel": wm},
                                       COUNTERS)
     # the whole agent from a checkpoint that holds more
@@ -143,7 +142,7 @@ def test_partial_loads_for_actors(tmp_path):
     assert_equal_vars(agent.policy, actor.policy)
     assert all(np.array_equal(q_before[k], v) for k, v in snapshot(actor.q).items())
     np.testing.assert_array_equal(actor.generator.state.numpy(), gen_before)
-    obs = make_batch(1).obs
+    obs = make_batch(OBS, ACT, seed=1).obs
     np.testing.assert_array_equal(actor.greedy_action(obs), agent.greedy_action(obs))
     # a checkpoint of something else entirely is refused
     with pytest.raises(CheckpointError, match="holds none of the variables"):

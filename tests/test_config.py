@@ -302,6 +302,7 @@ def run_master(*args, cwd=ROOT):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_print_config_every_experiment():
     # One process resolving all 36+ files is fast; the subprocess check uses a sample below.
     for path in EXPERIMENTS:
@@ -311,6 +312,7 @@ def test_print_config_every_experiment():
     assert json.loads(out.stdout) == load_config(EXPERIMENTS[0])
 
 
+@pytest.mark.slow
 def test_print_config_from_another_folder(tmp_path):
     out = run_master("config/experiments/goodruns/hopper/steve3.json", "0", "--print-config")
     assert out.returncode == 0
@@ -319,6 +321,7 @@ def test_print_config_from_another_folder(tmp_path):
     assert out2.returncode == 0 and json.loads(out2.stdout) == json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_print_config_bad_config_is_one_sentence(tmp_path):
     write(tmp_path / "bad.json", {"updates": {"polcy_config": {}}})
     out = run_master(str(tmp_path / "bad.json"), "0", "--print-config")

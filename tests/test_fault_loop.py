@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_fault_loop_three_rounds(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench/fault_loop.py"), "--rounds", "3", "--config",

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import valuerl
 import worldmodel
-from tests.test_targets import FULL_CONFIG, member, np_mlp, sigmoid
+from test_targets import FULL_CONFIG, member, np_mlp, sigmoid
 
 B = 6
 

@@ -16,7 +16,6 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
-sys.path.insert(0, str(TESTS))
 
 
 def run_master(*args, env=None, timeout=300):
@@ -38,6 +37,7 @@ def counters(run: Path, role: str = "policy") -> dict:
     return json.loads((run / f"checkpoints/{role}/latest.json").read_text())["counters"]
 
 
+@pytest.mark.slow
 def test_tiny_ddpg_run_and_resume(tmp_path):
     out = run_master(TINY_DDPG, 0, "--total-frames", 300, "--output-root", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -81,6 +81,7 @@ def test_tiny_ddpg_run_and_resume(tmp_path):
         assert Path(path).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_tiny_steve_run(tmp_path):
     out = run_master(TINY_STEVE, 0, "--total-frames", 300, "--output-root", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -119,6 +120,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_killed_child_stops_everything(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
@@ -147,6 +149,7 @@ def test_killed_child_stops_everything(tmp_path):
     assert not [p for p in family if _alive(p)]
 
 
+@pytest.mark.slow
 def test_killed_master_leaves_no_orphan(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
@@ -169,6 +172,7 @@ def test_killed_master_leaves_no_orphan(tmp_path):
     assert (run / "log/valuerl.log").read_text().strip().endswith("final checkpoint")
 
 
+@pytest.mark.slow
 def test_sigint_writes_final_checkpoints_and_exits_zero(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
@@ -192,6 +196,7 @@ def test_sigint_writes_final_checkpoints_and_exits_zero(tmp_path):
 # ---------------------------------------------------------------- bad inputs
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume(tmp_path):
     out = run_master(TINY_DDPG, 0, "--resume", "--output-root", tmp_path)
     assert out.returncode == 2
@@ -199,6 +204,7 @@ def test_resume_with_nothing_to_resume(tmp_path):
     assert snapshot(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_and_occupied_folder(tmp_path):
     run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
     (run / "log").mkdir(parents=True)
@@ -213,6 +219,7 @@ def test_resume_without_checkpoint_and_occupied_folder(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu,visible,message", [
     (3, "", "shows no GPU; use 0"),
     (-1, "", "is not a GPU id"),
@@ -225,6 +232,7 @@ def test_bad_gpu(tmp_path, gpu, visible, message):
     assert snapshot(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_bad_environment(tmp_path):
     cfg = tmp_path / "bad_env.json"
     cfg.write_text(json.dumps({"inherits": [str(TINY_DDPG)],
@@ -238,6 +246,7 @@ def test_bad_environment(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_replay_too_big_for_disk(tmp_path):
     cfg = tmp_path / "huge.json"
     cfg.write_text(json.dumps({"inherits": [str(TINY_DDPG)],
@@ -262,6 +271,7 @@ def test_assign_devices(monkeypatch):
     assert master.visible_gpus() == []
 
 
+@pytest.mark.slow
 def test_children_see_their_devices(tmp_path):
     """With CUDA_VISIBLE_DEVICES=3,5 preset, GPU 0 means 3 for the policy and 5 for the model."""
     cfg = tmp_path / "counting_model.json"
@@ -318,6 +328,7 @@ def _flag_child(flag, ready):
         flag.is_set()
 
 
+@pytest.mark.slow
 def test_stop_flag_is_shared_and_safe_to_set_from_a_signal_handler():
     import multiprocessing as mp
 

@@ -1,29 +1,18 @@
 """Tests of nn.py: initialisation, the three ensemble reads and explicit members, gradient stopping,
 the L2 term, Adam against a numpy Adam, and configure_tensorflow. Writes nothing to disk."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import nn
+from test_targets import np_mlp  # the numpy forward pass the target tests check against
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import tensorflow as tf  # noqa: E402
-
-import nn  # noqa: E402
-
-
-def np_forward(ws, bs, x):
-    h = x
-    for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
-        h = h @ w + b
-        if i < len(ws) - 1:
-            h = np.maximum(h, 0.0)
-    return h
 
 
 def perturb_biases(net, seed=0):
@@ -82,13 +71,13 @@ def test_feedforward_matches_numpy_with_leading_axes():
     net = nn.FeedForward(4, 3, 8, 3, tf.random.Generator.from_seed(1))
     perturb_biases(net)
     x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
-    ref = np_forward([w.numpy() for w in net.w], [b.numpy() for b in net.b], x)
+    ref = np_mlp([w.numpy() for w in net.w], [b.numpy() for b in net.b], x)
     np.testing.assert_allclose(net(tf.constant(x)).numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
 def ensemble_reference(ens, x):
     return np.stack([
-        np_forward([w.numpy()[e] for w in ens.w], [b.numpy()[e, 0] for b in ens.b], x)
+        np_mlp([w.numpy()[e] for w in ens.w], [b.numpy()[e, 0] for b in ens.b], x)
         for e in range(ens.ensemble_size)
     ])  # [E, B, out]
 
@@ -185,6 +174,7 @@ def test_ensemble_sizes_reads_and_checks_the_block():
         nn.ensemble_sizes({**block, "eval_sample_count": 5}, "policy_config.bayesian")
 
 
+@pytest.mark.slow
 def test_configure_tensorflow_in_a_fresh_process():
     code = (
         "import nn, tensorflow as tf\n"
@@ -203,6 +193,7 @@ def test_configure_tensorflow_in_a_fresh_process():
     assert "refused: configure_tensorflow was already called with threads=1" in result.stdout
 
 
+@pytest.mark.slow
 def test_import_creates_no_variables():
     code = (
         "import tensorflow as tf\n"

@@ -7,19 +7,19 @@ every sampled batch inside the learner; here we check what the run left on disk.
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import master
+from pipeline_stubs import TERMINATE_AT
 from replay import ReplayBuffer
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # spawned children inherit sys.path: they import pipeline_stubs
 
-from pipeline_stubs import TERMINATE_AT  # noqa: E402
+pytestmark = pytest.mark.slow  # every test runs the whole process topology
 
 IMPL = {"policy": "pipeline_stubs:StubLearner"}
 MAX_FRAMES = 10

@@ -6,17 +6,14 @@ hps.json and a greedy.csv holding a rising noisy curve.
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import plot
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import plot  # noqa: E402
-
 PYTHON = REPO / ".venv" / "bin" / "python"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

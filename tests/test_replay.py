@@ -6,7 +6,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import numpy as np
 import portalocker
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import replay  # noqa: E402
-from replay import ReplayBuffer, ReplayError, required_bytes  # noqa: E402
+import replay
+from replay import ReplayBuffer, ReplayError, required_bytes
 
 OBS, ACT, N = 4, 2, 8  # obs dims, action dims, frames per append
 SPAWN = mp.get_context("spawn")
@@ -317,6 +315,7 @@ def test_reader_lapped_during_copy_retries_then_locks(tmp_path):
     reader.close()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lapping_a_small_ring_never_show_torn_rows(tmp_path):
     """3 writer processes wrap a 64-frame ring many times while a reader samples without a lock."""
     path = tmp_path / "replay"
@@ -345,6 +344,7 @@ def test_concurrent_writers_lapping_a_small_ring_never_show_torn_rows(tmp_path):
 # --- writers killed with SIGKILL -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_writer_killed_before_publishing_exposes_nothing(tmp_path):
     path = tmp_path / "replay"
     with ReplayBuffer.create(path, OBS, ACT, 64) as buf:
@@ -368,6 +368,7 @@ def test_writer_killed_before_publishing_exposes_nothing(tmp_path):
     assert len(bad_rows(*fields)) == 0
 
 
+@pytest.mark.slow
 def test_writers_and_reader_with_one_writer_sigkilled(tmp_path):
     """Three writers append numbered frames while a reader samples; writer 0 is SIGKILLed
     mid-run. Afterwards: the count is exact, every visible row is intact, every batch is whole

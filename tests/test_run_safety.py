@@ -27,13 +27,11 @@ from rundir import (
     RunLock,
     RunLocked,
 )
+from test_master import _alive, _descendants, run_master
+from test_pipeline import IMPL, counting_config
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # spawned children import pipeline_stubs
-
-from test_master import _alive, _descendants, run_master  # noqa: E402
-from test_pipeline import IMPL, counting_config  # noqa: E402
 
 TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 
@@ -70,6 +68,7 @@ def _hold_inherited(lock, started, release):
     release.wait(60)
 
 
+@pytest.mark.slow
 def test_lock_is_exclusive_names_its_holder_and_is_shared_with_children(tmp_path):
     run = RunDir(root=str(tmp_path / "out/Env/exp"), name="exp")
     first = RunLock(run)
@@ -131,6 +130,7 @@ def test_lock_of_a_refused_start_leaves_nothing_and_overwrite_keeps_the_lock(tmp
     lock.release()
 
 
+@pytest.mark.slow
 def test_sweep_guard_waits_for_the_same_lock(tmp_path):
     import sweep
 
@@ -157,6 +157,7 @@ def test_sweep_guard_waits_for_the_same_lock(tmp_path):
 # ---------------------------------------------------------------- a live run
 
 
+@pytest.mark.slow
 def test_live_run_refuses_second_masters_and_hours_keep_growing(tmp_path):
     run = tmp_path / "InvertedPendulum-v5" / "tiny_ddpg"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -234,6 +235,7 @@ def test_live_run_refuses_second_masters_and_hours_keep_growing(tmp_path):
 # ---------------------------------------------------------------- a finished run
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     cfg = counting_config(tmp_path)
     out_root = tmp_path / "out"
@@ -259,6 +261,7 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path):
 # ---------------------------------------------------------------- bad inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--seed", "-1"], "--seed -1 is not a seed; give a whole number from 0 to 4294967295."),
     (["--seed", str(2**32)], f"--seed {2**32} is not a seed"),
@@ -272,6 +275,7 @@ def test_bad_numbers_are_one_sentence_and_create_nothing(tmp_path, args, message
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_output_root_that_is_a_file(tmp_path):
     root = tmp_path / "a_file"
     root.write_text("not a folder")

@@ -3,14 +3,13 @@ whole machinery (sweep on a local Ray cluster, an interrupted run resumed, repor
 on a tiny budget.
 
 The fast tests write fake run folders (log/hps.json, log/<run>.greedy.csv, state/finished.json)
-under tmp_path and need no Ray. The end-to-end test starts a two-node Ray cluster on 127.0.0.1
-(one CPU per node, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, as tests/test_sweep.py does) and stops
-it through its handle.
+under tmp_path and need no Ray. The end-to-end test takes conftest.py's `cluster`, the two-node
+Ray cluster on 127.0.0.1 (one CPU per node, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`) that
+tests/test_sweep.py uses too, stopped through its handle at the end of the module.
 """
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +200,7 @@ def test_report_carries_the_notes(tmp_path):
     assert lines[2].startswith("Produced by `python bench/x` on today")
 
 
+@pytest.mark.slow
 def test_thresholds_absent_and_report_only_cli(tmp_path):
     out = tmp_path / "out"
     for seed in (0, 1):
@@ -282,29 +282,6 @@ def test_command_line_presets_and_overrides(tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture()
-def cluster():
-    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
-    old = {k: os.environ.get(k) for k in sweep.LOCAL_ENV}
-    os.environ.update(sweep.LOCAL_ENV)  # before Ray is first started
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        c.add_node(num_cpus=1)
-        c.wait_for_nodes()
-        yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def rows(run: Path) -> list[tuple[int, float]]:
     lines = (run / "log" / f"{run.name}.greedy.csv").read_text().splitlines()
     return [(int(ln.split(",")[2]), float(ln.split(",")[3])) for ln in lines]
@@ -315,6 +292,7 @@ def policy_updates(run: Path) -> int:
         "updates"]
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
     """A first, shorter pass stands for an interrupted run; the full pass resumes it."""
     out = tmp_path / "out"

@@ -7,7 +7,6 @@ each reserving one CPU (`cpus_per_run=1`).
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -29,31 +28,9 @@ FAULT_FRAMES = 2000  # long enough to stop it, resume it and lose a node before 
 ENV = "InvertedPendulum-v5"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_ray():
-    """Keep every Ray process of this module on 127.0.0.1: set before Ray is first imported."""
-    old = {k: os.environ.get(k) for k in sweep.LOCAL_ENV}
-    os.environ.update(sweep.LOCAL_ENV)
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def cluster(loopback_ray):
-    """A two-node local Ray cluster on 127.0.0.1 (one CPU per node), stopped by its handle."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
+# Every Ray process of this module stays on 127.0.0.1 (conftest.py's loopback_ray); the tests
+# that need a cluster take conftest.py's `cluster`, started once for the module.
+pytestmark = pytest.mark.usefixtures("loopback_ray")
 
 
 def tiny_configs(folder: Path) -> list[Path]:
@@ -133,6 +110,7 @@ def test_check_fits_names_the_missing_resource(tmp_path):
     assert sweep.gpus_per_run(True, 0) == 0 and sweep.gpus_per_run(False, 4) == 1
 
 
+@pytest.mark.slow
 def test_run_needing_more_gpus_than_any_node_is_refused(cluster, tmp_path):
     gpu_node = cluster.add_node(num_cpus=0, num_gpus=1)
     cluster.wait_for_nodes()
@@ -150,6 +128,7 @@ def test_run_needing_more_gpus_than_any_node_is_refused(cluster, tmp_path):
 # ------------------------------------------------------------------------------ a grid
 
 
+@pytest.mark.slow
 def test_grid_on_two_nodes_then_nothing_to_do(cluster, tmp_path):
     configs = tiny_configs(tmp_path)
     out = tmp_path / "out"
@@ -213,6 +192,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_and_survives_a_lost_node(cluster, tmp_path):
     """Ctrl-C stops the run cleanly; the next start resumes it; a lost node is survived."""
     [config, _] = tiny_configs(tmp_path)

@@ -6,21 +6,15 @@ rollout through real tiny networks with fixed members) is checked against numpy 
 the same networks' weights. Writes nothing to disk.
 """
 
-import os
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tensorflow as tf  # noqa: E402
-
-import nn  # noqa: E402
-import valuerl  # noqa: E402
-import worldmodel  # noqa: E402
+import nn
+import valuerl
+import worldmodel
 
 RTOL = 1e-5
 ATOL = 1e-9

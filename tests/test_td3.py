@@ -11,26 +11,20 @@ Writes only to pytest's temporary folders.
 """
 
 import copy
-import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import checkpoint
+import config as config_lib
+import valuerl
+import worldmodel
+from test_targets import RTOL, np_mlp, np_reference, sigmoid
+from valuerl_learner import PolicyActor
+
 TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS.parent))
-sys.path.insert(0, str(TESTS))
-import tensorflow as tf  # noqa: E402
-from test_targets import RTOL, np_mlp, np_reference, sigmoid  # noqa: E402
-
-import checkpoint  # noqa: E402
-import config as config_lib  # noqa: E402
-import valuerl  # noqa: E402
-import worldmodel  # noqa: E402
-from valuerl_learner import PolicyActor  # noqa: E402
 
 OBS, ACT = 4, 2
 TD3 = {"target_noise": 0.3, "target_noise_clip": 0.4, "policy_delay": 2, "tau": 0.1}
@@ -63,17 +57,6 @@ def weights(net, e=None):
     return [w[e] for w in ws], [b[e, 0] for b in bs]
 
 
-def make_batch(B=16, seed=0):
-    rng = np.random.default_rng(seed)
-    return types.SimpleNamespace(
-        obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        action=rng.uniform(-1, 1, size=(B, ACT)).astype(np.float32),
-        reward=rng.normal(size=B).astype(np.float32),
-        next_obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        terminal=(rng.uniform(size=B) < 0.2).astype(np.float32),
-    )
-
-
 def perturb(module, scale, seed):
     rng = np.random.default_rng(seed)
     for v in module.variables:
@@ -92,11 +75,11 @@ def np_smoothed(target_policy, x, noise, clip):
     return np.clip(np.tanh(np_mlp(*target_policy, x)) + np.clip(noise, -clip, clip), -1.0, 1.0)
 
 
-def test_model_free_td3_target_is_r_plus_gamma_min_of_two_critics():
+def test_model_free_td3_target_is_r_plus_gamma_min_of_two_critics(make_batch):
     agent = valuerl.ValueRL(PLAIN_TD3, seed=1, jit_compile=False)
     perturb(agent.target_policy, 0.3, 1)  # pi' != pi, so the test sees which one is used
     perturb(agent.target_q, 0.3, 2)  # the two target critics disagree
-    batch = make_batch(B=64)
+    batch = make_batch(OBS, ACT, 64)
     out = agent.value_targets(tf.constant(batch.reward), tf.constant(batch.next_obs),
                               tf.constant(batch.terminal), None, agent.draw_members())
     noise = out["target_noise"].numpy()[0, 0]  # [B, act]
@@ -179,11 +162,11 @@ def test_steve_on_td3_targets_match_numpy(tdk):
 # ------------------------------------------------------------------------------ updates
 
 
-def test_delayed_policy_updates_and_polyak_targets_match_numpy():
+def test_delayed_policy_updates_and_polyak_targets_match_numpy(make_batch):
     # policy_delay 2: Q steps 1, 2, 3, 4; after Q steps 2 and 4 one policy step on the updated Q,
     # then Q' <- tau Q + (1 - tau) Q' and pi' <- tau pi + (1 - tau) pi'.
     agent = valuerl.ValueRL(PLAIN_TD3, seed=3, jit_compile=False)
-    batch = make_batch(seed=3)
+    batch = make_batch(OBS, ACT, seed=3)
     tau = TD3["tau"]
     for step in range(1, 5):
         q0, p0 = values(agent.q), values(agent.policy)
@@ -217,12 +200,10 @@ def test_delayed_policy_updates_and_polyak_targets_match_numpy():
     assert agent.td3 is not None
 
 
-def test_several_td3_updates_in_one_call_equal_one_call_each():
+def test_several_td3_updates_in_one_call_equal_one_call_each(make_batch, stack_batches):
     K = 5  # policy_delay 2: the chunk holds policy steps after updates 2 and 4
-    parts = [make_batch(seed=20 + k) for k in range(K)]
-    stacked = types.SimpleNamespace(**{f: np.stack([getattr(p, f) for p in parts])
-                                       for f in ("obs", "action", "reward", "next_obs",
-                                                 "terminal")})
+    parts = [make_batch(OBS, ACT, seed=20 + k) for k in range(K)]
+    stacked = stack_batches(parts)
     config = copy.deepcopy(STEVE_TD3)
     config["policy_config"]["value_expansion"]["tdk_trick"] = True
     results = []
@@ -247,7 +228,7 @@ def test_several_td3_updates_in_one_call_equal_one_call_each():
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def test_checkpoint_adds_the_target_policy_only_with_td3(tmp_path):
+def test_checkpoint_adds_the_target_policy_only_with_td3(tmp_path, make_batch):
     ddpg_config = {"env": STEVE_TD3["env"], "policy_config": {
         "hidden_dim": 8, "hidden_layers": 3,
         "bayesian": {"ensemble_size": 2, "train_sample_count": 2, "eval_sample_count": 2}}}
@@ -265,7 +246,7 @@ def test_checkpoint_adds_the_target_policy_only_with_td3(tmp_path):
     assert keys(ddpg) <= keys(td3) and len(added) == len(td3.policy.variables)
     assert all(k.startswith("valuerl/target_policy/") for k in added)
     # a TD3 checkpoint restores strictly, target policy included, and training goes on the same
-    batch = make_batch(seed=7)
+    batch = make_batch(OBS, ACT, seed=7)
     for _ in range(3):
         td3.train_step(batch)
     path = checkpoint.save_checkpoint(str(tmp_path / "policy"), {"valuerl": td3},
@@ -368,6 +349,7 @@ def _restored(run, config_path):
     return agent, counters
 
 
+@pytest.mark.slow
 def test_tiny_td3_run_and_resume_through_master(tmp_path):
     from test_master import counters, run_master
 
@@ -394,6 +376,7 @@ def test_tiny_td3_run_and_resume_through_master(tmp_path):
     assert int(agent.policy_optimizer.iterations) == second["updates"] // 2
 
 
+@pytest.mark.slow
 def test_tiny_steve_td3_run_through_master(tmp_path):
     from test_master import counters, run_master
 

@@ -19,12 +19,11 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+import master
+from replay import ReplayBuffer
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(ROOT))
-
-import master  # noqa: E402
-from replay import ReplayBuffer  # noqa: E402
 
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
 H = 3  # tiny_steve inherits config/algos/steve.json: rollout_len 3
@@ -74,6 +73,7 @@ def values(points) -> np.ndarray:
     return np.array([np.asarray(v, np.float64) for _, v in points])
 
 
+@pytest.mark.slow
 def test_every_listed_tag_is_there(events):
     assert POLICY_TAGS <= set(events["policy"]), POLICY_TAGS - set(events["policy"])
     assert WORLDMODEL_TAGS <= set(events["worldmodel"])
@@ -84,6 +84,7 @@ def test_every_listed_tag_is_there(events):
     assert steps == sorted(steps) and 100 <= steps[0] and steps[-1] <= 300
 
 
+@pytest.mark.slow
 def test_one_training_point_per_finished_episode(run, events):
     said = (run / "log/interactor-0.out").read_text()
     count = int(said.split("interactor-0: ")[1].split(" training episodes finished")[0])
@@ -104,6 +105,7 @@ def test_one_training_point_per_finished_episode(run, events):
     assert steps == sorted(steps) and steps[-1] <= 300
 
 
+@pytest.mark.slow
 def test_evaluation_points_match_greedy_csv(run, events):
     rows = [line.split(",") for line in
             (run / "log/tiny_steve.greedy.csv").read_text().splitlines()]
@@ -117,6 +119,7 @@ def test_evaluation_points_match_greedy_csv(run, events):
                                   values(evaluator["eval/episodic_return"]) + 1)
 
 
+@pytest.mark.slow
 def test_steve_horizon_weights_sum_to_one_at_every_step(events):
     policy = events["policy"]
     weights = np.stack([values(policy[f"steve/horizon_weight/j{j}"]) for j in range(H + 1)], 1)
@@ -133,6 +136,7 @@ def test_steve_horizon_weights_sum_to_one_at_every_step(events):
         np.testing.assert_allclose(buckets[:, 2], row, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_learning_rates_and_config_text(run, events):
     hps = json.loads((run / "log/hps.json").read_text())
     policy = events["policy"]
@@ -146,6 +150,7 @@ def test_learning_rates_and_config_text(run, events):
     assert text.startswith("```json\n") and json.loads(text[8:-4]) == hps
 
 
+@pytest.mark.slow
 def test_children_out_files_hold_no_tensorflow_start_up_lines(run):
     outs = sorted((run / "log").glob("*.out"))
     assert [p.name for p in outs] == ["evaluator-0.out", "interactor-0.out",
@@ -182,6 +187,7 @@ def test_quiet_import_drops_start_up_lines_and_keeps_the_rest(tmp_path):
     assert loud.stdout == "0\n" and "I0000" in loud.stderr and "a real problem" in loud.stderr
 
 
+@pytest.mark.slow
 def test_real_tensorflow_starts_quietly():
     code = ("import runtime; tf = runtime.import_tensorflow(); "
             "tf.config.list_physical_devices(); print(float(tf.constant(2.0) + 1))")
@@ -200,6 +206,7 @@ def test_verbose_flag_reaches_every_child():
     assert [s.verbose for s in quiet] == [False] * 3 and [s.verbose for s in loud] == [True] * 3
 
 
+@pytest.mark.slow
 def test_tensorboard_png_draws_the_run(run, tmp_path):
     out = tmp_path / "board.png"
     done = subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_png.py"), str(run),

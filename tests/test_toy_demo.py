@@ -1,14 +1,9 @@
 """Tests of toy_demo.py, the tabular value-expansion demo; files go only under tmp_path."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import toy_demo  # noqa: E402
+import toy_demo
 
 METHOD = {m.name: m for m in toy_demo.METHODS}
 CSV_NAMES = ["basic_q", "ensemble_q", "mve_true", "mve_noisy", "steve_true", "steve_noisy"]

@@ -3,22 +3,16 @@ copy, acting (greedy, exploring, seeded), member draws, and XLA-compiled targets
 eager ones. The target math itself is tested in test_targets.py. Writes nothing to disk."""
 
 import copy
-import os
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tensorflow as tf  # noqa: E402
-
-import valuerl  # noqa: E402
-import worldmodel  # noqa: E402
+import valuerl
+import worldmodel
 
 OBS, ACT = 4, 2
+B = 32  # transitions per batch
 
 STEVE = {
     "env": {"obs_dims": OBS, "action_dims": ACT, "reward_scale": 1.0, "discount": 0.99},
@@ -38,17 +32,6 @@ STEVE = {
 DDPG = {"env": STEVE["env"], "policy_config": {"hidden_dim": 16, "hidden_layers": 3}}
 
 
-def make_batch(B=32, seed=0):
-    rng = np.random.default_rng(seed)
-    return types.SimpleNamespace(
-        obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        action=rng.uniform(-1, 1, size=(B, ACT)).astype(np.float32),
-        reward=rng.normal(size=B).astype(np.float32),
-        next_obs=rng.normal(size=(B, OBS)).astype(np.float32),
-        terminal=(rng.uniform(size=B) < 0.2).astype(np.float32),
-    )
-
-
 def values(module):
     return [v.numpy().copy() for v in module.variables]
 
@@ -61,10 +44,10 @@ def all_differ(a, b):
     return all(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_gradient_isolation_and_target_copy():
+def test_gradient_isolation_and_target_copy(make_batch):
     wm = worldmodel.WorldModel(STEVE, seed=0, jit_compile=False)
     agent = valuerl.ValueRL(STEVE, seed=0, jit_compile=False)
-    batch = make_batch()
+    batch = make_batch(OBS, ACT, B)
     assert same(values(agent.q), values(agent.target_q))  # Q' starts as a copy of Q
     q0, p0, t0 = values(agent.q), values(agent.policy), values(agent.target_q)
 
@@ -101,12 +84,12 @@ def test_gradient_isolation_and_target_copy():
     assert all(g is None for g in tape.gradient(q_loss, wm.trainable_variables))
 
 
-def test_logged_diagnostics_are_the_update_s_own_numbers():
+def test_logged_diagnostics_are_the_update_s_own_numbers(make_batch):
     # The per-horizon logs of a Q step are batch means of the w and sigma2 its targets used, and
     # charts/mean_q the mean of the Q guesses of its loss: replay the step's random draws.
     wm = worldmodel.WorldModel(STEVE, seed=3, jit_compile=False)
     agent = valuerl.ValueRL(STEVE, seed=3, jit_compile=False)
-    batch = make_batch(seed=4)
+    batch = make_batch(OBS, ACT, B, seed=4)
     state = agent.generator.state.numpy().copy()
     s0, a0 = tf.constant(batch.obs), tf.constant(batch.action)
     targets = agent.value_targets(tf.constant(batch.reward), tf.constant(batch.next_obs),
@@ -129,11 +112,11 @@ def test_logged_diagnostics_are_the_update_s_own_numbers():
     assert float(logs["charts/average_model_use"]) == pytest.approx(1.0 - weight[0], abs=1e-5)
 
 
-def test_xla_targets_match_eager_and_xla_updates_repeat():
+def test_xla_targets_match_eager_and_xla_updates_repeat(make_batch):
     # XLA's random numbers differ from TensorFlow's kernels for the same generator state, so the
     # comparison fixes the members and the assignment; the update itself is checked for
     # repeatability under the same seed.
-    batch = make_batch(seed=1)
+    batch = make_batch(OBS, ACT, B, seed=1)
     config = copy.deepcopy(STEVE)
     config["policy_config"]["value_expansion"]["covariances"] = True
     wm = worldmodel.WorldModel(config, seed=5)
@@ -168,10 +151,10 @@ def test_xla_targets_match_eager_and_xla_updates_repeat():
     assert 0.0 <= runs[0][0][0]["charts/average_model_use"] <= 1.0
 
 
-def test_ddpg_trains_without_a_world_model():
+def test_ddpg_trains_without_a_world_model(make_batch):
     agent = valuerl.ValueRL(DDPG, seed=0)
     assert agent.rollout_len == 0 and agent.q.ensemble_size == 1
-    batch = make_batch(seed=2)
+    batch = make_batch(OBS, ACT, B, seed=2)
     first = {k: float(v) for k, v in agent.train_step(batch).items()}
     assert set(first) == {"losses/q", "losses/policy", "charts/mean_target", "charts/mean_q"}
     # the target of a DDPG update is r + gamma (1 - d) Q'(s1, pi(s1))
@@ -184,10 +167,10 @@ def test_ddpg_trains_without_a_world_model():
     np.testing.assert_allclose(out["y"][0].numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_model_based_config_needs_the_world_model():
+def test_model_based_config_needs_the_world_model(make_batch):
     agent = valuerl.ValueRL(STEVE, seed=0, jit_compile=False)
     with pytest.raises(ValueError, match="needs the world model"):
-        agent.train_step(make_batch())
+        agent.train_step(make_batch(OBS, ACT, B))
     config = copy.deepcopy(STEVE)
     del config["model_config"]
     with pytest.raises(ValueError, match="needs a model_config"):
@@ -220,12 +203,10 @@ def test_actions_and_seeding():
     assert set(d["q"].numpy()) <= {0, 1, 2, 3}
 
 
-def test_several_updates_in_one_call_equal_one_call_each():
+def test_several_updates_in_one_call_equal_one_call_each(make_batch, stack_batches):
     K = 3
-    parts = [make_batch(seed=10 + k) for k in range(K)]
-    stacked = types.SimpleNamespace(**{f: np.stack([getattr(p, f) for p in parts])
-                                       for f in ("obs", "action", "reward", "next_obs",
-                                                 "terminal")})
+    parts = [make_batch(OBS, ACT, B, seed=10 + k) for k in range(K)]
+    stacked = stack_batches(parts)
     results = []
     for chunked in (False, True):
         agent, model = valuerl.ValueRL(STEVE, seed=5), worldmodel.WorldModel(STEVE, seed=5)

@@ -99,6 +99,7 @@ def one_sentence_error(capsys, argv) -> str:
 # ------------------------------------------------------------------------------ real runs
 
 
+@pytest.mark.slow
 def test_steve_prints_returns_writes_mp4_and_weight_histograms(runs, tmp_path, capsys):
     video = tmp_path / "out" / "steve.mp4"
     code = visualizer.main([str(TINY_STEVE), "0", str(runs["steve"] / "checkpoints"),
@@ -130,6 +131,7 @@ def test_steve_prints_returns_writes_mp4_and_weight_histograms(runs, tmp_path, c
     assert model_use == pytest.approx(1.0 - means[0], abs=0.002)
 
 
+@pytest.mark.slow
 def test_backup_folder_and_default_video_path(runs, capsys):
     backup = runs["steve"] / "checkpoints/backups/policy/100"
     code = visualizer.main([str(TINY_STEVE), "0", str(backup), "--episodes", "1",
@@ -146,6 +148,7 @@ def test_backup_folder_and_default_video_path(runs, capsys):
     assert frame_count(video) == 4
 
 
+@pytest.mark.slow
 def test_run_dir_form_prints_a_return_quietly(runs):
     done = subprocess.run(
         [sys.executable, str(ROOT / "visualizer.py"), str(runs["steve"]), "--no-render",
@@ -163,6 +166,7 @@ def test_run_dir_form_prints_a_return_quietly(runs):
         assert noise not in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_run_dir_form_with_a_backup(runs, capsys):
     code = visualizer.main([str(runs["steve"]), "--backup", "100", "--no-render",
                             "--episodes", "1", "--max-frames", "3"])
@@ -219,6 +223,7 @@ def no_opengl(tmp_path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_no_render_needs_no_gl_and_model_free_has_no_weights(runs, no_opengl):
     no_opengl["MUJOCO_GL"] = "egl"  # what envwrap would choose; must stay unused
     done = subprocess.run(
@@ -235,6 +240,7 @@ def test_no_render_needs_no_gl_and_model_free_has_no_weights(runs, no_opengl):
     assert not (runs["ddpg"] / "videos").exists()
 
 
+@pytest.mark.slow
 def test_rendering_impossible_says_what_to_install(runs, no_opengl):
     done = subprocess.run(
         [sys.executable, str(ROOT / "visualizer.py"), str(TINY_STEVE), "0",
@@ -263,6 +269,7 @@ def test_folder_without_checkpoint(capsys, tmp_path):
     assert "holds no complete checkpoint yet" in err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config(runs, capsys, tmp_path):
     other = tmp_path / "deeper.json"
     other.write_text(json.dumps({"inherits": [str(TINY_STEVE)],
@@ -271,6 +278,7 @@ def test_checkpoint_of_another_config(runs, capsys, tmp_path):
     assert "other shapes" in err and "the config that wrote it differs" in err
 
 
+@pytest.mark.slow
 def test_model_free_run_with_model_based_config(runs, capsys):
     err = one_sentence_error(capsys, [TINY_STEVE, 0, runs["ddpg"] / "checkpoints",
                                       "--no-render"])
@@ -343,6 +351,7 @@ def test_fixed_reduction_weights_are_printed_once():
     assert "[0.000, 0.000, 1.000] at every one of the 5 visited states" in text
 
 
+@pytest.mark.slow
 def test_a_crashed_render_process_is_one_sentence_and_leaves_no_file(tmp_path):
     video = tmp_path / "crash.mp4"
     env = visualizer.RenderedEnv({"name": "InvertedPendulum-v5", "max_frames": 10}, 0, video,

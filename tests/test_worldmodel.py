@@ -1,21 +1,15 @@
 """Tests of worldmodel.py: the loss parts against numpy, the loss falling on a fixed batch, seeding,
 and an exact rollout of a perfectly known linear system. Writes nothing to disk."""
 
-import os
-import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tensorflow as tf  # noqa: E402
-
-import nn  # noqa: E402
-import valuerl  # noqa: E402
-import worldmodel  # noqa: E402
+import nn
+import valuerl
+import worldmodel
 
 OBS, ACT = 3, 2
 
