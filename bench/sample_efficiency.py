@@ -5,6 +5,8 @@
     .venv/bin/python bench/sample_efficiency.py CONFIG [CONFIG ...] --seeds 3 \
         --total-frames 30000 [--checkpoints-at 10000,20000,30000] [--threshold Hopper-v5=1000]
     .venv/bin/python bench/sample_efficiency.py --preset cpu --report-only   # report only
+    .venv/bin/python bench/sample_efficiency.py --preset cpu --report-only --partial
+        # report the runs that have evaluations so far; list the rest as pending
 
 Run by hand on the machine that drives the sweep; it trains nothing itself. Every (config, seed)
 pair is one `master.py --seed S --total-frames N` run started by `sweep.run_sweep` (a local Ray
@@ -425,9 +427,11 @@ def group(summaries: Sequence[RunSummary]) -> dict[tuple[str, str], list[RunSumm
 
 def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                   figures: Sequence[str | os.PathLike], window: float = WINDOW,
-                  when: str | None = None, notes: str = "") -> str:
+                  when: str | None = None, notes: str = "",
+                  pending: Sequence[str | os.PathLike] = ()) -> str:
     """The markdown report (figures given as paths relative to the report's folder; `notes`:
-    markdown put in after the first paragraph)."""
+    markdown put in after the first paragraph; `pending`: run folders not started or without an
+    evaluation yet, left out of every number)."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     unfinished = [s for s in summaries if not s.finished]
@@ -439,6 +443,10 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     if unfinished:
         lines += [f"**{len(unfinished)} run(s) have not reached the budget yet** (marked "
                   f"`unfinished` below); run the same command again to resume them.", ""]
+    if pending:
+        lines += [f"**{len(pending)} run(s) have not started or have no evaluation yet**; they "
+                  f"are left out of every number below (a partial report):", ""]
+        lines += [f"- `{_display(p)}`" for p in pending] + [""]
     if notes.strip():
         lines += [notes.strip(), ""]
     lines += ["Configs:", ""] + [f"- `{_display(c)}`" for c in bench.configs] + [""]
@@ -603,11 +611,12 @@ def run_dirs(bench: Benchmark) -> list[Path]:
 
 
 def write_report(bench: Benchmark, window: float = WINDOW,
-                 when: str | None = None) -> tuple[Path, list[Path]]:
+                 when: str | None = None, partial: bool = False) -> tuple[Path, list[Path]]:
     """Compute the report from the run folders and write it with its figures.
 
     Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
-    run folder is missing or a run has no evaluations.
+    run folder is missing or a run has no evaluations; with `partial`, such runs are listed as
+    pending instead (an error only when no run has evaluations).
     """
     notes = ""
     if bench.notes:
@@ -618,15 +627,26 @@ def write_report(bench: Benchmark, window: float = WINDOW,
                                  f"({e.strerror}); restore the file or drop the notes.") from None
     runs = run_dirs(bench)
     missing = [r for r in runs if not r.is_dir()]
-    if missing:
+    if missing and not partial:
         raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
                              f"(e.g. {missing[0]}); run the benchmark without --report-only "
-                             f"first.")
-    summaries = []
+                             f"first (or add --partial).")
+    summaries, pending = [], list(missing)
     for r in runs:
+        if r in missing:
+            continue
         total, marks = bench.budget(plot.run_info(r).env)
-        summaries.append(summarize_run(r, marks, bench.thresholds, total, window,
-                                       bench.min_episodes))
+        try:
+            summaries.append(summarize_run(r, marks, bench.thresholds, total, window,
+                                           bench.min_episodes))
+        except BenchmarkError:
+            if not partial:
+                raise
+            pending.append(r)
+    if not summaries:
+        raise BenchmarkError(f"None of the {len(runs)} run(s) has an evaluation yet (e.g. "
+                             f"{runs[0]}); run the benchmark first.")
+    runs = [s.path for s in summaries]
     report = Path(bench.report)
     figure_base = report.with_name(f"{report.stem}_curves.png")
     try:
@@ -635,7 +655,7 @@ def write_report(bench: Benchmark, window: float = WINDOW,
         raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
-                                                     notes))
+                                                     notes, pending))
     summary = report.with_suffix(".json")
     util.atomic_write_text(summary, json.dumps(summary_json(bench, summaries), indent=1) + "\n")
     umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
@@ -661,6 +681,7 @@ def budget_groups(bench: Benchmark) -> list[tuple[int, tuple[str, ...]]]:
 
 def run_benchmark(bench: Benchmark, address: str | None = None,
                   cpus_per_run: float | None = None, report_only: bool = False,
+                  partial: bool = False,
                   out: Callable[[str], None] | None = None,
                   status_seconds: float = sweep.STATUS_SECONDS) -> tuple[Path, list[Path]]:
     """Run (or resume) every run of `bench` through the sweep, then write the report.
@@ -689,7 +710,7 @@ def run_benchmark(bench: Benchmark, address: str | None = None,
             raise RunsFailed(f"{len(failed)} run(s) failed (e.g. {failed[0].path}: "
                                  f"{failed[0].message}); see its log/*.err and the sweep's "
                                  f".sweep/*.out, fix the cause and run the same command again.")
-    report, figures = write_report(bench)
+    report, figures = write_report(bench, partial=partial)
     say(f"report: {report}")
     for f in figures:
         say(f"figure: {f}")
@@ -757,6 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPUs each run reserves (default: one per process of the run)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the run folders as they are; run nothing")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --report-only: report the runs that have evaluations and "
+                             "list the others as pending, instead of refusing")
     return parser
 
 
@@ -839,7 +863,7 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this benchmark (without --report-only)."""
-    argv = [a for a in (args.argv or []) if a != "--report-only"]
+    argv = [a for a in (args.argv or []) if a not in ("--report-only", "--partial")]
     return " ".join(["python bench/sample_efficiency.py", *argv])
 
 
@@ -848,9 +872,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        if args.partial and not args.report_only:
+            raise BenchmarkError("--partial only applies to a report of runs as they are; add "
+                                 "--report-only (a benchmark that runs reports every run).")
         bench = benchmark_from_args(args)
         run_benchmark(bench, address=args.address, cpus_per_run=args.cpus_per_run,
-                      report_only=args.report_only)
+                      report_only=args.report_only, partial=args.partial)
     except (BenchmarkError, sweep.SweepError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_status", 2)

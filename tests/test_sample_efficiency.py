@@ -181,6 +181,32 @@ def test_report_needs_evaluations_and_folders(tmp_path):
     assert not Path(bench.report).exists()
 
 
+def test_partial_report_lists_pending_runs(tmp_path):
+    bench = tiny_bench(tmp_path)
+    out = Path(bench.output_root)
+    with pytest.raises(se.BenchmarkError, match="None of the 4 run\\(s\\) has an evaluation"):
+        se.write_report(bench, partial=True)
+    fake_run(out, "tiny_ddpg", 0, [(500, 10.0), (1000, 30.0)], 1000)
+    fake_run(out, "tiny_steve", 0, [(500, 150.0), (1000, 200.0)], 1000)
+    fake_run(out, "tiny_steve", 1, [(500, 1.0)], None)
+    (out / ENV / "tiny_steve.seed1/log/tiny_steve.seed1.greedy.csv").write_text("")  # started
+    with pytest.raises(se.BenchmarkError, match="1 of the 4 run folder\\(s\\) do not exist"):
+        se.write_report(bench)  # a full report still refuses
+    report, _ = se.write_report(bench, when="today", partial=True)
+    text = report.read_text()
+    assert "from 2 run(s) of 2 config(s)" in text
+    assert "**2 run(s) have not started or have no evaluation yet**" in text
+    assert "tiny_ddpg.seed1`" in text and "tiny_steve.seed1`" in text
+    assert "| InvertedPendulum-v5 | tiny_steve | 1 | 150 ± 0 (150–150) | 200 ± 0 (200–200) |" in (
+        text.splitlines())
+    summary = se.json.loads(report.with_suffix(".json").read_text())
+    algos = summary["environments"][ENV]["algorithms"]
+    assert list(algos["tiny_steve"]["seeds"]) == ["0"] and list(algos["tiny_ddpg"]["seeds"]) == [
+        "0"]
+    assert se.main(["tests/configs/tiny_ddpg.json", "--seeds", "1", "--total-frames", "300",
+                    "--partial"]) == 2  # only with --report-only
+
+
 def test_report_carries_the_notes(tmp_path):
     out = tmp_path / "out"
     for experiment in ("tiny_ddpg", "tiny_steve"):
