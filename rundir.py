@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import portalocker
 
+# state/progress.bin: an update count, an epoch and a phase per learner role (roles.LEARNERS).
 PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
                    "policy_phase", "worldmodel_phase")
-ROLES = ("policy", "worldmodel")
 # A learner's phase (`<role>_phase` in Progress), for the master's status line.
 PHASE_STARTING = 0  # importing TensorFlow, building, restoring
 PHASE_WAITING_FOR_FRAMES = 1  # waiting for frames_before_learning frames
@@ -92,9 +92,6 @@ class RunDir:
     @property
     def greedy_csv(self) -> Path:
         return self.log / f"{self.name}.greedy.csv"
-
-    def learner_log(self, role: str) -> Path:
-        return self.log / ("valuerl.log" if role == "policy" else "worldmodel.log")
 
     def error_file(self, process_name: str) -> Path:
         return self.log / f"{process_name}.err"

@@ -63,7 +63,8 @@ from pathlib import Path
 
 import config as config_lib
 import util
-from rundir import LOCK_ENV, ROLES, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
+from roles import LEARNERS
+from rundir import LOCK_ENV, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MASTER = PROJECT_DIR / "master.py"
@@ -190,7 +191,7 @@ def run_state(run: RunDir, total_frames: int) -> str:
     finished = util.read_json(run.finished_file)
     if isinstance(finished, dict) and int(finished.get("total_frames", 0)) >= total_frames:
         return DONE
-    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in ROLES):
+    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in LEARNERS):
         return RESUME
     if run.has_content():
         return RESTART
@@ -480,7 +481,7 @@ def run_progress(run: RunDir) -> dict:
                 frames = buf.count
     if frames is None:
         counters = [util.read_json(run.checkpoint_dir(r) / "latest.json", {}) or {}
-                    for r in ROLES]
+                    for r in LEARNERS]
         frames = max([int(c.get("counters", {}).get("frames", 0)) for c in counters] + [0])
     updates = None
     with contextlib.suppress(Exception):

@@ -30,7 +30,7 @@ import checkpoint  # noqa: E402
 import config as config_lib  # noqa: E402
 import valuerl  # noqa: E402
 import worldmodel  # noqa: E402
-from valuerl_learner import PolicyActor  # noqa: E402
+from agent import PolicyActor  # noqa: E402
 
 OBS, ACT = 4, 2
 TD3 = {"target_noise": 0.3, "target_noise_clip": 0.4, "policy_delay": 2, "tau": 0.1}
