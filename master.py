@@ -571,103 +571,155 @@ class Status:
         return self.replay.count
 
 
+class Supervisor:
+    """The children of one start of a run: `start` them, `watch` them until the last has
+    exited, `stop` whatever is left, and `report` how it went (the exit status).
+
+    While watching, the rules are: a child that dies, or exits when it should not, is a failure
+    and stops the others; once the frame budget is reached and every interactor has exited,
+    `finish` is set (the learners do the updates they owe); once the learners are done, `stop`
+    lets the evaluators go. Children that do not stop within GRACE_SECONDS are killed.
+    """
+
+    def __init__(self, plan: dict, args: argparse.Namespace, impl: dict | None = None,
+                 lock: RunLock | None = None):
+        ctx = mp.get_context("spawn")
+        self.stop, self.finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see Flag
+        self.plan = plan
+        self.run: RunDir = plan["run"]
+        self.total_frames = args.total_frames
+        self.specs = make_specs(plan, args, impl)
+        held = lock.inherit() if lock is not None and lock.fd is not None else None
+        self.procs = {s.name: ctx.Process(target=runtime.child_main, name=s.name,
+                                          args=(s, self.stop, self.finish, held))
+                      for s in self.specs}
+        self.learners = {s.name for s in self.specs if s.row.learner}
+        self.collectors = {s.name for s in self.specs if s.row.collects}
+        self.status = Status(plan, show_waits=True)
+        self.failure: tuple[str, int | None] | None = None
+        self.interrupted: list[int] = []
+        self.deadline: float | None = None  # when stopping children get killed
+        self.killed = False
+        self._old_handlers: dict = {}
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Take over Ctrl-C and SIGTERM (they set `stop`), then start every child."""
+        self._old_handlers = {s: signal.signal(s, self._on_signal)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        for p in self.procs.values():
+            p.start()
+        print(f"started {', '.join(self.procs)} for {self.run.path} "
+              f"({self.plan['device_note']})", flush=True)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if not self.interrupted:
+            print(f"\n{signal.Signals(signum).name}: stopping; the learners write their final "
+                  f"checkpoints.", flush=True)
+        self.interrupted.append(signum)
+        self.stop.set()
+
+    # ------------------------------------------------------------------ watch
+    def watch(self) -> None:
+        """Wait on the children's sentinels (no busy-waiting) until every child has exited,
+        applying the rules of the class docstring and printing the status line."""
+        next_status = time.time() + STATUS_SECONDS
+        while alive := [p for p in self.procs.values() if p.exitcode is None]:
+            timeout = max(0.0, next_status - time.time())
+            if self.deadline is not None and not self.killed:
+                timeout = min(timeout, max(0.0, self.deadline - time.time()))
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
+            budget_reached = (self.total_frames is not None
+                              and self.status.frames() >= self.total_frames)
+            self._note_failure(budget_reached)
+            self._advance(budget_reached)
+            self._kill_after_grace()
+            if time.time() >= next_status:
+                print(self.status.line(), flush=True)
+                self.record_hours()
+                next_status = time.time() + STATUS_SECONDS
+
+    def _note_failure(self, budget_reached: bool) -> None:
+        """Remember the first child that exited when it should not have, and stop the rest."""
+        for name, p in self.procs.items():
+            if p.exitcode is None or self.failure is not None:
+                continue
+            expected = self.stop.is_set() or (p.exitcode == 0 and (
+                self.finish.is_set() or (name in self.collectors and budget_reached)))
+            if p.exitcode != 0 or not expected:
+                self.failure = (name, p.exitcode)
+                self.stop.set()
+
+    def _advance(self, budget_reached: bool) -> None:
+        """Budget reached -> `finish` -> learners done -> `stop`."""
+        if budget_reached and not self.finish.is_set() and all(
+                self.procs[n].exitcode == 0 for n in self.collectors):
+            self.finish.set()  # no frame arrives any more: learners do what they owe
+        if self.finish.is_set() and not self.stop.is_set() and all(
+                self.procs[n].exitcode is not None for n in self.learners):
+            self.stop.set()  # budget reached and learners done: let evaluators go
+
+    def _kill_after_grace(self) -> None:
+        """Once `stop` is set, give the children GRACE_SECONDS, then kill those still alive."""
+        if self.stop.is_set() and self.deadline is None:
+            self.deadline = time.time() + GRACE_SECONDS
+        if self.killed or self.deadline is None or time.time() < self.deadline:
+            return
+        for p in self.procs.values():
+            if p.exitcode is None:
+                print(f"{p.name} did not stop within {GRACE_SECONDS:.0f} s; killing it",
+                      file=sys.stderr)
+                p.kill()
+        self.killed = True
+
+    # ------------------------------------------------------------------ stop
+    def stop_all(self) -> None:
+        """Kill what still runs (after an error in the master), reap every child, give the
+        signals back and record the run's hours."""
+        for p in self.procs.values():
+            if p.exitcode is None and p.pid is not None:
+                p.kill()
+            if p.pid is not None:
+                p.join(timeout=5)
+        for s, handler in self._old_handlers.items():
+            signal.signal(s, handler)
+        self.record_hours()
+
+    def record_hours(self) -> None:
+        util.atomic_write_json(self.run.hours_file, {"hours": self.specs[0].hours()})
+
+    def report(self) -> int:
+        """The last status line, then the failure or the budget reached; the exit status."""
+        print(self.status.line(), flush=True)
+        if self.failure is not None:
+            name, code = self.failure
+            tail = _error_tail(self.run, name)
+            for line in tail[:-1]:
+                print(f"  {line}", file=sys.stderr)
+            last = tail[-1].strip() if tail else "no error message was written"
+            print(f"error: {name} {_describe_exit(code)} ({last}); the other processes were "
+                  f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
+            return 1
+        if self.finish.is_set() and self.total_frames is not None:
+            util.atomic_write_json(self.run.finished_file, {
+                "total_frames": self.total_frames, "frames": self.status.frames(),
+                "policy_updates": self.status.updates(POLICY),
+                "worldmodel_updates": self.status.updates(WORLDMODEL)})
+            print(f"reached {self.total_frames} frames; run saved in {self.run.path}")
+        return 0
+
+
 def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None,
               lock: RunLock | None = None) -> int:
     """Start every child, watch them, stop them; the return value is the exit status. Each
     child gets a descriptor of the run's `lock` and holds it until it exits."""
-    ctx = mp.get_context("spawn")
-    stop, finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see runtime.Flag
-    specs = make_specs(plan, args, impl)
-    held = lock.inherit() if lock is not None and lock.fd is not None else None
-    procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish, held),
-                                 name=s.name)
-             for s in specs}
-    learners = {s.name for s in specs if s.row.learner}
-    interactors = {s.name for s in specs if s.row.collects}
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        if not interrupted:
-            print(f"\n{signal.Signals(signum).name}: stopping; the learners write their final "
-                  f"checkpoints.", flush=True)
-        interrupted.append(signum)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    run: RunDir = plan["run"]
-    status = Status(plan, show_waits=True)
-
-    def record_hours() -> None:
-        util.atomic_write_json(run.hours_file, {"hours": specs[0].hours()})
-    failure: tuple[str, int | None] | None = None
+    supervisor = Supervisor(plan, args, impl, lock)
     try:
-        for p in procs.values():
-            p.start()
-        print(f"started {', '.join(procs)} for {run.path} ({plan['device_note']})", flush=True)
-        next_status = time.time() + STATUS_SECONDS
-        deadline = None
-        while True:
-            alive = [p for p in procs.values() if p.exitcode is None]
-            if not alive:
-                break
-            timeout = max(0.0, next_status - time.time())
-            if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - time.time()))
-            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
-            budget_reached = (args.total_frames is not None
-                              and status.frames() >= args.total_frames)
-            for name, p in procs.items():
-                if p.exitcode is None or failure is not None:
-                    continue
-                expected = stop.is_set() or (p.exitcode == 0 and (
-                    finish.is_set() or (name in interactors and budget_reached)))
-                if p.exitcode != 0 or not expected:
-                    failure = (name, p.exitcode)
-                    stop.set()
-            if budget_reached and not finish.is_set() and all(
-                    procs[n].exitcode == 0 for n in interactors):
-                finish.set()  # no frame arrives any more: learners do what they owe
-            if finish.is_set() and not stop.is_set() and all(
-                    procs[n].exitcode is not None for n in learners):
-                stop.set()  # budget reached and learners done: let evaluators go
-            if stop.is_set() and deadline is None:
-                deadline = time.time() + GRACE_SECONDS
-            if deadline is not None and time.time() >= deadline:
-                for p in procs.values():
-                    if p.exitcode is None:
-                        print(f"{p.name} did not stop within {GRACE_SECONDS:.0f} s; killing it",
-                              file=sys.stderr)
-                        p.kill()
-                deadline = float("inf")
-            if time.time() >= next_status:
-                print(status.line(), flush=True)
-                record_hours()
-                next_status = time.time() + STATUS_SECONDS
+        supervisor.start()
+        supervisor.watch()
     finally:
-        for p in procs.values():
-            if p.exitcode is None:
-                p.kill()
-            p.join(timeout=5)
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        record_hours()
-    print(status.line(), flush=True)
-    if failure is not None:
-        name, code = failure
-        tail = _error_tail(run, name)
-        for line in tail[:-1]:
-            print(f"  {line}", file=sys.stderr)
-        last = tail[-1].strip() if tail else "no error message was written"
-        print(f"error: {name} {_describe_exit(code)} ({last}); the other processes were "
-              f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
-        return 1
-    if finish.is_set() and args.total_frames is not None:
-        util.atomic_write_json(run.finished_file, {
-            "total_frames": args.total_frames, "frames": status.frames(),
-            "policy_updates": status.updates(POLICY),
-            "worldmodel_updates": status.updates(WORLDMODEL)})
-        print(f"reached {args.total_frames} frames; run saved in {run.path}")
-    return 0
+        supervisor.stop_all()
+    return supervisor.report()
 
 
 def _inherited_lock_fd() -> int | None:
