@@ -312,9 +312,10 @@ def _rebuild_inherited(dup) -> InheritedLock:
 class Progress:
     """Shared int64 counters in `state/progress.bin` (one writer per field, many readers)."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False):
+    def __init__(self, path: str | os.PathLike, create: bool = False, read_only: bool = False):
         """`create`: make the file when it is missing or has another number of fields (a run
-        started by an older version: its counters are set again from the checkpoints)."""
+        started by an older version: its counters are set again from the checkpoints).
+        `read_only`: only `get` (a reader of another machine's run, such as sweep.py)."""
         path = Path(path)
         size = 8 * len(PROGRESS_FIELDS)
         if create and not (path.exists() and path.stat().st_size == size):
@@ -322,7 +323,8 @@ class Progress:
             tmp = path.with_suffix(".tmp")
             np.zeros(len(PROGRESS_FIELDS), dtype=np.int64).tofile(tmp)
             os.replace(tmp, path)
-        self._array = np.memmap(path, dtype=np.int64, mode="r+", shape=(len(PROGRESS_FIELDS),))
+        self._array = np.memmap(path, dtype=np.int64, mode="r" if read_only else "r+",
+                                shape=(len(PROGRESS_FIELDS),))
 
     def get(self, field: str) -> int:
         return int(self._array[PROGRESS_FIELDS.index(field)])
