@@ -19,10 +19,12 @@ key `valuerl`, beside `checkpoints/policy/` (a learner's checkpoint folder, its 
 TensorBoard folder carry the role's name; an acting process's TensorBoard folder carries its
 process name). See rundir.py for the whole layout.
 
-This module imports no other module of the project. master.py builds the topology from the table
-(`Role.count`, `Role.gpu`) and runtime.child_main dispatches from it: the entry function and the
-class it builds (`impl`) are named "module:name" and imported only in the child that needs them,
-so learner.py and agent.py import this module and nothing imports them back.
+Every process of a run imports this module; it reads and writes nothing on disk, and imports no
+other module of the project at run time (rundir only for a type annotation). master.py builds
+the topology from the table (`Role.count`, `Role.gpu`) and runtime.child_main dispatches from
+it: the entry function and the class it builds (`impl`) are named "module:name" and imported
+only in the child that needs them, so learner.py and agent.py import this module and nothing
+imports them back.
 
 The frame-ratio rule (STEVE.md section 5) is `frame_ratio`: with `frames_per_update` = f a learner
 may do update number u (counted after its `pretrain_n` unthrottled pretraining updates) only when
