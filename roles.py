@@ -20,11 +20,10 @@ TensorBoard folder carry the role's name; an acting process's TensorBoard folder
 process name). See rundir.py for the whole layout.
 
 Every process of a run imports this module; it reads and writes nothing on disk, and imports no
-other module of the project at run time (rundir only for a type annotation). master.py builds
-the topology from the table (`Role.count`, `Role.gpu`) and runtime.child_main dispatches from
-it: the entry function and the class it builds (`impl`) are named "module:name" and imported
-only in the child that needs them, so learner.py and agent.py import this module and nothing
-imports them back.
+other module of the project. master.py builds the topology from the table (`Role.count`,
+`Role.gpu`) and runtime.child_main dispatches from it: the entry function and the class it
+builds (`impl`) are named "module:name" and imported only in the child that needs them, so
+learner.py and agent.py import this module and nothing imports them back.
 
 The frame-ratio rule (STEVE.md section 5) is `frame_ratio`: with `frames_per_update` = f a learner
 may do update number u (counted after its `pretrain_n` unthrottled pretraining updates) only when
@@ -38,10 +37,7 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from rundir import RunDir
+from typing import Any, NamedTuple
 
 POLICY, WORLDMODEL, INTERACTOR, EVALUATOR = "policy", "worldmodel", "interactor", "evaluator"
 
@@ -137,7 +133,7 @@ class ProcessSpec:
 
     role: str  # a name of the role table
     index: int
-    run: RunDir
+    run: Any  # a rundir.RunDir (not imported: this module stays a leaf)
     config: dict
     seed: int
     cuda_visible_devices: str  # "" hides every GPU
