@@ -15,9 +15,11 @@ Both run on the CPU (master.py hides every GPU from them).
   it plays at most N episodes with each policy and then waits for the next checkpoint (so that
   evaluation does not take a whole core from the learners on a small machine); false (the
   2018 behaviour) evaluates without pause.
-Both write TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis: the
-interactor one `charts/episodic_return` and `charts/episodic_length` point per finished training
-episode (written in bulk every SUMMARY_SECONDS and at exit), `charts/episodes` and
+Both act with `PolicyActor`: a numpy copy of the policy, restored from the policy learner's
+checkpoints (`checkpoints/policy/`, object `valuerl`) without its optimizers. Both write
+TensorBoard summaries under `tensorboard/<process>/`, with frames as the x-axis: the interactor
+one `charts/episodic_return` and `charts/episodic_length` point per finished training episode
+(written in bulk every SUMMARY_SECONDS and at exit), `charts/episodes` and
 `charts/frames_per_s`; the evaluator `eval/episodic_return`, `eval/episodic_length` and
 `eval/episodes` per evaluation episode.
 
@@ -34,8 +36,8 @@ import time
 import numpy as np
 
 from replay import ReplayBuffer
+from roles import POLICY, ProcessSpec, learners_behind, role
 from rundir import Progress, append_greedy_row
-from runtime import ProcessSpec, load_impl
 
 THROTTLE_SECONDS = 0.001  # how long an interactor waits for the learners before looking again
 SUMMARY_SECONDS = 10.0  # how often an interactor writes its TensorBoard summaries
@@ -43,8 +45,66 @@ SUMMARY_SECONDS = 10.0  # how often an interactor writes its TensorBoard summari
 
 def process_seed(spec: ProcessSpec) -> int:
     """A distinct, reproducible seed for each process of a run."""
-    role = ("interactor", "evaluator").index(spec.role)
-    return int(np.random.SeedSequence([spec.seed, 7 + role, spec.index]).generate_state(1)[0])
+    stream = [spec.seed, spec.row.seed_stream, spec.index]
+    return int(np.random.SeedSequence(stream).generate_state(1)[0])
+
+
+class PolicyActor:
+    """The acting view of a policy checkpoint, used by interactors and evaluators.
+
+    It restores only the policy (a partial restore) and then acts with a numpy copy of its
+    weights: the same math as ValueRL's greedy and exploring actions (STEVE.md section 5), at a
+    few microseconds per call instead of the ~1 ms a TensorFlow call costs at batch size 8, so
+    acting costs little beyond the simulator.
+    """
+
+    def __init__(self, config: dict, seed: int):
+        import valuerl
+
+        self.valuerl = valuerl.ValueRL(config, seed=seed)
+        self.explore_noise = self.valuerl.explore_noise
+        self.rng = np.random.default_rng(seed)
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def restore(self, path: str) -> dict:
+        import checkpoint
+
+        key = role(POLICY).checkpoint_key
+        counters = checkpoint.restore_checkpoint(path, {key: self.valuerl.policy_view()},
+                                                 strict=False)
+        policy = self.valuerl.policy
+        self.layers = [(w.numpy(), b.numpy()) for w, b in zip(policy.w, policy.b, strict=True)]
+        return counters
+
+    def pre_tanh(self, obs: np.ndarray) -> np.ndarray:
+        """pi(obs): obs [B, obs] -> [B, act], ReLU between layers, linear output."""
+        h = np.asarray(obs, np.float32)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                np.maximum(h, 0.0, out=h)
+        return h
+
+    def greedy_action(self, obs: np.ndarray) -> np.ndarray:
+        return np.tanh(self.pre_tanh(obs))  # [B, act]
+
+    def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
+        pre = self.pre_tanh(obs)  # [B, act]
+        if self.explore_noise:  # policy_config.explore_noise: Gaussian noise on every step
+            noise = self.explore_noise * self.rng.standard_normal(pre.shape, np.float32)
+            return np.clip(np.tanh(pre) + noise, -1.0, 1.0).astype(np.float32)  # [B, act]
+        noisy = self.rng.random(pre.shape) < explore_chance  # [B, act]
+        pre = np.where(noisy, pre + self.rng.standard_normal(pre.shape, np.float32), pre)
+        return np.clip(np.tanh(pre), -1.0, 1.0).astype(np.float32)  # [B, act]
+
+
+def make_actor(spec: ProcessSpec, seed: int):
+    """What this acting process acts with: the class `spec.impl` names for its role (PolicyActor
+    by default), or else the policy learner class's `make_actor` (a stand-in learner of a test
+    brings its own actor)."""
+    if spec.impl.get(spec.role):
+        return spec.implementation()(spec.config, seed)
+    return spec.implementation(POLICY).make_actor(spec.config, seed)
 
 
 class PolicyWatcher:
@@ -52,7 +112,7 @@ class PolicyWatcher:
 
     def __init__(self, spec: ProcessSpec, seed: int):
         self.spec = spec
-        self.directory = spec.run.checkpoint_dir("policy")
+        self.directory = spec.run.checkpoint_dir(POLICY)
         self.pointer = self.directory / "latest.json"
         self.seed = seed
         self.actor = None
@@ -76,8 +136,7 @@ class PolicyWatcher:
         if path is None:
             return self.loaded
         if self.actor is None:
-            cls = load_impl(self.spec, "policy")
-            self.actor = cls.make_actor(self.spec.config, self.seed)
+            self.actor = make_actor(self.spec, self.seed)
         try:
             counters = self.actor.restore(path)
         except (FileNotFoundError, checkpoint.CheckpointError):
@@ -86,25 +145,6 @@ class PolicyWatcher:
         self._stamp = self.stamp = stamp
         self.loaded = True
         return True
-
-
-def _learners(spec: ProcessSpec) -> list[tuple[str, dict]]:
-    out = [("policy", spec.config["policy_config"])]
-    if spec.model_based:
-        out.append(("worldmodel", spec.config["model_config"]))
-    return out
-
-
-def learners_behind(spec: ProcessSpec, progress: Progress, frames: int, slack: int) -> bool:
-    """True when some learner has fewer updates than its frames_per_update ratio asks for."""
-    for role, cfg in _learners(spec):
-        ratio = cfg.get("frames_per_update")
-        if ratio is False or ratio is None:
-            continue
-        done = max(progress.get(f"{role}_updates") - int(cfg.get("pretrain_n") or 0), 0)
-        if frames - cfg["frames_before_learning"] > ratio * done + slack:
-            return True
-    return False
 
 
 def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:
@@ -120,7 +160,7 @@ def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:
 def _summary_writer(spec: ProcessSpec):
     import tensorflow as tf
 
-    return tf.summary.create_file_writer(str(spec.run.tensorboard(spec.name)))
+    return tf.summary.create_file_writer(str(spec.run.tensorboard(spec.tensorboard_name)))
 
 
 def run_interactor(spec: ProcessSpec, stop, finish) -> None:
@@ -140,6 +180,10 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     if replay is None:
         return
     progress = Progress(spec.run.progress_file)
+
+    def updates_of(learner: str) -> int:
+        return progress.get(f"{learner}_updates")
+
     watcher = PolicyWatcher(spec, seed)
     explore = config["policy_config"].get("explore_chance") or 0.0
     full_random = ac.get("full_random_n") or 0
@@ -157,7 +201,7 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.count
         if total is not None and frames >= total:
             break  # the budget is reached: the master sets `finish` once every interactor left
-        if throttle and learners_behind(spec, progress, frames, slack):
+        if throttle and learners_behind(config, frames, updates_of, slack):
             time.sleep(THROTTLE_SECONDS)
             continue
         if steps % reload_every == 0:

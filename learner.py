@@ -14,17 +14,18 @@ The loop (STEVE.md section 5):
 3. `before_learning()` (the policy learner waits here for the first world model);
 4. update: the first `pretrain_n` updates run unthrottled (world model only); after them, update
    number u (counting from the end of pretraining) may run only when
-   frames - frames_before_learning > frames_per_update * u; `frames_per_update: false` runs
-   free. Every `log_every_n` updates a log line; every `epoch_every_n` a checkpoint (an epoch,
-   after `on_epoch()`); every `backup_every_n` a numbered backup. With `updates_per_call` = n > 1,
-   n updates that are all allowed and pass none of those boundaries run in one compiled call
-   (`update_many`), each on its own batch; otherwise one at a time (`update`);
+   frames - frames_before_learning > frames_per_update * u (roles.frame_ratio, the rule the
+   interactors also pause by); `frames_per_update: false` runs free. Every `log_every_n`
+   updates a log line; every `epoch_every_n` a checkpoint (an epoch, after `on_epoch()`); every
+   `backup_every_n` a numbered backup. With `updates_per_call` = n > 1, n updates that are all
+   allowed and pass none of those boundaries run in one compiled call (`update_many`), each on
+   its own batch; otherwise one at a time (`update`);
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
    still owed for the frames collected, then a final checkpoint.
 
-Subclasses add only what is theirs: `build()` (the objects to checkpoint), `update(batch)` and
-`update_many(batches)`, `before_learning()`, `on_epoch()`, and `make_actor()` for the processes
-that act.
+Subclasses add only what is theirs: `role` (their row of the role table in roles.py, which
+names their config block, log, checkpoint key and TensorBoard folder), `build()` (the objects to
+checkpoint), `update(batch)` and `update_many(batches)`, `before_learning()` and `on_epoch()`.
 """
 
 from __future__ import annotations
@@ -37,25 +38,25 @@ import numpy as np
 
 import util
 from replay import ReplayBuffer
+from roles import ProcessSpec, Role, frame_ratio, role
 from rundir import PHASE_UPDATING, PHASE_WAITING_FOR_FRAMES, Progress
-from runtime import ProcessSpec, load_impl
 
 WAIT_SECONDS = 0.002  # how long a learner waits for new frames before looking again
 
 
 class Learner:
-    role = "?"  # "policy" or "worldmodel"
+    role = "?"  # a learner role of roles.py: POLICY or WORLDMODEL
 
     def __init__(self, spec: ProcessSpec, stop, finish):
         self.spec = spec
         self.stop = stop
         self.finish = finish
         self.config = spec.config
-        self.cfg = spec.config["policy_config" if self.role == "policy" else "model_config"]
+        self.cfg = spec.config[self.row.config_block]
         self.run = spec.run
         self.replay: ReplayBuffer | None = None
         self.progress = Progress(self.run.progress_file)
-        self.rng = np.random.default_rng([spec.seed, 1 if self.role == "policy" else 2])
+        self.rng = np.random.default_rng([spec.seed, self.row.seed_stream])
         self.updates = 0
         self.epoch = 0
         self.hours_base = spec.hours_base  # the run's hours before this start (master.py)
@@ -65,6 +66,11 @@ class Learner:
         self._log_t = time.time()
         self._log_updates = 0
         self._writer = None
+
+    @property
+    def row(self) -> Role:
+        """This learner's row of the role table (its config block, names on disk...)."""
+        return role(self.role)
 
     # ------------------------------------------------------------------ hooks
     def build(self) -> dict:
@@ -93,7 +99,8 @@ class Learner:
 
     @staticmethod
     def make_actor(config: dict, seed: int):
-        """The object interactors and evaluators act with (policy learners only)."""
+        """What interactors and evaluators act with when ProcessSpec.impl names no actor for
+        them (a stand-in policy learner brings its own; the real one's is agent.PolicyActor)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ counters
@@ -143,7 +150,7 @@ class Learner:
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:
-        with open(self.run.learner_log(self.role), "a") as f:
+        with open(self.run.log / self.row.log, "a") as f:
             f.write(text + "\n")
 
     def learning_rates(self) -> dict[str, float]:
@@ -154,8 +161,9 @@ class Learner:
         if self._writer is None:
             import tensorflow as tf
 
-            self._writer = tf.summary.create_file_writer(str(self.run.tensorboard(self.role)))
-            if self.role == "policy":  # hps.json also names the run and its seed
+            folder = self.run.tensorboard(self.row.tensorboard_name(0))
+            self._writer = tf.summary.create_file_writer(str(folder))
+            if self.row.summarises_config:  # hps.json also names the run and its seed
                 hps = util.read_json(self.run.hps, None) or self.config
                 write_config_summaries(self._writer, hps, self.frames())
         return self._writer
@@ -201,17 +209,8 @@ class Learner:
 
     # ------------------------------------------------------------------ the loop
     def may_update(self, n: int = 1) -> bool:
-        """The frames_per_update rule of STEVE.md section 5 for the next `n` updates (pretraining
-        is unthrottled): update number u may run when frames - frames_before_learning >
-        frames_per_update * (u - pretrain_n)."""
-        last = self.updates + n - 1
-        if last < self.pretrain_n:
-            return True
-        ratio = self.cfg.get("frames_per_update")
-        if ratio is False or ratio is None:
-            return True
-        owed = self.frames() - self.cfg["frames_before_learning"]
-        return owed > ratio * (last - self.pretrain_n)
+        """Whether the frames_per_update rule (roles.frame_ratio) lets the next `n` updates run."""
+        return frame_ratio(self.frames(), self.updates, self.cfg, n).may_update
 
     def _room(self, n: int) -> int:
         """How many of the next `n` updates run before a log line, an epoch, a backup or the end
@@ -339,5 +338,4 @@ def run_learner(spec: ProcessSpec, stop, finish) -> None:
     import nn
 
     nn.configure_tensorflow(spec.threads)
-    cls = load_impl(spec, spec.role)
-    cls(spec, stop, finish).run_loop()
+    spec.implementation()(spec, stop, finish).run_loop()

@@ -8,19 +8,21 @@ live run is refused naming the holder). Under the lock it checks the run itself:
 finished run at the same or a smaller budget exits at once touching nothing; a config that
 differs from `log/hps.json` is listed key by key, and one that changes a variable's shape is
 refused before any process starts. Only then it writes `log/hps.json`, creates the shared replay
-buffer and `state/progress.bin`, and starts with the `spawn` method (runtime.child_main):
+buffer and `state/progress.bin`, and starts with the `spawn` method (runtime.child_main) the
+processes of the role table (roles.py), in its order:
 - the policy learner, seeing only GPU `GPU`;
 - the world-model learner (model-based configs), seeing only GPU `GPU+1`;
 - `agent_config.count` interactors and `evaluator_config.count` evaluators, seeing no GPU.
 When CUDA_VISIBLE_DEVICES is already set (Ray, SLURM...), GPU and GPU+1 index into that list.
 
-It then waits on the children's sentinels (no busy-waiting), printing a status line every few
-seconds (naming the phase while nothing moves: warm-up, pretraining, compiling, waiting) and
-keeping the run's hours in `state/hours.json`, so `hours` grows across resumes. If a child
-dies, it stops the others and exits non-zero, quoting the end of the child's error. Ctrl-C or
-SIGTERM: the learners write a final checkpoint, everything exits 0. With `--total-frames N`,
-the interactors stop at N frames, the learners finish the updates owed for them and
-checkpoint, and `state/finished.json` records the budget.
+It then (`Supervisor`: start, watch, stop) waits on the children's sentinels (no
+busy-waiting), printing a status line every few seconds (naming the phase while nothing moves:
+warm-up, pretraining, compiling, waiting) and keeping the run's hours in `state/hours.json`,
+so `hours` grows across resumes. If a child dies, it stops the others and exits non-zero,
+quoting the end of the child's error. Ctrl-C or SIGTERM: the learners write a final
+checkpoint, everything exits 0. With `--total-frames N`, the interactors stop at N frames, the
+learners finish the updates owed for them and checkpoint, and `state/finished.json` records the
+budget.
 `--print-config` prints the resolved config as JSON and exits without starting anything.
 """
 
@@ -39,13 +41,25 @@ import time
 from pathlib import Path
 
 import config as config_lib
+import runtime
 import util
+from roles import (
+    DEFAULT_IMPL,
+    LEARNERS,
+    POLICY,
+    ROLE,
+    TABLE,
+    WORLDMODEL,
+    ProcessSpec,
+    frame_ratio,
+    learners,
+    learners_behind,
+)
 from rundir import (
     LOCK_ENV,
     PHASE_STARTING,
     PHASE_UPDATING,
     PHASE_WAITING_FOR_MODEL,
-    ROLES,
     Progress,
     RunDir,
     RunLock,
@@ -157,17 +171,12 @@ def _latest_counters(run: RunDir, role: str) -> dict | None:
 
 
 def _replay_capacity(config: dict) -> int:
-    sizes = [config["policy_config"]["replay_size"]]
-    if config_lib.is_model_based(config):
-        sizes.append(config["model_config"]["replay_size"])
-    return max(sizes)
+    return max(config[row.config_block]["replay_size"] for row in learners(config))
 
 
-def _learner_configs(config: dict) -> list[tuple[str, dict]]:
-    out = [("policy", config["policy_config"])]
-    if config_lib.is_model_based(config):
-        out.append(("worldmodel", config["model_config"]))
-    return out
+def _warmup(config: dict) -> int:
+    """The frames collected before any learner learns (random actions until then)."""
+    return max(config[row.config_block]["frames_before_learning"] for row in learners(config))
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -223,7 +232,7 @@ def _check_output_root(run: RunDir, base: str, given: bool) -> None:
 def _check_total_frames(config: dict, total: int | None) -> None:
     if total is None:
         return
-    warmup = max(cfg["frames_before_learning"] for _, cfg in _learner_configs(config))
+    warmup = _warmup(config)
     if total <= warmup:
         raise UserError(f"--total-frames {total} ends the run before learning starts "
                         f"(frames_before_learning is {warmup}), so no learner would ever "
@@ -283,19 +292,16 @@ def _listing(items: list[str], most: int = 6) -> str:
     return ", ".join(items[:most]) + more
 
 
-def _shape_differences(plan: dict, roles: list[str], impl: dict | None) -> list[str]:
+def _shape_differences(plan: dict, learner_names: list[str], impl: dict | None) -> list[str]:
     """The variables whose shape (or existence) the new config changes against the run's
     checkpoints, checked by a short-lived spawned process (TensorFlow stays out of the
     master)."""
-    import runtime
-
-    spec = runtime.ProcessSpec(role="policy", index=0, run=plan["run"], config=plan["config"],
-                               seed=plan["seed"], cuda_visible_devices="", hours_base=0.0,
-                               start_time=time.time(), impl=dict(impl or runtime.DEFAULT_IMPL),
-                               threads=1)
+    spec = ProcessSpec(role=POLICY, index=0, run=plan["run"], config=plan["config"],
+                       seed=plan["seed"], cuda_visible_devices="", hours_base=0.0,
+                       start_time=time.time(), impl=dict(impl or DEFAULT_IMPL), threads=1)
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=runtime.check_shapes_main, args=(spec, roles, send),
+    proc = ctx.Process(target=runtime.check_shapes_main, args=(spec, learner_names, send),
                        name="shape-check")
     proc.start()
     send.close()
@@ -340,7 +346,7 @@ def hours_so_far(run: RunDir) -> float:
     """The run's hours before this start: the latest of the checkpoints' counters, the
     evaluators' rows and the master's own record (state/hours.json), so time spent after the
     last checkpoint still counts."""
-    values = [float((_latest_counters(run, role) or {}).get("hours", 0.0)) for role in ROLES]
+    values = [float((_latest_counters(run, role) or {}).get("hours", 0.0)) for role in LEARNERS]
     values.append(_greedy_hours(run.greedy_csv))
     record = util.read_json(run.hours_file)
     if isinstance(record, dict):
@@ -363,7 +369,7 @@ def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None,
         return None
     if not run.has_content():
         raise UserError(f"There is no run to resume in {run.path}; start it without --resume.")
-    counters = {role: _latest_counters(run, role) for role in ROLES}
+    counters = {role: _latest_counters(run, role) for role in LEARNERS}
     if not any(counters.values()):
         raise UserError(f"The run in {run.path} has no checkpoint yet, so there is nothing "
                         f"to resume; start it again with --overwrite.")
@@ -389,8 +395,8 @@ def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None,
                              action_dims=env["action_dims"],
                              capacity=_replay_capacity(config)).close()  # sizes must match
     if differences and shapes:
-        roles = [role for role, _ in _learner_configs(config) if counters.get(role)]
-        shapes = _shape_differences(plan, roles, impl)
+        checked = [row.name for row in learners(config) if counters.get(row.name)]
+        shapes = _shape_differences(plan, checked, impl)
         if shapes:
             raise UserError(f"{args.config} differs from the run's log/hps.json in "
                             f"{_listing(differences, 4)}, which changes the variables of its "
@@ -423,12 +429,12 @@ def create_run(plan: dict, args: argparse.Namespace) -> None:
         replay.ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"],
                                    _replay_capacity(config)).close()
     progress = Progress(run.progress_file, create=True)
-    for role in ROLES:
+    for role in LEARNERS:
         progress.set(f"{role}_phase", PHASE_STARTING)
     if args.resume:
         # The counters restart where the checkpoints are (updates made after the last checkpoint
         # are lost with the crash), so interactors throttle against the right numbers.
-        for role in ROLES:
+        for role in LEARNERS:
             counters = _latest_counters(run, role) or {}
             progress.set(f"{role}_updates", int(counters.get("updates", 0)))
             progress.set(f"{role}_epoch", int(counters.get("epoch", 0)))
@@ -447,27 +453,27 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def make_specs(plan: dict, args: argparse.Namespace, impl: dict | None = None) -> list:
-    from runtime import DEFAULT_IMPL, ProcessSpec
-
+def make_specs(plan: dict, args: argparse.Namespace,
+               impl: dict | None = None) -> list[ProcessSpec]:
+    """One ProcessSpec per child, in the role table's order: each learner on its GPU (`plan`'s
+    devices, indexed by the role's `gpu`) with an equal share of the cores as TensorFlow
+    threads, then the interactors and evaluators on the CPU with one thread each."""
     config = plan["config"]
+    model_based = plan["model_based"]
     cpus = getattr(args, "cpus", None) or usable_cpus()
-    learners = 2 if plan["model_based"] else 1
+    learner_threads = max(1, cpus // sum(row.count(config, model_based)
+                                         for row in TABLE if row.learner))
     common = dict(run=plan["run"], config=config, seed=plan["seed"],
                   hours_base=plan["hours_base"], start_time=time.time(),
                   total_frames=args.total_frames, impl=dict(impl or DEFAULT_IMPL),
                   verbose=bool(getattr(args, "verbose", False)))
-    policy_dev, model_dev = plan["devices"]
-    learner_threads = max(1, cpus // learners)
-    specs = [ProcessSpec(role="policy", index=0, cuda_visible_devices=policy_dev,
-                         threads=learner_threads, **common)]
-    if plan["model_based"]:
-        specs.append(ProcessSpec(role="worldmodel", index=0, cuda_visible_devices=model_dev,
-                                 threads=learner_threads, **common))
-    specs += [ProcessSpec(role="interactor", index=i, cuda_visible_devices="", threads=1,
-                          **common) for i in range(config["agent_config"]["count"])]
-    specs += [ProcessSpec(role="evaluator", index=i, cuda_visible_devices="", threads=1,
-                          **common) for i in range(config["evaluator_config"]["count"])]
+    specs = []
+    for row in TABLE:
+        device = plan["devices"][row.gpu] if row.gpu is not None else ""
+        threads = learner_threads if row.learner else 1
+        specs += [ProcessSpec(role=row.name, index=i, cuda_visible_devices=device,
+                              threads=threads, **common)
+                  for i in range(row.count(config, model_based))]
     return specs
 
 
@@ -491,58 +497,55 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Status:
-    """The master's periodic one-line summary, ending with the phase while nothing moves."""
+    """The master's periodic one-line summary, ending with the phase while nothing moves.
+    `show_waits`: name the interactors' pause for the learners (agent_config.wait_for_learners)
+    when no frame arrived since the last line."""
 
-    def __init__(self, plan: dict, spec=None):
+    def __init__(self, plan: dict, show_waits: bool = False):
         import replay
 
         self.run: RunDir = plan["run"]
         self.config = plan["config"]
         self.model_based = plan["model_based"]
-        self.spec = spec  # any child's ProcessSpec: the interactors' throttle rule reads it
+        self.show_waits = show_waits
         self.replay = replay.ReplayBuffer.open(self.run.replay)
         self.progress = Progress(self.run.progress_file)
-        self.initial = {role: self.progress.get(f"{role}_updates") for role in ROLES}
+        self.initial = {role: self.progress.get(f"{role}_updates") for role in LEARNERS}
         self.t0 = time.time()
         self.last = (self.t0, self.replay.count)
+
+    def updates(self, role: str) -> int:
+        return self.progress.get(f"{role}_updates")
 
     def phase(self, frames: int, moved: bool) -> str | None:
         """What the run is doing when it is not simply training, or None."""
         fmt = util.format_count
-        learners = _learner_configs(self.config)
-        warmup = max(cfg["frames_before_learning"] for _, cfg in learners)
+        warmup = _warmup(self.config)
         if frames < warmup:
             return f"warm-up (random actions) {fmt(frames)}/{fmt(warmup)}"
         get = self.progress.get
         if self.model_based:
-            pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
-            done = get("worldmodel_updates")
+            pretrain = int(self.config[ROLE[WORLDMODEL].config_block].get("pretrain_n") or 0)
+            done = self.updates(WORLDMODEL)
             if done < pretrain:
-                if get("worldmodel_phase") < PHASE_UPDATING:
+                if get(f"{WORLDMODEL}_phase") < PHASE_UPDATING:
                     return "starting the learners"
-                if done == self.initial["worldmodel"]:
+                if done == self.initial[WORLDMODEL]:
                     return "compiling the world model"
                 return f"pretraining world model {fmt(done)}/{fmt(pretrain)}"
-        policy_phase = get("policy_phase")
+        policy_phase = get(f"{POLICY}_phase")
         if policy_phase == PHASE_STARTING:
             return "starting the learners"
         if policy_phase == PHASE_WAITING_FOR_MODEL:
             return "waiting for the world model"
-        cfg = self.config["policy_config"]
-        updates = get("policy_updates")
-        ratio = cfg.get("frames_per_update")
-        allowed = ratio is False or ratio is None or (
-            frames - cfg["frames_before_learning"] > ratio * updates)
-        if policy_phase == PHASE_UPDATING and updates == self.initial["policy"] and allowed:
+        updates = self.updates(POLICY)
+        allowed = frame_ratio(frames, updates, self.config[ROLE[POLICY].config_block]).may_update
+        if policy_phase == PHASE_UPDATING and updates == self.initial[POLICY] and allowed:
             return "compiling"
-        if not moved and self.spec is not None \
-                and self.config["agent_config"].get("wait_for_learners"):
-            import agent
-
-            ac = self.config["agent_config"]
-            if agent.learners_behind(self.spec, self.progress, frames,
-                                     ac["batch_size"] * ac["count"]):
-                return "waiting for learners"
+        ac = self.config["agent_config"]
+        if not moved and self.show_waits and ac.get("wait_for_learners") and learners_behind(
+                self.config, frames, self.updates, ac["batch_size"] * ac["count"]):
+            return "waiting for learners"
         return None
 
     def line(self) -> str:
@@ -550,12 +553,11 @@ class Status:
         fps = (frames - self.last[1]) / max(now - self.last[0], 1e-9)
         moved = frames != self.last[1]
         self.last = (now, frames)
-        pu = self.progress.get("policy_updates")
+        pu = self.updates(POLICY)
         parts = [f"frames {util.format_count(frames)} ({fps:.1f}/s)", f"policy updates "
                  f"{util.format_count(pu)}"]
         if self.model_based:
-            parts.append(f"model updates "
-                         f"{util.format_count(self.progress.get('worldmodel_updates'))}")
+            parts.append(f"model updates {util.format_count(self.updates(WORLDMODEL))}")
         parts.append(f"updates/frame {pu / frames:.2f}" if frames else "updates/frame -")
         row = last_greedy_row(self.run.greedy_csv)
         parts.append(f"eval {row[3]:.1f} (epoch {row[1]})" if row else "eval -")
@@ -569,105 +571,155 @@ class Status:
         return self.replay.count
 
 
+class Supervisor:
+    """The children of one start of a run: `start` them, `watch` them until the last has
+    exited, `stop` whatever is left, and `report` how it went (the exit status).
+
+    While watching, the rules are: a child that dies, or exits when it should not, is a failure
+    and stops the others; once the frame budget is reached and every interactor has exited,
+    `finish` is set (the learners do the updates they owe); once the learners are done, `stop`
+    lets the evaluators go. Children that do not stop within GRACE_SECONDS are killed.
+    """
+
+    def __init__(self, plan: dict, args: argparse.Namespace, impl: dict | None = None,
+                 lock: RunLock | None = None):
+        ctx = mp.get_context("spawn")
+        self.stop, self.finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see Flag
+        self.plan = plan
+        self.run: RunDir = plan["run"]
+        self.total_frames = args.total_frames
+        self.specs = make_specs(plan, args, impl)
+        held = lock.inherit() if lock is not None and lock.fd is not None else None
+        self.procs = {s.name: ctx.Process(target=runtime.child_main, name=s.name,
+                                          args=(s, self.stop, self.finish, held))
+                      for s in self.specs}
+        self.learners = {s.name for s in self.specs if s.row.learner}
+        self.collectors = {s.name for s in self.specs if s.row.collects}
+        self.status = Status(plan, show_waits=True)
+        self.failure: tuple[str, int | None] | None = None
+        self.interrupted: list[int] = []
+        self.deadline: float | None = None  # when stopping children get killed
+        self.killed = False
+        self._old_handlers: dict = {}
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Take over Ctrl-C and SIGTERM (they set `stop`), then start every child."""
+        self._old_handlers = {s: signal.signal(s, self._on_signal)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        for p in self.procs.values():
+            p.start()
+        print(f"started {', '.join(self.procs)} for {self.run.path} "
+              f"({self.plan['device_note']})", flush=True)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if not self.interrupted:
+            print(f"\n{signal.Signals(signum).name}: stopping; the learners write their final "
+                  f"checkpoints.", flush=True)
+        self.interrupted.append(signum)
+        self.stop.set()
+
+    # ------------------------------------------------------------------ watch
+    def watch(self) -> None:
+        """Wait on the children's sentinels (no busy-waiting) until every child has exited,
+        applying the rules of the class docstring and printing the status line."""
+        next_status = time.time() + STATUS_SECONDS
+        while alive := [p for p in self.procs.values() if p.exitcode is None]:
+            timeout = max(0.0, next_status - time.time())
+            if self.deadline is not None and not self.killed:
+                timeout = min(timeout, max(0.0, self.deadline - time.time()))
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
+            budget_reached = (self.total_frames is not None
+                              and self.status.frames() >= self.total_frames)
+            self._note_failure(budget_reached)
+            self._advance(budget_reached)
+            self._kill_after_grace()
+            if time.time() >= next_status:
+                print(self.status.line(), flush=True)
+                self.record_hours()
+                next_status = time.time() + STATUS_SECONDS
+
+    def _note_failure(self, budget_reached: bool) -> None:
+        """Remember the first child that exited when it should not have, and stop the rest."""
+        for name, p in self.procs.items():
+            if p.exitcode is None or self.failure is not None:
+                continue
+            expected = self.stop.is_set() or (p.exitcode == 0 and (
+                self.finish.is_set() or (name in self.collectors and budget_reached)))
+            if p.exitcode != 0 or not expected:
+                self.failure = (name, p.exitcode)
+                self.stop.set()
+
+    def _advance(self, budget_reached: bool) -> None:
+        """Budget reached -> `finish` -> learners done -> `stop`."""
+        if budget_reached and not self.finish.is_set() and all(
+                self.procs[n].exitcode == 0 for n in self.collectors):
+            self.finish.set()  # no frame arrives any more: learners do what they owe
+        if self.finish.is_set() and not self.stop.is_set() and all(
+                self.procs[n].exitcode is not None for n in self.learners):
+            self.stop.set()  # budget reached and learners done: let evaluators go
+
+    def _kill_after_grace(self) -> None:
+        """Once `stop` is set, give the children GRACE_SECONDS, then kill those still alive."""
+        if self.stop.is_set() and self.deadline is None:
+            self.deadline = time.time() + GRACE_SECONDS
+        if self.killed or self.deadline is None or time.time() < self.deadline:
+            return
+        for p in self.procs.values():
+            if p.exitcode is None:
+                print(f"{p.name} did not stop within {GRACE_SECONDS:.0f} s; killing it",
+                      file=sys.stderr)
+                p.kill()
+        self.killed = True
+
+    # ------------------------------------------------------------------ stop
+    def stop_all(self) -> None:
+        """Kill what still runs (after an error in the master), reap every child, give the
+        signals back and record the run's hours."""
+        for p in self.procs.values():
+            if p.exitcode is None and p.pid is not None:
+                p.kill()
+            if p.pid is not None:
+                p.join(timeout=5)
+        for s, handler in self._old_handlers.items():
+            signal.signal(s, handler)
+        self.record_hours()
+
+    def record_hours(self) -> None:
+        util.atomic_write_json(self.run.hours_file, {"hours": self.specs[0].hours()})
+
+    def report(self) -> int:
+        """The last status line, then the failure or the budget reached; the exit status."""
+        print(self.status.line(), flush=True)
+        if self.failure is not None:
+            name, code = self.failure
+            tail = _error_tail(self.run, name)
+            for line in tail[:-1]:
+                print(f"  {line}", file=sys.stderr)
+            last = tail[-1].strip() if tail else "no error message was written"
+            print(f"error: {name} {_describe_exit(code)} ({last}); the other processes were "
+                  f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
+            return 1
+        if self.finish.is_set() and self.total_frames is not None:
+            util.atomic_write_json(self.run.finished_file, {
+                "total_frames": self.total_frames, "frames": self.status.frames(),
+                "policy_updates": self.status.updates(POLICY),
+                "worldmodel_updates": self.status.updates(WORLDMODEL)})
+            print(f"reached {self.total_frames} frames; run saved in {self.run.path}")
+        return 0
+
+
 def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None,
               lock: RunLock | None = None) -> int:
     """Start every child, watch them, stop them; the return value is the exit status. Each
     child gets a descriptor of the run's `lock` and holds it until it exits."""
-    import runtime
-
-    ctx = mp.get_context("spawn")
-    stop, finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see runtime.Flag
-    specs = make_specs(plan, args, impl)
-    held = lock.inherit() if lock is not None and lock.fd is not None else None
-    procs = {s.name: ctx.Process(target=runtime.child_main, args=(s, stop, finish, held),
-                                 name=s.name)
-             for s in specs}
-    learners = {s.name for s in specs if s.role in ROLES}
-    interactors = {s.name for s in specs if s.role == "interactor"}
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        if not interrupted:
-            print(f"\n{signal.Signals(signum).name}: stopping; the learners write their final "
-                  f"checkpoints.", flush=True)
-        interrupted.append(signum)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    run: RunDir = plan["run"]
-    status = Status(plan, specs[0])
-
-    def record_hours() -> None:
-        util.atomic_write_json(run.hours_file, {"hours": specs[0].hours()})
-    failure: tuple[str, int | None] | None = None
+    supervisor = Supervisor(plan, args, impl, lock)
     try:
-        for p in procs.values():
-            p.start()
-        print(f"started {', '.join(procs)} for {run.path} ({plan['device_note']})", flush=True)
-        next_status = time.time() + STATUS_SECONDS
-        deadline = None
-        while True:
-            alive = [p for p in procs.values() if p.exitcode is None]
-            if not alive:
-                break
-            timeout = max(0.0, next_status - time.time())
-            if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - time.time()))
-            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
-            budget_reached = (args.total_frames is not None
-                              and status.frames() >= args.total_frames)
-            for name, p in procs.items():
-                if p.exitcode is None or failure is not None:
-                    continue
-                expected = stop.is_set() or (p.exitcode == 0 and (
-                    finish.is_set() or (name in interactors and budget_reached)))
-                if p.exitcode != 0 or not expected:
-                    failure = (name, p.exitcode)
-                    stop.set()
-            if budget_reached and not finish.is_set() and all(
-                    procs[n].exitcode == 0 for n in interactors):
-                finish.set()  # no frame arrives any more: learners do what they owe
-            if finish.is_set() and not stop.is_set() and all(
-                    procs[n].exitcode is not None for n in learners):
-                stop.set()  # budget reached and learners done: let evaluators go
-            if stop.is_set() and deadline is None:
-                deadline = time.time() + GRACE_SECONDS
-            if deadline is not None and time.time() >= deadline:
-                for p in procs.values():
-                    if p.exitcode is None:
-                        print(f"{p.name} did not stop within {GRACE_SECONDS:.0f} s; killing it",
-                              file=sys.stderr)
-                        p.kill()
-                deadline = float("inf")
-            if time.time() >= next_status:
-                print(status.line(), flush=True)
-                record_hours()
-                next_status = time.time() + STATUS_SECONDS
+        supervisor.start()
+        supervisor.watch()
     finally:
-        for p in procs.values():
-            if p.exitcode is None:
-                p.kill()
-            p.join(timeout=5)
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        record_hours()
-    print(status.line(), flush=True)
-    if failure is not None:
-        name, code = failure
-        tail = _error_tail(run, name)
-        for line in tail[:-1]:
-            print(f"  {line}", file=sys.stderr)
-        last = tail[-1].strip() if tail else "no error message was written"
-        print(f"error: {name} {_describe_exit(code)} ({last}); the other processes were "
-              f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
-        return 1
-    if finish.is_set() and args.total_frames is not None:
-        util.atomic_write_json(run.finished_file, {
-            "total_frames": args.total_frames, "frames": status.frames(),
-            "policy_updates": status.progress.get("policy_updates"),
-            "worldmodel_updates": status.progress.get("worldmodel_updates")})
-        print(f"reached {args.total_frames} frames; run saved in {run.path}")
-    return 0
+        supervisor.stop_all()
+    return supervisor.report()
 
 
 def _inherited_lock_fd() -> int | None:

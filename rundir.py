@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import portalocker
 
+# state/progress.bin: an update count, an epoch and a phase per learner role (roles.LEARNERS).
 PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
                    "policy_phase", "worldmodel_phase")
-ROLES = ("policy", "worldmodel")
 # A learner's phase (`<role>_phase` in Progress), for the master's status line.
 PHASE_STARTING = 0  # importing TensorFlow, building, restoring
 PHASE_WAITING_FOR_FRAMES = 1  # waiting for frames_before_learning frames
@@ -92,9 +92,6 @@ class RunDir:
     @property
     def greedy_csv(self) -> Path:
         return self.log / f"{self.name}.greedy.csv"
-
-    def learner_log(self, role: str) -> Path:
-        return self.log / ("valuerl.log" if role == "policy" else "worldmodel.log")
 
     def error_file(self, process_name: str) -> Path:
         return self.log / f"{process_name}.err"
@@ -315,9 +312,10 @@ def _rebuild_inherited(dup) -> InheritedLock:
 class Progress:
     """Shared int64 counters in `state/progress.bin` (one writer per field, many readers)."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False):
+    def __init__(self, path: str | os.PathLike, create: bool = False, read_only: bool = False):
         """`create`: make the file when it is missing or has another number of fields (a run
-        started by an older version: its counters are set again from the checkpoints)."""
+        started by an older version: its counters are set again from the checkpoints).
+        `read_only`: only `get` (a reader of another machine's run, such as sweep.py)."""
         path = Path(path)
         size = 8 * len(PROGRESS_FIELDS)
         if create and not (path.exists() and path.stat().st_size == size):
@@ -325,7 +323,8 @@ class Progress:
             tmp = path.with_suffix(".tmp")
             np.zeros(len(PROGRESS_FIELDS), dtype=np.int64).tofile(tmp)
             os.replace(tmp, path)
-        self._array = np.memmap(path, dtype=np.int64, mode="r+", shape=(len(PROGRESS_FIELDS),))
+        self._array = np.memmap(path, dtype=np.int64, mode="r" if read_only else "r+",
+                                shape=(len(PROGRESS_FIELDS),))
 
     def get(self, field: str) -> int:
         return int(self._array[PROGRESS_FIELDS.index(field)])

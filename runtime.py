@@ -1,11 +1,11 @@
-"""What every child process of a run shares: its description and its entry point.
+"""How every child process of a run starts, and the flags the master shares with them.
 
-`master.py` builds one `ProcessSpec` per child and starts `child_main(spec, stop, finish, lock)`
-with the `spawn` method. `child_main` runs in the child before anything imports TensorFlow: it sets
-`CUDA_VISIBLE_DEVICES` (the learner's GPU, or none), ignores Ctrl-C (the master handles it and
-sets `stop`), turns SIGTERM into `stop`, imports TensorFlow quietly (`import_tensorflow`: no
-start-up lines, no cuInit error; `master.py --verbose` keeps them), then calls the role's entry
-function. A crash writes the
+`master.py` builds one `ProcessSpec` per child (roles.py) and starts
+`child_main(spec, stop, finish, lock)` with the `spawn` method. `child_main` runs in the child
+before anything imports TensorFlow: it sets `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none),
+ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop`, imports
+TensorFlow quietly (`import_tensorflow`: no start-up lines, no cuInit error; `master.py
+--verbose` keeps them), then calls the entry function the role table names. A crash writes the
 traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
 child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
 the kernel sends every child SIGTERM, so no orphan keeps training.
@@ -27,7 +27,6 @@ exit.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import multiprocessing
 import os
 import re
@@ -37,45 +36,9 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
 
-from rundir import RunDir
-
-DEFAULT_IMPL = {
-    "policy": "valuerl_learner:ValueRLLearner",
-    "worldmodel": "worldmodel_learner:WorldModelLearner",
-}
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """Everything one child needs, as plain picklable values."""
-
-    role: str  # "policy", "worldmodel", "interactor" or "evaluator"
-    index: int
-    run: RunDir
-    config: dict
-    seed: int
-    cuda_visible_devices: str  # "" hides every GPU
-    hours_base: float  # run hours already spent before this start (resume)
-    start_time: float  # time.time() of this start, so every process shares one clock
-    total_frames: int | None = None
-    impl: dict = field(default_factory=lambda: dict(DEFAULT_IMPL))
-    threads: int | None = None  # TensorFlow threads; None lets the role choose
-    verbose: bool = False  # keep TensorFlow's start-up lines and library warnings in the .out
-
-    @property
-    def name(self) -> str:
-        if self.role in ("policy", "worldmodel"):
-            return f"{self.role}-learner"
-        return f"{self.role}-{self.index}"
-
-    def hours(self) -> float:
-        return self.hours_base + (time.time() - self.start_time) / 3600.0
-
-    @property
-    def model_based(self) -> bool:
-        return bool(self.config.get("model_config"))
+import roles
+from roles import ProcessSpec
 
 
 class Flag:
@@ -109,12 +72,6 @@ class Flag:
                 return False
             time.sleep(min(self.POLL, left))
         return True
-
-
-def load_impl(spec: ProcessSpec, role: str):
-    """The class implementing `role` ("module:Class" in spec.impl)."""
-    module_name, _, class_name = spec.impl[role].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 def _redirect_output(path) -> None:
@@ -196,20 +153,7 @@ def child_main(spec: ProcessSpec, stop, finish, lock=None) -> None:
     _stop_when_parent_dies(stop)
     try:
         import_tensorflow(spec.verbose)
-        if spec.role in ("policy", "worldmodel"):
-            import learner
-
-            learner.run_learner(spec, stop, finish)
-        elif spec.role == "interactor":
-            import agent
-
-            agent.run_interactor(spec, stop, finish)
-        elif spec.role == "evaluator":
-            import agent
-
-            agent.run_evaluator(spec, stop, finish)
-        else:
-            raise ValueError(f"unknown process role {spec.role!r}")
+        roles.load(spec.row.entry)(spec, stop, finish)  # the role table names the function
     except BaseException as e:
         if isinstance(e, SystemExit) and not e.code:
             raise
@@ -222,9 +166,8 @@ def child_main(spec: ProcessSpec, stop, finish, lock=None) -> None:
         os._exit(1)
 
 
-
-def check_shapes_main(spec: ProcessSpec, roles: list[str], conn) -> None:
-    """Compare the variables each learner of `roles` would build from `spec.config` with its
+def check_shapes_main(spec: ProcessSpec, learner_names: list[str], conn) -> None:
+    """Compare the variables each learner of `learner_names` would build from `spec.config` with its
     newest checkpoint in `spec.run`; send ("ok", [difference, ...]) or ("error", traceback)
     through `conn`. Writes nothing in the run folder: the learners are built against a
     scratch folder."""
@@ -246,12 +189,12 @@ def check_shapes_main(spec: ProcessSpec, roles: list[str], conn) -> None:
         with tempfile.TemporaryDirectory(prefix="steve-shapes-") as scratch:
             scratch_run = dataclasses.replace(spec.run, root=scratch)
             Progress(scratch_run.progress_file, create=True)
-            for role in roles:
+            for role in learner_names:
                 latest = checkpoint.latest_checkpoint(str(spec.run.checkpoint_dir(role)))
                 if latest is None:
                     continue
                 role_spec = dataclasses.replace(spec, role=role, run=scratch_run)
-                learner = load_impl(role_spec, role)(role_spec, Flag(), Flag())
+                learner = role_spec.implementation()(role_spec, Flag(), Flag())
                 objects = learner.build()
                 differences += [f"{role} {d}" for d in
                                 checkpoint.compare_variables(latest, objects)]

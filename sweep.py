@@ -63,7 +63,8 @@ from pathlib import Path
 
 import config as config_lib
 import util
-from rundir import LOCK_ENV, ROLES, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
+from roles import LEARNERS, POLICY
+from rundir import LOCK_ENV, Progress, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MASTER = PROJECT_DIR / "master.py"
@@ -190,7 +191,7 @@ def run_state(run: RunDir, total_frames: int) -> str:
     finished = util.read_json(run.finished_file)
     if isinstance(finished, dict) and int(finished.get("total_frames", 0)) >= total_frames:
         return DONE
-    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in ROLES):
+    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in LEARNERS):
         return RESUME
     if run.has_content():
         return RESTART
@@ -384,86 +385,115 @@ def _tail_message(path: Path, offset: int) -> str:
 def _guard_main(job_json: str) -> int:
     """Between the Ray worker and master.py: lock, decide how to start, run, forward SIGTERM.
 
-    Prints one JSON line for the task: {"mode", "returncode", "message"}.
+    Prints one JSON line for the task: {"mode", "returncode", "message", "stop_requested"}.
     """
     job = json.loads(job_json)
     _die_with_parent(job.get("parent", 0))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # Ray blocks
-    stop: list[int] = []
-    master: list[subprocess.Popen] = []
+    return _Guard(job).main()
 
-    def on_signal(signum, _frame):
-        stop.append(signum)
-        if master and master[0].poll() is None:
-            master[0].send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+class _Guard:
+    """The guard of one attempt (see the module docstring): `take_lock`, decide how the run
+    starts, `start_master`, `wait_master` while forwarding a stop request, `report`."""
 
-    def report(mode: str, returncode: int | None, message: str = "") -> None:
+    def __init__(self, job: dict):
+        self.job = job
+        self.stop: list[int] = []  # the signals (0: the stop-request file) that asked to stop
+        self.master: subprocess.Popen | None = None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.run = RunDir(**job["run"])
+        self.out_path, self.stop_path = sweep_files(self.run)
+        self.lock = RunLock(self.run)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop.append(signum)
+        if self.master is not None and self.master.poll() is None:
+            self.master.send_signal(signal.SIGTERM)
+
+    def report(self, mode: str, returncode: int | None, message: str = "") -> None:
         print(json.dumps({"mode": mode, "returncode": returncode, "message": message,
-                          "stop_requested": bool(stop)}), flush=True)
+                          "stop_requested": bool(self.stop)}), flush=True)
 
-    run = RunDir(**job["run"])
-    out_path, stop_path = sweep_files(run)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run)
-    deadline = time.time() + job["lock_wait"]
-    while True:
-        if stop_path.exists():
-            stop.append(0)
-        try:
-            lock.acquire()
-            break
-        except RunLocked:
-            if stop:
-                report("", None, "stopped before it started")
-                return GUARD_STOPPED
-            if time.time() > deadline:
-                report("", None, f"{describe_holder(lock.path)} still held the run's lock "
-                                 f"({lock.path}) after {job['lock_wait']:.0f} s")
-                return GUARD_LOCK_TIMEOUT
-            time.sleep(0.5)
-    lock.record_holder(f"sweep.py's guard of attempt {job['attempt']}")
-    mode = run_state(run, job["total_frames"])
-    if mode == DONE:
-        report(DONE, 0)
+    def main(self) -> int:
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        refused = self.take_lock()
+        if refused is not None:
+            return refused
+        self.lock.record_holder(f"sweep.py's guard of attempt {self.job['attempt']}")
+        mode = run_state(self.run, self.job["total_frames"])
+        if mode == DONE:
+            self.report(DONE, 0)
+            return 0
+        if self.stop:
+            self.report("", None, "stopped before it started")
+            return GUARD_STOPPED
+        offset = self.start_master(mode)
+        returncode = self.wait_master()
+        with contextlib.suppress(FileNotFoundError):
+            self.stop_path.unlink()
+        self.report(mode, returncode,
+                    _tail_message(self.out_path, offset) if returncode else "")
         return 0
-    if stop:
-        report("", None, "stopped before it started")
-        return GUARD_STOPPED
-    argv = [sys.executable, str(MASTER), job["config"], "0",
-            "--total-frames", str(job["total_frames"]), "--output-root", job["output_root"],
-            "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
-    if job.get("cpus"):  # the run's reservation sizes its learners' thread pools
-        argv += ["--cpus", str(max(1, int(job["cpus"])))]
-    env = dict(os.environ, **{LOCK_ENV: str(lock.fd)})  # master.py takes over our lock
-    with open(out_path, "ab") as out:
-        out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
-        out.flush()
-        offset = out.tell()
-        proc = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, pass_fds=(lock.fd,), env=env,
-                                preexec_fn=_master_preexec, start_new_session=True)
-    master.append(proc)
-    while True:
-        if stop or stop_path.exists():
-            if not stop:
-                stop.append(0)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # again is harmless: master stops once
-            returncode = proc.wait()
-            break
-        try:
-            returncode = proc.wait(timeout=STOP_POLL_SECONDS)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(FileNotFoundError):
-        stop_path.unlink()
-    report(mode, returncode, _tail_message(out_path, offset) if returncode else "")
-    return 0
+
+    def take_lock(self) -> int | None:
+        """Wait (at most `lock_wait` seconds) for the run's lock, which the attempt before may
+        still hold; None once it is ours, else the guard's exit status (reported)."""
+        deadline = time.time() + self.job["lock_wait"]
+        while True:
+            if self.stop_path.exists():
+                self.stop.append(0)
+            try:
+                self.lock.acquire()
+                return None
+            except RunLocked:
+                if self.stop:
+                    self.report("", None, "stopped before it started")
+                    return GUARD_STOPPED
+                if time.time() > deadline:
+                    self.report("", None, f"{describe_holder(self.lock.path)} still held the "
+                                          f"run's lock ({self.lock.path}) after "
+                                          f"{self.job['lock_wait']:.0f} s")
+                    return GUARD_LOCK_TIMEOUT
+                time.sleep(0.5)
+
+    def start_master(self, mode: str) -> int:
+        """Start master.py with our lock, its output appended to the run's .out file; returns
+        where this attempt's output begins in that file."""
+        job = self.job
+        argv = [sys.executable, str(MASTER), job["config"], "0",
+                "--total-frames", str(job["total_frames"]), "--output-root", job["output_root"],
+                "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
+        if job.get("cpus"):  # the run's reservation sizes its learners' thread pools
+            argv += ["--cpus", str(max(1, int(job["cpus"])))]
+        env = dict(os.environ, **{LOCK_ENV: str(self.lock.fd)})  # master.py takes over our lock
+        with open(self.out_path, "ab") as out:
+            out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
+            out.flush()
+            offset = out.tell()
+            self.master = subprocess.Popen(
+                argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, pass_fds=(self.lock.fd,), env=env,
+                preexec_fn=_master_preexec, start_new_session=True)
+        return offset
+
+    def wait_master(self) -> int:
+        """master.py's exit status; a stop request (a signal or the file) is passed on to it as
+        SIGTERM."""
+        proc = self.master
+        while True:
+            if self.stop or self.stop_path.exists():
+                if not self.stop:
+                    self.stop.append(0)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # again is harmless: master stops once
+                return proc.wait()
+            try:
+                return proc.wait(timeout=STOP_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 # ------------------------------------------------------------------------------ progress
@@ -480,13 +510,11 @@ def run_progress(run: RunDir) -> dict:
                 frames = buf.count
     if frames is None:
         counters = [util.read_json(run.checkpoint_dir(r) / "latest.json", {}) or {}
-                    for r in ROLES]
+                    for r in LEARNERS]
         frames = max([int(c.get("counters", {}).get("frames", 0)) for c in counters] + [0])
     updates = None
     with contextlib.suppress(Exception):
-        import numpy as np
-
-        updates = int(np.fromfile(run.progress_file, dtype="<i8", count=1)[0])
+        updates = Progress(run.progress_file, read_only=True).get(f"{POLICY}_updates")
     row = last_greedy_row(run.greedy_csv)
     return {"frames": int(frames), "score": row[3] if row else None,
             "updates_per_frame": updates / frames if updates is not None and frames else None}
@@ -603,61 +631,149 @@ def run_sweep(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
 
 def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
            status_seconds, lock_wait, plot, say, local) -> list[RunResult]:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    sweep = _Sweep(requests, todo, results, total_frames=total_frames,
+                   max_parallel=max_parallel, retries=retries, status_seconds=status_seconds,
+                   lock_wait=lock_wait, say=say)
+    sweep.reserve(modes, local)
+    sweep.run()
+    return _summarize(requests, results, time.time() - sweep.t0, plot, say)
 
-    nodes = alive_nodes()
-    cluster_gpus = sum(n.get("GPU", 0) for n in nodes)
-    todo = [dataclasses.replace(r, gpus=gpus_per_run(r.model_based, cluster_gpus)) for r in todo]
-    if local:  # a local instance is this machine: a run may take all of its CPUs, no more
-        most = max(n.get("CPU", 0) for n in nodes)
-        if any(r.cpus > most for r in todo):
-            say(f"note: this machine has {most:g} CPUs, so a run reserves at most {most:g} "
-                f"(its processes share them)")
-            todo = [dataclasses.replace(r, cpus=min(r.cpus, most)) for r in todo]
-    check_fits(todo, nodes)
-    for mode in (DONE, RESUME, RESTART, NEW):
-        keys = [r.key for r in requests if modes[r.key] == mode]
-        if keys:
-            say(f"{_ANNOUNCE[mode].format(n=len(keys))}: {', '.join(keys)}")
-    r0 = todo[0]
-    say(f"{len(todo)} run(s) to {total_frames} frames on {len(nodes)} node(s) "
-        f"({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} GPUs); a run reserves "
-        f"{r0.gpus} GPU(s), {r0.cpus:g} CPU(s), {r0.memory / 2**30:.1f} GB")
 
-    # The board lives on the head node: a sweep cannot outlive that one anyway.
-    head = next((n["id"] for n in nodes if "node:__internal_head__" in n),
-                ray.get_runtime_context().get_node_id())
-    board = ray.remote(num_cpus=0)(_Board).options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True)).remote()
-    task = ray.remote(_run_task)
-    states = {r.key: results[r.key].state for r in requests}
-    for req in todo:  # a stop request left by an earlier, interrupted sweep
-        with contextlib.suppress(FileNotFoundError):
-            sweep_files(req.run)[1].unlink()
-    pending = collections.deque(todo)
-    running: dict = {}  # ObjectRef -> RunRequest
-    t0 = time.time()
-    next_status = t0
-    stopping = False
+class _Sweep:
+    """The runs of one sweep on Ray, from the reservations to the last outcome.
 
-    def submit(req: RunRequest) -> None:
-        res = results[req.key]
+    Each run's state lives in one place, its RunResult: `state` is "pending" (queued here or
+    on Ray) or "running" (its attempt has started on a node) while the sweep goes on, and
+    "done", "skipped", "failed" or "stopped" at the end. The steps:
+    - `reserve`: size each run's reservation to the cluster, refuse what no node holds, say
+      what will happen;
+    - `run`: submit runs (at most `max_parallel` at once), wait for outcomes, `settle` each
+      (done, stopped, retried or failed), `show` the status table every `status_seconds`;
+    - Ctrl-C only sets a flag (`_on_sigint`); the loop then calls `begin_stop`, which asks
+      every running run to stop cleanly (a second Ctrl-C leaves at once).
+    """
+
+    def __init__(self, requests: Sequence[RunRequest], todo: Sequence[RunRequest],
+                 results: dict[str, RunResult], *, total_frames: int, max_parallel: int | None,
+                 retries: int, status_seconds: float, lock_wait: float,
+                 say: Callable[[str], None]):
+        self.requests = list(requests)  # every run of the sweep, in the table's order
+        self.todo = list(todo)  # the runs to start (not finished before)
+        self.results = results  # key -> RunResult
+        self.total_frames = total_frames
+        self.max_parallel = max_parallel
+        self.retries = retries
+        self.status_seconds = status_seconds
+        self.lock_wait = lock_wait
+        self.say = say
+        self.pending: collections.deque[RunRequest] = collections.deque()
+        self.running: dict = {}  # ObjectRef -> RunRequest
+        self.placed: dict = {}  # the board's latest answer, kept for when it is slow to answer
+        self.stopping = False
+        self.interrupts: list[int] = []
+        self.board = self.task = None
+        self.t0 = time.time()
+
+    # ------------------------------------------------------------------ reserve
+    def reserve(self, modes: dict[str, str], local: bool) -> None:
+        """Size the reservations to the cluster (GPUs; on a local instance at most this
+        machine's CPUs), refuse a run that no node holds, and announce the plan. `modes`: how
+        each run starts (DONE, RESUME, RESTART or NEW)."""
+        nodes = alive_nodes()
+        cluster_gpus = sum(n.get("GPU", 0) for n in nodes)
+        self.todo = [dataclasses.replace(r, gpus=gpus_per_run(r.model_based, cluster_gpus))
+                     for r in self.todo]
+        if local:  # a local instance is this machine: a run may take all of its CPUs, no more
+            most = max(n.get("CPU", 0) for n in nodes)
+            if any(r.cpus > most for r in self.todo):
+                self.say(f"note: this machine has {most:g} CPUs, so a run reserves at most "
+                         f"{most:g} (its processes share them)")
+                self.todo = [dataclasses.replace(r, cpus=min(r.cpus, most)) for r in self.todo]
+        check_fits(self.todo, nodes)
+        for mode in (DONE, RESUME, RESTART, NEW):
+            keys = [r.key for r in self.requests if modes[r.key] == mode]
+            if keys:
+                self.say(f"{_ANNOUNCE[mode].format(n=len(keys))}: {', '.join(keys)}")
+        r0 = self.todo[0]
+        self.say(f"{len(self.todo)} run(s) to {self.total_frames} frames on {len(nodes)} "
+                 f"node(s) ({sum(n.get('CPU', 0) for n in nodes):g} CPUs, {cluster_gpus:g} "
+                 f"GPUs); a run reserves {r0.gpus} GPU(s), {r0.cpus:g} CPU(s), "
+                 f"{r0.memory / 2**30:.1f} GB")
+        self._open_board(nodes)
+
+    def _open_board(self, nodes: list[dict]) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # The board lives on the head node: a sweep cannot outlive that one anyway.
+        head = next((n["id"] for n in nodes if "node:__internal_head__" in n),
+                    ray.get_runtime_context().get_node_id())
+        self.board = ray.remote(num_cpus=0)(_Board).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True)).remote()
+        self.task = ray.remote(_run_task)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> None:
+        """Submit, wait and settle until no run is pending or running; show the table."""
+        import ray
+
+        for req in self.todo:  # a stop request left by an earlier, interrupted sweep
+            with contextlib.suppress(FileNotFoundError):
+                sweep_files(req.run)[1].unlink()
+        self.pending.extend(self.todo)
+        self.t0 = next_status = time.time()
+        # Ctrl-C only sets a flag here, so no result is half-handled; the loop checks it every
+        # second. (Only the main thread may install a handler: elsewhere Ctrl-C is not ours.)
+        main_thread = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        try:
+            while self.pending or self.running:
+                if self.interrupts and not self.stopping:
+                    self.begin_stop()
+                while self.pending and not self.stopping and (
+                        self.max_parallel is None or len(self.running) < self.max_parallel):
+                    self.submit(self.pending.popleft())
+                if time.time() >= next_status:
+                    self.show()
+                    next_status = time.time() + self.status_seconds
+                ready, _ = ray.wait(list(self.running), num_returns=1,
+                                    timeout=max(0.1, min(1.0, next_status - time.time())))
+                for ref in ready:
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as e:  # a lost node or worker, a cancelled task
+                        outcome = e
+                    self.settle(self.running.pop(ref), outcome)
+        except KeyboardInterrupt:
+            self.say("Second Ctrl-C: leaving now; each master.py still gets SIGTERM and stops "
+                     "on its own when its Ray task ends.")
+            raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, old_handler)
+        self.show()
+
+    def submit(self, req: RunRequest) -> None:
+        """Start the next attempt of a run: one Ray task holding the run's reservation."""
+        res = self.results[req.key]
         res.attempts += 1
         job = {"key": req.key, "attempt": res.attempts, "config": req.config, "seed": req.seed,
-               "total_frames": total_frames, "output_root": str(req.run.path.parent.parent),
+               "total_frames": self.total_frames,
+               "output_root": str(req.run.path.parent.parent),
                "run": dataclasses.asdict(req.run), "gpus": req.gpus, "cpus": req.cpus,
-               "lock_wait": lock_wait}
-        ref = task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
-                           max_retries=0, name=f"sweep:{req.key}").remote(job, board)
-        running[ref] = req
-        states[req.key] = "pending"
+               "lock_wait": self.lock_wait}
+        ref = self.task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
+                                max_retries=0, name=f"sweep:{req.key}").remote(job, self.board)
+        self.running[ref] = req
+        res.state = "pending"
 
-    def finish(req: RunRequest, outcome) -> None:
-        res = results[req.key]
+    def settle(self, req: RunRequest, outcome: dict | Exception) -> None:
+        """What an attempt's outcome (the task's report, or the exception Ray raised for it)
+        means for its run: done, stopped, queued again, or failed."""
+        res = self.results[req.key]
         res.__dict__.update(run_progress(req.run))
         if isinstance(outcome, Exception):  # the task cannot say where it ran: the board can
-            attempt, node_id, _ = placements().get(req.key, (0, "", ""))
+            attempt, node_id, _ = self.placements().get(req.key, (0, "", ""))
             if attempt == res.attempts:
                 res.nodes.append(node_id)
             reason = f"{type(outcome).__name__}: {str(outcome).strip().splitlines()[0]}"
@@ -668,106 +784,76 @@ def _drive(requests, todo, modes, results, total_frames, max_parallel, retries,
                 res.modes.append(outcome["mode"])
             rc = outcome.get("returncode")
             reason = outcome.get("message") or f"master.py exited with status {rc}"
-            if outcome.get("mode") == DONE or (rc == 0 and run_state(req.run, total_frames)
-                                               == DONE):
+            if outcome.get("mode") == DONE or (
+                    rc == 0 and run_state(req.run, self.total_frames) == DONE):
                 res.state, res.message = "done", ""
-                states[req.key] = "done"
                 return
-            if outcome.get("stop_requested") or stopping:
+            if outcome.get("stop_requested") or self.stopping:
                 res.state, res.message = "stopped", reason if rc else "stopped cleanly"
-                states[req.key] = "stopped"
                 return
-            retry = rc != 2
-        if retry and not stopping and res.attempts <= retries:
-            fits = [n for n in alive_nodes()
-                    if all(n.get(k, 0) >= v for k, v in
-                           (("GPU", req.gpus), ("CPU", req.cpus), ("memory", req.memory)) if v)]
-            if fits:
-                say(f"{req.key}: attempt {res.attempts} failed ({reason}); retrying")
-                pending.appendleft(req)
-                states[req.key] = "pending"
+            retry = rc != 2  # a user error of master.py is not retried
+        if retry and not self.stopping and res.attempts <= self.retries:
+            if self._fits_a_live_node(req):
+                self.say(f"{req.key}: attempt {res.attempts} failed ({reason}); retrying")
+                self.pending.appendleft(req)
+                res.state = "pending"
                 return
             reason += "; no live node can hold it any more"
-        res.state, res.message = ("stopped" if stopping else "failed"), reason
-        states[req.key] = res.state
-        say(f"{req.key}: {res.state} after {res.attempts} attempt(s): {reason}")
+        res.state, res.message = ("stopped" if self.stopping else "failed"), reason
+        self.say(f"{req.key}: {res.state} after {res.attempts} attempt(s): {reason}")
 
-    placed: dict = {}  # the board's latest answer, kept for when it is slow to answer
+    @staticmethod
+    def _fits_a_live_node(req: RunRequest) -> bool:
+        need = (("GPU", req.gpus), ("CPU", req.cpus), ("memory", req.memory))
+        return any(all(n.get(k, 0) >= v for k, v in need if v) for n in alive_nodes())
 
-    def placements() -> dict:
+    # ------------------------------------------------------------------ show
+    def placements(self) -> dict:
+        """key -> (attempt, node id, ip) of each run's latest started attempt."""
+        import ray
+
         with contextlib.suppress(Exception):
-            placed.update(ray.get(board.placements.remote(), timeout=10))
-        return placed
+            self.placed.update(ray.get(self.board.placements.remote(), timeout=10))
+        return self.placed
 
-    def show() -> None:
-        placements()
-        places, live = {}, {}
-        for key, (attempt, node_id, ip) in placed.items():
-            places[key] = _node_label(node_id, ip)
-            live[key] = attempt
-        for req in running.values():
-            if live.get(req.key) == results[req.key].attempts:
-                states[req.key] = "running"
-        progress = {r.key: run_progress(r.run) for r in requests
-                    if r.run.path.is_dir()}
-        retried = {r.key: results[r.key].attempts - 1 for r in requests}
-        say(status_table(requests, states, places, progress, time.time() - t0, retried))
+    def show(self) -> None:
+        """The status table; a run whose latest attempt has started counts as running."""
+        placed = self.placements()
+        places = {key: _node_label(node_id, ip) for key, (_, node_id, ip) in placed.items()}
+        for req in self.running.values():
+            if placed.get(req.key, (None,))[0] == self.results[req.key].attempts:
+                self.results[req.key].state = "running"
+        states = {r.key: self.results[r.key].state for r in self.requests}
+        progress = {r.key: run_progress(r.run) for r in self.requests if r.run.path.is_dir()}
+        retried = {r.key: self.results[r.key].attempts - 1 for r in self.requests}
+        self.say(status_table(self.requests, states, places, progress, time.time() - self.t0,
+                              retried))
 
-    interrupts: list[int] = []
-
-    def on_sigint(_signum, _frame):
-        interrupts.append(1)
-        if len(interrupts) > 1:
+    # ------------------------------------------------------------------ stop
+    def _on_sigint(self, _signum, _frame) -> None:
+        self.interrupts.append(1)
+        if len(self.interrupts) > 1:
             raise KeyboardInterrupt  # the second Ctrl-C leaves at once
 
-    def begin_stop() -> None:
-        for req in pending:
-            results[req.key].state, states[req.key] = "stopped", "stopped"
-            results[req.key].message = "not started"
-        pending.clear()
-        say(f"Ctrl-C: stopping {len(running)} run(s); they write final checkpoints "
-            f"(Ctrl-C again to leave without waiting).")
-        for req in running.values():  # each guard sees its file within a second
+    def begin_stop(self) -> None:
+        """Drop the queued runs and ask every running one to stop cleanly."""
+        import ray
+
+        self.stopping = True
+        for req in self.pending:
+            res = self.results[req.key]
+            res.state, res.message = "stopped", "not started"
+        self.pending.clear()
+        self.say(f"Ctrl-C: stopping {len(self.running)} run(s); they write final checkpoints "
+                 f"(Ctrl-C again to leave without waiting).")
+        for req in self.running.values():  # each guard sees its file within a second
             stop_file = sweep_files(req.run)[1]
             stop_file.parent.mkdir(parents=True, exist_ok=True)
             stop_file.touch()
-        started = placements()
-        for ref, req in running.items():  # queued tasks: take them off Ray's queue
-            if started.get(req.key, (0,))[0] != results[req.key].attempts:
+        started = self.placements()
+        for ref, req in self.running.items():  # queued tasks: take them off Ray's queue
+            if started.get(req.key, (0,))[0] != self.results[req.key].attempts:
                 ray.cancel(ref)
-
-    # Ctrl-C only sets a flag here, so no result is half-handled; the loop checks it every
-    # second. (Only the main thread may install a handler: elsewhere Ctrl-C is not ours.)
-    main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
-    try:
-        while pending or running:
-            if interrupts and not stopping:
-                stopping = True
-                begin_stop()
-            while pending and not stopping and (max_parallel is None
-                                                or len(running) < max_parallel):
-                submit(pending.popleft())
-            if time.time() >= next_status:
-                show()
-                next_status = time.time() + status_seconds
-            ready, _ = ray.wait(list(running), num_returns=1,
-                                timeout=max(0.1, min(1.0, next_status - time.time())))
-            for ref in ready:
-                try:
-                    outcome = ray.get(ref)
-                except Exception as e:  # a lost node or worker, a cancelled task
-                    outcome = e
-                finish(running.pop(ref), outcome)
-    except KeyboardInterrupt:
-        say("Second Ctrl-C: leaving now; each master.py still gets SIGTERM and stops on its "
-            "own when its Ray task ends.")
-        raise
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, old_handler)
-    show()
-    return _summarize(requests, results, time.time() - t0, plot, say)
 
 
 def _summarize(requests, results, seconds, plot, say) -> list[RunResult]:

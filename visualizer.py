@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import checkpoint  # its layout functions import no TensorFlow
+import roles
 import util
 from checkpoint import is_complete as _complete
 
@@ -311,19 +312,20 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict,
 
     if _complete(path):  # one checkpoint: a numbered backup or a ckpt-<n> folder
         role = path.parent.name
-        if role not in ("policy", "worldmodel"):
+        if role not in roles.LEARNERS:
             raise VisualizerError(f"{given} is a checkpoint but not inside a policy/ or "
                                   f"worldmodel/ folder, so it is unclear what it holds; {hint}.")
         run_root = _run_root(path, save_model_path)
         frames = int(_counters(path).get("frames", 0))
-        other_role = "worldmodel" if role == "policy" else "policy"
-        if role == "worldmodel" or model_based:
+        holds_model = roles.ROLE[role].model_only  # else it holds the policy
+        (other_role,) = [r for r in roles.LEARNERS if r != role]
+        if holds_model or model_based:
             other = _nearest_by_frames(_role_candidates(path.parent.parent / other_role), frames)
             if other is None and run_root is not None:
                 other = _newest(run_root / save_model_path / other_role)
         else:
             other = None
-        if role == "policy":
+        if not holds_model:
             if model_based and other is None:
                 raise VisualizerError(f"no world-model checkpoint was found next to {given} "
                                       f"(looked in {path.parent.parent / 'worldmodel'}); this "

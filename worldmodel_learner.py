@@ -9,16 +9,17 @@ the policy learner loads at every epoch.
 from __future__ import annotations
 
 from learner import Learner
+from roles import WORLDMODEL
 
 
 class WorldModelLearner(Learner):
-    role = "worldmodel"
+    role = WORLDMODEL
 
     def build(self) -> dict:
         import worldmodel
 
         self.worldmodel = worldmodel.WorldModel(self.config, seed=self.spec.seed)
-        return {"worldmodel": self.worldmodel}
+        return {self.row.checkpoint_key: self.worldmodel}
 
     def learning_rates(self) -> dict[str, float]:
         return {"charts/learning_rate/worldmodel": self.worldmodel.optimizer.learning_rate}

@@ -52,7 +52,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 import config as config_lib  # noqa: E402
-from rundir import ROLES, Progress, RunDir  # noqa: E402
+from roles import LEARNERS  # noqa: E402
+from rundir import Progress, RunDir  # noqa: E402
 
 BUDGET = 10**9  # frames: the loop never reaches it
 REPLAY_SIZE = 2_000_000  # rows: no frame of the loop is ever overwritten
@@ -132,7 +133,7 @@ class Snapshot:
         self.updates = {}
         if run.progress_file.exists():
             progress = Progress(run.progress_file)
-            self.updates = {role: progress.get(f"{role}_updates") for role in ROLES}
+            self.updates = {role: progress.get(f"{role}_updates") for role in LEARNERS}
 
 
 def _bad_greedy_lines(text: bytes) -> int:

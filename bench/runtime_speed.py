@@ -71,8 +71,8 @@ def interactor_fps(env_id: str, seconds: float, workdir: Path) -> float:
     import valuerl
     from agent import run_interactor
     from replay import ReplayBuffer
+    from roles import ProcessSpec
     from rundir import Progress, RunDir
-    from runtime import ProcessSpec
 
     config = config_lib.load_config(ROOT / "config/algos/ddpg.json", complete=False)
     config["env"] = env_config(env_id)

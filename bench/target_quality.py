@@ -177,10 +177,10 @@ def load_run(path: str | Path):
     folder inside it (such as checkpoints/backups/policy/<updates>, with the world model saved
     closest before it). Returns (run folder, config, ValueRL, WorldModel or None, PolicyActor,
     the policy checkpoint's counters)."""
+    import agent as acting
     import checkpoint
     import util
     import valuerl as valuerl_lib
-    import valuerl_learner
     import visualizer
 
     given = Path(path)
@@ -204,7 +204,7 @@ def load_run(path: str | Path):
 
         model = worldmodel.WorldModel(config, seed=seed, jit_compile=False)
         checkpoint.restore_checkpoint(str(found.worldmodel), {"worldmodel": model}, strict=True)
-    actor = valuerl_learner.PolicyActor(config, seed)
+    actor = acting.PolicyActor(config, seed)
     actor.restore(str(found.policy))
     return run, config, agent, model, actor, counters
 

@@ -7,7 +7,7 @@ import numpy as np
 import checkpoint
 import config as config_lib
 import valuerl
-from valuerl_learner import PolicyActor
+from agent import PolicyActor
 
 TINY_STEVE = Path(__file__).resolve().parent / "configs/tiny_steve.json"
 

@@ -21,8 +21,8 @@ import checkpoint
 import config as config_lib
 import valuerl
 import worldmodel
+from agent import PolicyActor
 from test_targets import RTOL, np_mlp, np_reference, sigmoid
-from valuerl_learner import PolicyActor
 
 TESTS = Path(__file__).resolve().parent
 

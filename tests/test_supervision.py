@@ -1,0 +1,151 @@
+"""The supervision steps one by one: master.Supervisor's rules and sweep._Sweep's settling of an
+attempt's outcome, with stand-in processes and runs (no child process, no Ray)."""
+
+import types
+
+import master
+from runtime import Flag
+
+
+def _supervisor(**exitcodes):
+    """A Supervisor with stand-in processes: name -> exit code (None while running)."""
+    sup = master.Supervisor.__new__(master.Supervisor)
+    sup.procs = {name.replace("_", "-"): types.SimpleNamespace(exitcode=code)
+                 for name, code in exitcodes.items()}
+    sup.learners = {n for n in sup.procs if n.endswith("-learner")}
+    sup.collectors = {n for n in sup.procs if n.startswith("interactor-")}
+    sup.stop, sup.finish = Flag(), Flag()
+    sup.failure = None
+    return sup
+
+
+def test_an_interactor_leaving_at_the_budget_is_no_failure():
+    sup = _supervisor(policy_learner=None, interactor_0=0, evaluator_0=None)
+    sup._note_failure(budget_reached=True)
+    assert sup.failure is None and not sup.stop.is_set()
+    sup._advance(budget_reached=True)
+    assert sup.finish.is_set() and not sup.stop.is_set()  # the learner still owes updates
+    sup.procs["policy-learner"].exitcode = 0
+    sup._note_failure(budget_reached=True)
+    assert sup.failure is None
+    sup._advance(budget_reached=True)
+    assert sup.stop.is_set()  # learners done: the evaluators may go
+
+
+def test_finish_waits_for_every_interactor():
+    sup = _supervisor(policy_learner=None, interactor_0=0, interactor_1=None)
+    sup._advance(budget_reached=True)
+    assert not sup.finish.is_set()
+
+
+def test_a_child_leaving_early_is_a_failure_that_stops_the_rest():
+    sup = _supervisor(policy_learner=None, interactor_0=0, evaluator_0=None)
+    sup._note_failure(budget_reached=False)
+    assert sup.failure == ("interactor-0", 0) and sup.stop.is_set()
+    sup = _supervisor(policy_learner=1, interactor_0=None)
+    sup._note_failure(budget_reached=True)
+    assert sup.failure == ("policy-learner", 1) and not sup.finish.is_set()
+
+
+def test_after_stop_an_exit_is_expected():
+    sup = _supervisor(policy_learner=0, interactor_0=None)
+    sup.stop.set()
+    sup._note_failure(budget_reached=False)
+    assert sup.failure is None
+
+
+def test_children_are_killed_after_the_grace_period(monkeypatch):
+    killed = []
+    sup = _supervisor(policy_learner=None, evaluator_0=0)
+    for name, p in sup.procs.items():
+        p.name, p.kill = name, (lambda name=name: killed.append(name))
+    sup.deadline, sup.killed = None, False
+    sup._kill_after_grace()
+    assert sup.deadline is None  # nothing asked to stop yet
+    sup.stop.set()
+    sup._kill_after_grace()
+    assert sup.deadline is not None and not killed
+    sup.deadline -= master.GRACE_SECONDS + 1
+    sup._kill_after_grace()
+    sup._kill_after_grace()
+    assert killed == ["policy-learner"] and sup.killed  # once, and only the one still running
+
+
+# ---------------------------------------------------------------- sweep._Sweep, step by step
+
+
+def _sweep(tmp_path, monkeypatch, retries=2, nodes=({"CPU": 8.0, "memory": 2**34},)):
+    import sweep
+    from rundir import RunDir
+
+    monkeypatch.setattr(sweep, "alive_nodes", lambda: [dict(n) for n in nodes])
+    monkeypatch.setattr(sweep, "run_progress", lambda run: {"frames": 7})
+    run = RunDir(root=str(tmp_path / "Env" / "exp.seed0"), name="exp.seed0")
+    req = sweep.RunRequest(config="c.json", experiment="exp", seed=0, run=run,
+                           model_based=False, processes=3, cpus=3.0, memory=2**30)
+    results = {req.key: sweep.RunResult(config="c.json", experiment="exp", seed=0,
+                                        path=run.root, state="pending", attempts=1)}
+    said = []
+    driver = sweep._Sweep([req], [req], results, total_frames=100, max_parallel=None,
+                          retries=retries, status_seconds=5.0, lock_wait=1.0, say=said.append)
+    driver.placements = lambda: {req.key: (1, "node-a", "10.0.0.1")}
+    return driver, req, results[req.key], said
+
+
+def test_settle_done(tmp_path, monkeypatch):
+    driver, req, res, _ = _sweep(tmp_path, monkeypatch)
+    driver.settle(req, {"node_id": "n1", "mode": "new", "returncode": 0})
+    assert res.state == "pending"  # status 0 but the run is not at its budget: retried
+    assert list(driver.pending) == [req]
+    driver.pending.clear()
+    driver.settle(req, {"node_id": "n1", "mode": "done", "returncode": 0})
+    assert (res.state, res.nodes, res.modes, res.frames) == ("done", ["n1", "n1"],
+                                                             ["new", "done"], 7)
+
+
+def test_settle_user_error_is_not_retried(tmp_path, monkeypatch):
+    driver, req, res, said = _sweep(tmp_path, monkeypatch)
+    driver.settle(req, {"node_id": "n1", "mode": "new", "returncode": 2,
+                        "message": "error: bad config"})
+    assert (res.state, res.message) == ("failed", "error: bad config")
+    assert not driver.pending and "failed after 1 attempt(s)" in said[-1]
+
+
+def test_settle_lost_node_retries_until_the_retries_are_spent(tmp_path, monkeypatch):
+    driver, req, res, said = _sweep(tmp_path, monkeypatch, retries=1)
+    driver.settle(req, RuntimeError("node died\nmore"))
+    assert res.state == "pending" and list(driver.pending) == [req]
+    assert res.nodes == ["node-a"] and "retrying" in said[-1]
+    driver.pending.clear()
+    res.attempts = 2
+    driver.settle(req, RuntimeError("node died"))
+    assert (res.state, res.message) == ("failed", "RuntimeError: node died")
+
+
+def test_settle_without_a_node_that_fits_fails(tmp_path, monkeypatch):
+    driver, req, res, _ = _sweep(tmp_path, monkeypatch, nodes=({"CPU": 1.0},))
+    driver.settle(req, {"node_id": "n1", "mode": "resume", "returncode": 1})
+    assert res.state == "failed"
+    assert res.message.endswith("; no live node can hold it any more")
+
+
+def test_settle_while_stopping(tmp_path, monkeypatch):
+    driver, req, res, _ = _sweep(tmp_path, monkeypatch)
+    driver.settle(req, {"node_id": "n1", "mode": "resume", "returncode": 0,
+                        "stop_requested": True})
+    assert (res.state, res.message) == ("stopped", "stopped cleanly")
+    driver.stopping = True
+    driver.settle(req, RuntimeError("cancelled"))
+    assert (res.state, res.message) == ("stopped", "RuntimeError: cancelled")
+
+
+def test_show_counts_a_started_attempt_as_running(tmp_path, monkeypatch):
+    driver, req, res, said = _sweep(tmp_path, monkeypatch)
+    driver.running = {"ref": req}
+    driver.show()
+    assert res.state == "running"
+    assert "1 running" in said[-1] and "10.0.0.1 node-a" in said[-1]
+    res.attempts = 2  # a retry queued on Ray: the board still names attempt 1
+    res.state = "pending"
+    driver.show()
+    assert res.state == "pending"
