@@ -73,3 +73,43 @@ def format_duration(seconds: float) -> str:
     """3725 -> '1:02:05'."""
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# Process lookups through Linux's /proc, for the tools that watch a run's process tree from
+# outside (bench/fault_loop.py and the master tests): a run's children are found by parent pid.
+
+
+def process_descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children, their children, ...); empty without /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (ended but not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def process_cmdline(pid: int) -> str:
+    """The command line of `pid`, arguments joined by spaces; "" when it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""

@@ -795,8 +795,8 @@ def visualize(args: argparse.Namespace) -> int:
 
         nn.configure_tensorflow(None)
         agent = valuerl_lib.ValueRL(cfg, seed=args.seed)
-        counters = checkpoint.restore_checkpoint(str(ckpts.policy), {"valuerl": agent},
-                                                 strict=False)
+        counters = checkpoint.restore_checkpoint(
+            str(ckpts.policy), {roles.ROLE[roles.POLICY].checkpoint_key: agent}, strict=False)
         print(f"{label}: {cfg['env']['name']}, {_algorithm(cfg, ve)}; {gpu_note}")
         print(f"policy      {ckpts.policy} ({_describe_counters(counters)})")
         model = None
@@ -804,8 +804,9 @@ def visualize(args: argparse.Namespace) -> int:
             import worldmodel as worldmodel_lib
 
             model = worldmodel_lib.WorldModel(cfg, seed=args.seed)
-            wm_counters = checkpoint.restore_checkpoint(str(ckpts.worldmodel),
-                                                        {"worldmodel": model}, strict=False)
+            wm_counters = checkpoint.restore_checkpoint(
+                str(ckpts.worldmodel), {roles.ROLE[roles.WORLDMODEL].checkpoint_key: model},
+                strict=False)
             print(f"world model {ckpts.worldmodel} ({_describe_counters(wm_counters)})")
         sys.stdout.flush()
 

@@ -54,48 +54,12 @@ sys.path.insert(0, str(PROJECT))
 import config as config_lib  # noqa: E402
 from roles import LEARNERS  # noqa: E402
 from rundir import Progress, RunDir  # noqa: E402
+from util import process_alive, process_cmdline, process_descendants  # noqa: E402
 
 BUDGET = 10**9  # frames: the loop never reaches it
 REPLAY_SIZE = 2_000_000  # rows: no frame of the loop is ever overwritten
 ORPHAN_SECONDS = 90.0
 START_SECONDS = 300.0  # how long the first round may take to write a checkpoint
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _family(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def _process_names(run: RunDir, pids: list[int]) -> dict[int, str]:
@@ -256,23 +220,24 @@ def _rounds(config, rounds, root, seed, kill_after, say, max_seconds, startup_sh
                 f"kill; see {root / f'round{k}.log'}")
             continue
         running.remove(proc)
-        family = _family(proc.pid)
+        family = process_descendants(proc.pid)
         named = _process_names(run, sorted(family))
         victims = [(proc.pid, "master")] + sorted(
-            (pid, name) for pid, name in named.items() if "resource_tracker" not in _cmdline(pid))
+            (pid, name) for pid, name in named.items()
+            if "resource_tracker" not in process_cmdline(pid))
         victim, victim_name = rng.choice(victims)
         before = Snapshot(run)
-        family |= {proc.pid} | _family(proc.pid)
+        family |= {proc.pid} | process_descendants(proc.pid)
         kill_time = time.time()
         os.kill(victim, signal.SIGKILL)
 
         # Every process of the run must go: the master on its own, or its children by the
         # parent-death signal after their final checkpoints.
-        while [p for p in family if _alive(p)] and time.time() - kill_time < ORPHAN_SECONDS:
+        while [p for p in family if process_alive(p)] and time.time() - kill_time < ORPHAN_SECONDS:
             proc.poll()
             time.sleep(0.1)
         proc.poll()
-        orphans = [p for p in family if _alive(p)]
+        orphans = [p for p in family if process_alive(p)]
         for p in orphans:
             os.kill(p, signal.SIGKILL)
         if proc.poll() is None:

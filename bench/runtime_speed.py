@@ -71,7 +71,7 @@ def interactor_fps(env_id: str, seconds: float, workdir: Path) -> float:
     import valuerl
     from agent import run_interactor
     from replay import ReplayBuffer
-    from roles import ProcessSpec
+    from roles import INTERACTOR, POLICY, ROLE, ProcessSpec
     from rundir import Progress, RunDir
 
     config = config_lib.load_config(ROOT / "config/algos/ddpg.json", complete=False)
@@ -83,9 +83,10 @@ def interactor_fps(env_id: str, seconds: float, workdir: Path) -> float:
     ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"], 200_000).close()
     Progress(run.progress_file, create=True)
     agent = valuerl.ValueRL(config, seed=0)
-    checkpoint.save_checkpoint(str(run.checkpoint_dir("policy")), {"valuerl": agent},
+    checkpoint.save_checkpoint(str(run.checkpoint_dir(POLICY)),
+                               {ROLE[POLICY].checkpoint_key: agent},
                                {"epoch": 1, "updates": 1, "frames": 0, "hours": 0.0})
-    spec = ProcessSpec(role="interactor", index=0, run=run, config=config, seed=0,
+    spec = ProcessSpec(role=INTERACTOR, index=0, run=run, config=config, seed=0,
                        cuda_visible_devices="", hours_base=0.0, start_time=time.time(),
                        threads=1)
     stop, finish = threading.Event(), threading.Event()

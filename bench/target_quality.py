@@ -179,6 +179,7 @@ def load_run(path: str | Path):
     the policy checkpoint's counters)."""
     import agent as acting
     import checkpoint
+    import roles
     import util
     import valuerl as valuerl_lib
     import visualizer
@@ -197,13 +198,15 @@ def load_run(path: str | Path):
         raise DiagnosticError(str(e)) from e
     seed = int(config.get("seed", 0) or 0)
     agent = valuerl_lib.ValueRL(config, seed=seed, jit_compile=False)
-    counters = checkpoint.restore_checkpoint(str(found.policy), {"valuerl": agent}, strict=True)
+    key = roles.ROLE[roles.POLICY].checkpoint_key
+    counters = checkpoint.restore_checkpoint(str(found.policy), {key: agent}, strict=True)
     model = None
     if found.worldmodel is not None:
         import worldmodel
 
         model = worldmodel.WorldModel(config, seed=seed, jit_compile=False)
-        checkpoint.restore_checkpoint(str(found.worldmodel), {"worldmodel": model}, strict=True)
+        key = roles.ROLE[roles.WORLDMODEL].checkpoint_key
+        checkpoint.restore_checkpoint(str(found.worldmodel), {key: model}, strict=True)
     actor = acting.PolicyActor(config, seed)
     actor.restore(str(found.policy))
     return run, config, agent, model, actor, counters

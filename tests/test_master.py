@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import master
+from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -96,30 +97,6 @@ def test_tiny_steve_run(tmp_path):
     assert "wm/" in (run / "log/worldmodel.log").read_text()
 
 
-def _descendants(pid: int) -> set[int]:
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_killed_child_stops_everything(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -132,9 +109,9 @@ def test_killed_child_stops_everything(tmp_path):
         while not (run / "checkpoints/policy/latest.json").exists():  # everything is running
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.5)
-        family = _descendants(proc.pid)
+        family = process_descendants(proc.pid)
         workers = [p for p in family
-                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+                   if "spawn_main" in process_cmdline(p)]
         assert len(workers) == 3  # policy learner, interactor, evaluator
         os.kill(workers[0], signal.SIGKILL)
         killed_at = time.time()
@@ -146,7 +123,7 @@ def test_killed_child_stops_everything(tmp_path):
     assert proc.returncode not in (0, None)
     assert "was killed by SIGKILL" in stderr
     time.sleep(1)
-    assert not [p for p in family if _alive(p)]
+    assert not [p for p in family if process_alive(p)]
 
 
 @pytest.mark.slow
@@ -160,14 +137,14 @@ def test_killed_master_leaves_no_orphan(tmp_path):
     while not (run / "checkpoints/policy/latest.json").exists():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.5)
-    family = _descendants(proc.pid)
+    family = process_descendants(proc.pid)
     assert len(family) >= 3
     proc.kill()
     proc.wait()
     deadline = time.time() + 30
-    while [p for p in family if _alive(p)] and time.time() < deadline:
+    while [p for p in family if process_alive(p)] and time.time() < deadline:
         time.sleep(0.5)
-    assert not [p for p in family if _alive(p)]
+    assert not [p for p in family if process_alive(p)]
     # The learner got SIGTERM from the kernel and wrote its final checkpoint.
     assert (run / "log/valuerl.log").read_text().strip().endswith("final checkpoint")
 

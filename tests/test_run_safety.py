@@ -27,8 +27,9 @@ from rundir import (
     RunLock,
     RunLocked,
 )
-from test_master import _alive, _descendants, run_master
+from test_master import run_master
 from test_pipeline import IMPL, counting_config
+from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -167,9 +168,8 @@ def test_live_run_refuses_second_masters_and_hours_keep_growing(tmp_path):
     try:
         wait_for(lambda: (run / "checkpoints/policy/latest.json").exists()
                  and (run / f"log/{run.name}.greedy.csv").exists(), 120, proc)
-        family = {proc.pid} | _descendants(proc.pid)
-        workers = [p for p in family if p != proc.pid and "spawn_main" in
-                   Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+        family = {proc.pid} | process_descendants(proc.pid)
+        workers = [p for p in family if p != proc.pid and "spawn_main" in process_cmdline(p)]
         assert len(workers) == 3
         for pid in workers:  # every child holds the run's lock through its own descriptor
             targets = {os.path.realpath(f"/proc/{pid}/fd/{fd}")
@@ -192,7 +192,7 @@ def test_live_run_refuses_second_masters_and_hours_keep_growing(tmp_path):
         # Kill the master: its children stop and write final checkpoints, then the lock is free.
         proc.kill()
         proc.wait()
-        wait_for(lambda: not [p for p in family if _alive(p)], 60)
+        wait_for(lambda: not [p for p in family if process_alive(p)], 60)
     finally:
         if proc.poll() is None:
             proc.kill()
