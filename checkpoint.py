@@ -138,6 +138,17 @@ def latest_checkpoint(directory: str) -> str | None:
     return os.path.join(directory, f"ckpt-{numbers[-1]}") if numbers else None
 
 
+def latest_counters(directory: str | os.PathLike) -> dict | None:
+    """The counters of the newest checkpoint in `directory`, read from its `latest.json` (no
+    TensorFlow); None when there is no pointer or the checkpoint it names is gone."""
+    pointer = util.read_json(os.path.join(directory, "latest.json"))
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("counters"), dict):
+        return None
+    if not os.path.isdir(os.path.join(directory, str(pointer.get("checkpoint", "")))):
+        return None
+    return dict(pointer["counters"])
+
+
 def _escape(name: str) -> str:
     # tf.train.Checkpoint's key escaping: "." -> ".S", "/" -> ".."
     return name.replace(".", ".S").replace("/", "..")

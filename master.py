@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
 import runtime
 import util
@@ -162,12 +163,7 @@ def assign_devices(gpu: int, model_based: bool, gpus: list[str]) -> tuple[str, s
 
 def _latest_counters(run: RunDir, role: str) -> dict | None:
     """The counters of a role's newest checkpoint, from its pointer file (no TensorFlow here)."""
-    pointer = util.read_json(run.checkpoint_dir(role) / "latest.json")
-    if not isinstance(pointer, dict) or "counters" not in pointer:
-        return None
-    if not (run.checkpoint_dir(role) / str(pointer.get("checkpoint", ""))).is_dir():
-        return None
-    return dict(pointer["counters"])
+    return checkpoint.latest_counters(run.checkpoint_dir(role))
 
 
 def _replay_capacity(config: dict) -> int:

@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
 import util
 from roles import LEARNERS, POLICY
@@ -509,9 +510,8 @@ def run_progress(run: RunDir) -> dict:
             with replay.ReplayBuffer.open(run.replay) as buf:
                 frames = buf.count
     if frames is None:
-        counters = [util.read_json(run.checkpoint_dir(r) / "latest.json", {}) or {}
-                    for r in LEARNERS]
-        frames = max([int(c.get("counters", {}).get("frames", 0)) for c in counters] + [0])
+        counters = [checkpoint.latest_counters(run.checkpoint_dir(r)) or {} for r in LEARNERS]
+        frames = max([int(c.get("frames", 0)) for c in counters] + [0])
     updates = None
     with contextlib.suppress(Exception):
         updates = Progress(run.progress_file, read_only=True).get(f"{POLICY}_updates")

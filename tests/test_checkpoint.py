@@ -57,6 +57,7 @@ def test_layout_functions_import_no_tensorflow(tmp_path):
     (and report a wrong folder) before it loads TensorFlow quietly."""
     code = ("import sys, checkpoint; "
             "assert checkpoint.latest_checkpoint(sys.argv[1]) is None; "
+            "assert checkpoint.latest_counters(sys.argv[1]) is None; "
             "assert 'tensorflow' not in sys.modules, 'checkpoint imported tensorflow'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
                    cwd=Path(__file__).resolve().parents[1])
@@ -164,11 +165,16 @@ def test_layout_pointer_keep_three_and_incomplete_folders(tmp_path):
     with open(os.path.join(directory, "latest.json")) as f:
         pointer = json.load(f)
     assert pointer == {"checkpoint": "ckpt-5", "counters": {**COUNTERS, "epoch": 5}}
+    assert checkpoint.latest_counters(directory) == {**COUNTERS, "epoch": 5}
     # a crashed save (temporary folder) and a later folder without its index are ignored
     os.makedirs(os.path.join(directory, ".tmp-ckpt-6-123"))
     os.makedirs(os.path.join(directory, "ckpt-7"))
     os.remove(os.path.join(directory, "latest.json"))
     assert checkpoint.latest_checkpoint(directory) == os.path.join(directory, "ckpt-5")
+    assert checkpoint.latest_counters(directory) is None  # the counters live in the pointer
+    with open(os.path.join(directory, "latest.json"), "w") as f:
+        json.dump({"checkpoint": "ckpt-2", "counters": COUNTERS}, f)  # names a deleted folder
+    assert checkpoint.latest_counters(directory) is None
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         checkpoint.restore_checkpoint(os.path.join(directory, "ckpt-7"), {"valuerl": agent})
 
