@@ -412,7 +412,7 @@ def plot_runs(
     written = []
     for kind, path in outputs.items():
         figure = _draw(groups, data, kind, band, window)
-        written.append(str(_save(figure, path)))
+        written.append(str(save_png(figure, path)))
     return written
 
 
@@ -494,12 +494,12 @@ def _frames_tick(value: float, _position=None) -> str:
     return f"{value:g}"
 
 
-def _save(figure, path: Path) -> Path:
+def save_png(figure, path: Path, dpi: int = 120) -> Path:
     """Write the PNG to a temporary name in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        figure.savefig(temporary, format="png", dpi=120)
+        figure.savefig(temporary, format="png", dpi=dpi)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

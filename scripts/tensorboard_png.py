@@ -13,13 +13,14 @@ temporary name, then renamed into place), by default `RUN_DIR/tensorboard.png`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python scripts/tensorboard_png.py`: the project's modules
+    sys.path.insert(0, str(ROOT))
 # (panel title, tag prefix or tag, processes to look in); a prefix ending in "/j" gathers j0..jH
 PANELS = (
     ("charts/episodic_return (training)", "charts/episodic_return", "interactor"),
@@ -39,7 +40,6 @@ class TensorBoardError(Exception):
 
 def read_scalars(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tag: (steps [n], values [n])} of every scalar summary in one TensorBoard run folder."""
-    sys.path.insert(0, str(ROOT))
     import runtime
 
     runtime.import_tensorflow()  # the event reader loads TensorFlow: without its start-up lines
@@ -108,14 +108,9 @@ def draw(run: Path, out: Path, weight: float) -> Path:
         if not series:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     figure.suptitle(f"TensorBoard scalars of {run.name} (smoothing {weight:g})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=72)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return out
+    import plot
+
+    return plot.save_png(figure, out, dpi=72)
 
 
 def _tag_order(tag: str) -> tuple[str, int]:
