@@ -282,10 +282,13 @@ def frames_to_threshold(data: np.ndarray, threshold: float,
 
 
 def mean_score(data: np.ndarray, total_frames: int, points: int = CURVE_POINTS,
-               window: float = WINDOW, min_episodes: int = 1) -> float | None:
+               window: float = WINDOW, min_episodes: int = 1,
+               reached: float | None = None) -> float | None:
     """The mean of score_at at `points` evenly spaced frame counts up to `total_frames`, over
-    those that have a value; None when none has."""
+    those that have a value; None when none has. With `reached` (an unfinished run's frames so
+    far), the points beyond it have no value: their windows are not complete yet."""
     values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes)
+              if reached is None or total_frames * (i + 1) / points <= reached else None
               for i in range(points)]
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -356,12 +359,16 @@ def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
     finished = isinstance(finished_info, dict) and (
         total_frames is None or int(finished_info.get("total_frames", 0)) >= total_frames)
     threshold = thresholds.get(info.env)
+    last_frames = int(data[:, plot.FRAMES].max())
+    # An unfinished run has no score at a mark it has not reached: that window is incomplete.
+    reached = None if finished else last_frames
     return RunSummary(
         path=run_dir, env=info.env, algo=info.algo, seed=_seed_of(run_dir), finished=finished,
-        last_frames=int(data[:, plot.FRAMES].max()), episodes=len(data),
-        hours=float(data[:, plot.HOURS].max()),
-        scores=tuple(score_at(data, m, window, min_episodes) for m in marks),
-        mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes)
+        last_frames=last_frames, episodes=len(data), hours=float(data[:, plot.HOURS].max()),
+        scores=tuple(score_at(data, m, window, min_episodes) if reached is None or m <= reached
+                     else None for m in marks),
+        mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes,
+                               reached=reached)
                     if total_frames is not None else None),
         to_threshold=(frames_to_threshold(data, threshold, window, min_episodes)
                       if threshold is not None else None))

@@ -207,6 +207,21 @@ def test_partial_report_lists_pending_runs(tmp_path):
                     "--partial"]) == 2  # only with --report-only
 
 
+def test_unfinished_run_has_no_score_at_marks_it_has_not_reached(tmp_path):
+    # evaluations up to 1,840 of a 2,000-frame budget: the window (1,800, 2,000] has begun, but
+    # a score there would be the mean of its first 40 frames only
+    rows = [(f, 100.0) for f in range(100, 1801, 100)] + [(1840, 900.0)]
+    running = fake_run(tmp_path, "tiny_steve", 0, rows, None)
+    summary = se.summarize_run(running, marks=(1000, 2000), thresholds={}, total_frames=2000)
+    assert summary.scores == (100.0, None)
+    assert summary.mean_score == 100.0  # the 18 points up to 1,800; not 1,900 or 2,000
+    done = fake_run(tmp_path / "done", "tiny_steve", 0, rows, 2000)  # same rows, finished
+    summary = se.summarize_run(done, marks=(1000, 2000), thresholds={}, total_frames=2000)
+    assert summary.scores == (100.0, 900.0)
+    # 1,900's window (1,710, 1,900] holds 100 and 900; 2,000's (1,800, 2,000] holds 900
+    assert summary.mean_score == pytest.approx((18 * 100.0 + 500.0 + 900.0) / 20)
+
+
 def test_report_carries_the_notes(tmp_path):
     out = tmp_path / "out"
     for experiment in ("tiny_ddpg", "tiny_steve"):
