@@ -258,12 +258,16 @@ def default_marks(total_frames: int, count: int = DEFAULT_MARKS) -> tuple[int, .
 
 
 def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
-             min_episodes: int = 1) -> float | None:
+             min_episodes: int = 1, reached: float | None = None) -> float | None:
     """A run's score at frame count `mark`: the mean score of its evaluation episodes that ended
-    at frames in ((1 - window) * mark, mark]; None when there are fewer than `min_episodes`.
+    at frames in ((1 - window) * mark, mark]; None when there are fewer than `min_episodes`, or
+    when `mark` is beyond `reached` (an unfinished run's frames so far: that window is not
+    complete yet).
 
     `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
     """
+    if reached is not None and mark > reached:
+        return None
     frames, scores = data[:, plot.FRAMES], data[:, plot.SCORE]  # [k], [k]
     inside = (frames > (1.0 - window) * mark) & (frames <= mark)  # [k]: (0.9 F, F]
     count = int(np.count_nonzero(inside))
@@ -285,10 +289,8 @@ def mean_score(data: np.ndarray, total_frames: int, points: int = CURVE_POINTS,
                window: float = WINDOW, min_episodes: int = 1,
                reached: float | None = None) -> float | None:
     """The mean of score_at at `points` evenly spaced frame counts up to `total_frames`, over
-    those that have a value; None when none has. With `reached` (an unfinished run's frames so
-    far), the points beyond it have no value: their windows are not complete yet."""
-    values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes)
-              if reached is None or total_frames * (i + 1) / points <= reached else None
+    those that have a value; None when none has. `reached`: as for score_at."""
+    values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes, reached)
               for i in range(points)]
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -365,8 +367,7 @@ def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
     return RunSummary(
         path=run_dir, env=info.env, algo=info.algo, seed=_seed_of(run_dir), finished=finished,
         last_frames=last_frames, episodes=len(data), hours=float(data[:, plot.HOURS].max()),
-        scores=tuple(score_at(data, m, window, min_episodes) if reached is None or m <= reached
-                     else None for m in marks),
+        scores=tuple(score_at(data, m, window, min_episodes, reached) for m in marks),
         mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes,
                                reached=reached)
                     if total_frames is not None else None),

@@ -78,6 +78,9 @@ def test_score_at_averages_the_last_tenth_before_the_mark():
     assert se.score_at(data, 800) is None  # nothing in (720, 800]
     assert se.score_at(data, 2000) is None  # beyond the run
     assert se.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # (375, 500]
+    # an unfinished run at 950 frames: (900, 1000] is not complete, so no score there yet
+    assert se.score_at(data, 1000, reached=950) is None
+    assert se.score_at(data, 1000, reached=1000) == pytest.approx(9.0)
 
 
 def test_frames_to_threshold_uses_the_windowed_score():
