@@ -9,6 +9,7 @@ import pytest
 
 import config as config_lib
 from config import ConfigError, load_config
+from master_runs import run_master
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -295,11 +296,6 @@ def test_import_has_no_side_effects(tmp_path):
 
 
 # ---------------------------------------------------------------- --print-config
-
-
-def run_master(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "master.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow

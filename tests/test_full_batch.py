@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import valuerl
 import worldmodel
-from test_targets import FULL_CONFIG, member, np_mlp, sigmoid
+from np_reference import FULL_CONFIG, np_mlp, sigmoid, weights
 
 B = 6
 
@@ -54,13 +54,13 @@ def test_full_batch_q_loss_matches_numpy(tdk):
     per_member = []
     guesses0 = []
     for e in range(E):
-        weights = member(agent.q, e)
-        g0 = np_mlp(*weights, np.concatenate([s0, a0], -1).astype(np.float64))[:, 0]  # [B]
+        q_e = weights(agent.q, e)
+        g0 = np_mlp(*q_e, np.concatenate([s0, a0], -1).astype(np.float64))[:, 0]  # [B]
         guesses0.append(g0)
         if not tdk:
             per_member.append(np.mean(0.5 * (g0 - y[0]) ** 2))
             continue
-        rows = np_mlp(*weights, np.concatenate([x, a], -1).astype(np.float64))[..., 0]  # [H,M,B]
+        rows = np_mlp(*q_e, np.concatenate([x, a], -1).astype(np.float64))[..., 0]  # [H,M,B]
         guesses = np.concatenate([g0[None], rows.mean(axis=1)], 0)  # [H+1, B]
         per_member.append(np.mean(reach * 0.5 * (guesses - y) ** 2))
     assert loss == pytest.approx(np.mean(per_member), rel=1e-5)
@@ -79,13 +79,13 @@ def test_full_batch_world_model_losses_match_numpy():
     trans, reward, done = [], [], []
     aux = np.concatenate([s1, s0, a0], -1).astype(f64)
     for e in range(3):
-        delta = np_mlp(*member(wm.transition, e), np.concatenate([s0, a0], -1).astype(f64))
+        delta = np_mlp(*weights(wm.transition, e), np.concatenate([s0, a0], -1).astype(f64))
         trans.append(np.mean(0.5 * np.sum((s1 - (s0 + delta)) ** 2, axis=-1)))
-        z = np_mlp(*member(wm.done, e), aux)[:, 0]
+        z = np_mlp(*weights(wm.done, e), aux)[:, 0]
         p = sigmoid(z)
         done.append(np.mean(-(d1 * np.log(p) + (1 - d1) * np.log(1 - p))))
     for e in range(4):
-        r_hat = np_mlp(*member(wm.reward, e), aux)[:, 0]
+        r_hat = np_mlp(*weights(wm.reward, e), aux)[:, 0]
         reward.append(np.mean(0.5 * (r0 - r_hat) ** 2))
     assert float(logs["wm/transition_loss"]) == pytest.approx(np.mean(trans), rel=1e-5)
     assert float(logs["wm/reward_loss"]) == pytest.approx(np.mean(reward), rel=1e-5)

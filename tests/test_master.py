@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import master
+from master_runs import counters, run_master
 from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent
@@ -19,23 +20,11 @@ TINY_DDPG = TESTS / "configs/tiny_ddpg.json"
 TINY_STEVE = TESTS / "configs/tiny_steve.json"
 
 
-def run_master(*args, env=None, timeout=300):
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)])
-    return subprocess.run([sys.executable, str(ROOT / "master.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=full_env,
-                          cwd=ROOT)
-
-
 def snapshot(folder: Path) -> dict:
     """Every file under `folder` with its size and modification time."""
     if not folder.exists():
         return {}
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
-
-
-def counters(run: Path, role: str = "policy") -> dict:
-    return json.loads((run / f"checkpoints/{role}/latest.json").read_text())["counters"]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import nn
-from test_targets import np_mlp  # the numpy forward pass the target tests check against
+from np_reference import np_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 

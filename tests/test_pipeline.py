@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import master
+from master_runs import FBL, IMPL, MAX_FRAMES, RATIO, counting_config
 from pipeline_stubs import TERMINATE_AT
 from replay import ReplayBuffer
 
@@ -20,28 +21,6 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
 pytestmark = pytest.mark.slow  # every test runs the whole process topology
-
-IMPL = {"policy": "pipeline_stubs:StubLearner"}
-MAX_FRAMES = 10
-FBL = 40
-RATIO = 0.5
-
-
-def counting_config(tmp_path: Path, **policy) -> Path:
-    path = tmp_path / "counting.json"
-    path.write_text(json.dumps({
-        "inherits": [str(ROOT / "config/algos/ddpg.json")],
-        "updates": {
-            "env": {"name": "pipeline_stubs:Counting-v0", "obs_dims": 2, "action_dims": 1,
-                    "reward_scale": 1.0, "discount": 0.99, "max_frames": MAX_FRAMES},
-            "agent_config": {"count": 2, "batch_size": 3, "full_random_n": 60},
-            "evaluator_config": {"count": 1, "batch_size": 2},
-            "policy_config": {"batch_size": 16, "replay_size": 1000, "frames_before_learning": FBL,
-                              "log_every_n": 10, "epoch_every_n": 20, "backup_every_n": 200,
-                              "frames_per_update": RATIO, **policy},
-        },
-    }))
-    return path
 
 
 def owed_updates(frames: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import master
+from master_runs import IMPL, counting_config, run_master
 from rundir import (
     PHASE_STARTING,
     PHASE_UPDATING,
@@ -27,8 +28,6 @@ from rundir import (
     RunLock,
     RunLocked,
 )
-from test_master import run_master
-from test_pipeline import IMPL, counting_config
 from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent

@@ -1,6 +1,7 @@
 """Value targets of valuerl.py against an independent numpy implementation of STEVE.md section 3.
 
-The reference below is written from the spec with plain loops; it shares no code with valuerl.py.
+The reference (np_reference.py) is written from the spec with plain loops; it shares no code
+with valuerl.py.
 The pure target functions are fed random rewards, dones and values; then the full path (a model
 rollout through real tiny networks with fixed members) is checked against numpy forward passes of
 the same networks' weights. Writes nothing to disk.
@@ -15,77 +16,7 @@ import tensorflow as tf
 import nn
 import valuerl
 import worldmodel
-
-RTOL = 1e-5
-ATOL = 1e-9
-
-# ------------------------------------------------------------------------------ numpy reference
-
-
-def np_reference(rew, dones, V, gamma, reward_scale, ve, eps=1e-8, ridge=1e-3):
-    """rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] -> dict of T, mu, sigma2, w, y,
-    reach (T [H+1, H+1, M, N, K, B]; mu, sigma2, w [H+1, H+1, B]; y, reach [H+1, B])."""
-    ve = ve or {}
-    H1, M, N, B = rew.shape
-    K = V.shape[2]
-    H = H1 - 1
-    T = np.zeros((H1, H1, M, N, K, B))
-    C = np.zeros((H1, M, B))
-    for m in range(M):
-        for b in range(B):
-            c, s = [], []
-            running = 1.0
-            for t in range(H1):
-                s.append(running)  # S_t = C_{t-1}, S_0 = 1
-                running *= 1.0 - dones[t, m, b]
-                c.append(running)  # C_t = prod_{j<=t} (1 - done_j)
-            C[:, m, b] = c
-            for n in range(N):
-                for k in range(K):
-                    for i in range(H1):
-                        for j in range(i, H1):
-                            total = 0.0
-                            for t in range(i, j + 1):
-                                total += gamma ** (t - i) * s[t] / (s[i] + eps) * rew[t, m, n, b]
-                            total *= reward_scale
-                            total += gamma ** (j - i + 1) * c[j] / (s[i] + eps) * V[j, m, k, b]
-                            T[i, j, m, n, k, b] = total
-    samples = T.reshape(H1, H1, M * N * K, B)
-    mu = samples.mean(axis=2)
-    sigma2 = samples.var(axis=2)
-    w = np.zeros((H1, H1, B))
-    for b in range(B):
-        for i in range(H1):
-            if ve.get("mean_k_return"):
-                w[i, i:, b] = 1.0 / (H1 - i)
-            elif ve.get("lambda_return"):
-                lam = ve["lambda_return"]
-                for j in range(i, H):
-                    w[i, j, b] = (1 - lam) * lam ** (j - i)
-                w[i, H, b] = lam ** (H - i)
-            elif ve.get("steve_reweight"):
-                if ve.get("covariances"):
-                    # STEVE.md: Sigma_i = SUM over the samples of (T - mu)(T - mu)^T (the
-                    # scatter matrix, not divided by the count), as a loop of outer products.
-                    Sigma = np.zeros((H1, H1))
-                    for sample in range(M * N * K):
-                        d = samples[i, :, sample, b] - mu[i, :, b]  # [H+1(j)]
-                        Sigma += np.outer(d, d)
-                    sol = np.linalg.solve(Sigma + ridge * np.eye(H1), np.ones(H1))
-                    sol[:i] = 0.0
-                    w[i, :, b] = sol / sol.sum()
-                else:
-                    inv = np.array([1.0 / (sigma2[i, j, b] + eps) if j >= i else 0.0
-                                    for j in range(H1)])
-                    w[i, :, b] = inv / inv.sum()
-            else:
-                w[i, H, b] = 1.0
-    y = (w * mu).sum(axis=1)
-    reach = np.ones((H1, B))
-    for i in range(1, H1):
-        reach[i] = C[i - 1].mean(axis=0)
-    return {"T": T, "mu": mu, "sigma2": sigma2, "w": w, "y": y, "reach": reach,
-            "average_model_use": 1.0 - w[0, 0].mean()}
+from np_reference import ATOL, FULL_CONFIG, RTOL, np_mlp, np_reference, sigmoid, weights
 
 
 def tf_targets(rew, dones, V, gamma, reward_scale, ve):
@@ -198,41 +129,6 @@ def test_steve_cov_uses_the_scatter_matrix_with_the_ridge():
 # ------------------------------------------------------------------------------ full path
 
 
-def np_mlp(weights, biases, x):
-    h = x
-    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        h = h @ w + b
-        if i < len(weights) - 1:
-            h = np.maximum(h, 0.0)
-    return h
-
-
-def member(net, e):
-    return ([w.numpy()[e].astype(np.float64) for w in net.w],
-            [b.numpy()[e, 0].astype(np.float64) for b in net.b])
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-FULL_CONFIG = {
-    "env": {"obs_dims": 4, "action_dims": 2, "reward_scale": 2.0, "discount": 0.9},
-    "policy_config": {
-        "hidden_dim": 8, "hidden_layers": 3, "learning_rate": 3e-4,
-        "bayesian": {"ensemble_size": 3, "train_sample_count": 3, "eval_sample_count": 2},
-        "value_expansion": {"rollout_len": 3, "steve_reweight": True, "tdk_trick": True},
-    },
-    "model_config": {
-        "transition_hidden_dim": 8, "transition_layers": 3, "aux_hidden_dim": 8, "aux_layers": 2,
-        "bayesian": {
-            "transition": {"ensemble_size": 3, "train_sample_count": 3, "eval_sample_count": 2},
-            "reward": {"ensemble_size": 4, "train_sample_count": 2, "eval_sample_count": 3},
-        },
-    },
-}
-
-
 @pytest.mark.parametrize("reduction", ["steve", "steve_cov", "lambda_0.75", "mve_tdk"])
 def test_full_path_through_real_nets_matches_numpy(reduction):
     config = {**FULL_CONFIG, "policy_config": {**FULL_CONFIG["policy_config"],
@@ -254,8 +150,7 @@ def test_full_path_through_real_nets_matches_numpy(reduction):
 
     # numpy rollout from the same weights
     H, M, N, K = 3, 2, 3, 2
-    pw = ([w.numpy().astype(np.float64) for w in agent.policy.w],
-          [b.numpy().astype(np.float64) for b in agent.policy.b])
+    pw = weights(agent.policy)
     rew = np.zeros((H + 1, M, N, B))
     dones = np.zeros((H + 1, M, B))
     V = np.zeros((H + 1, M, K, B))
@@ -268,14 +163,14 @@ def test_full_path_through_real_nets_matches_numpy(reduction):
             a = np.tanh(np_mlp(*pw, x))
             xs[t, m] = x
             for k, q in enumerate([1, 2]):
-                V[t, m, k] = np_mlp(*member(agent.target_q, q), np.concatenate([x, a], -1))[:, 0]
+                V[t, m, k] = np_mlp(*weights(agent.target_q, q), np.concatenate([x, a], -1))[:, 0]
             if t == H:
                 break
-            x_next = x + np_mlp(*member(wm.transition, tm), np.concatenate([x, a], -1))
+            x_next = x + np_mlp(*weights(wm.transition, tm), np.concatenate([x, a], -1))
             aux = np.concatenate([x_next, x, a], -1)
-            dones[t + 1, m] = sigmoid(np_mlp(*member(wm.done, tm), aux)[:, 0])
+            dones[t + 1, m] = sigmoid(np_mlp(*weights(wm.done, tm), aux)[:, 0])
             for n, rm in enumerate([3, 1, 2]):
-                rew[t + 1, m, n] = np_mlp(*member(wm.reward, rm), aux)[:, 0]
+                rew[t + 1, m, n] = np_mlp(*weights(wm.reward, rm), aux)[:, 0]
             x = x_next
     assert 0.05 < dones[1:].mean() < 0.95  # the model's dones matter here
     ve = config["policy_config"]["value_expansion"]
@@ -301,7 +196,7 @@ def test_full_path_through_real_nets_matches_numpy(reduction):
     a_roll = out["a"].numpy().astype(np.float64)
     q_in = np.concatenate([np.concatenate([s0, a0], -1).astype(np.float64),
                            np.concatenate([out["x"].numpy(), a_roll], -1)[:H].reshape(-1, 6)])
-    guess = np.array([np_mlp(*member(agent.q, used[r]), q_in[r:r + 1])[0, 0] for r in range(rows)])
+    guess = np.array([np_mlp(*weights(agent.q, used[r]), q_in[r:r + 1])[0, 0] for r in range(rows)])
     if tdk:
         guesses = np.concatenate([guess[:B][None], guess[B:].reshape(H, M, B).mean(axis=1)])
         expected = np.mean(exact["reach"] * 0.5 * (guesses - exact["y"]) ** 2)

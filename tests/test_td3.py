@@ -4,7 +4,7 @@ The reference is written from the math (Fujimoto et al. 2018, and BACKBONES.md f
 candidate grid sits on top): target-policy smoothing, the clipped double-Q over cyclic pairs of
 target members, the H-step model rollout driven by the smoothed target policy, delayed policy
 updates and the Polyak averaging of both target nets. The grid algebra itself (T, mu, sigma2, the
-reductions) is test_targets.py's numpy reference, fed the values computed here. Also: several
+reductions) is np_reference.py's numpy reference, fed the values computed here. Also: several
 updates in one call equal one call each, the checkpoint holds the new variables only with TD3,
 acting with Gaussian noise agrees between ValueRL and the numpy actor, and the config checks.
 Writes only to pytest's temporary folders.
@@ -22,7 +22,8 @@ import config as config_lib
 import valuerl
 import worldmodel
 from agent import PolicyActor
-from test_targets import RTOL, np_mlp, np_reference, sigmoid
+from master_runs import counters, run_master
+from np_reference import RTOL, np_mlp, np_reference, sigmoid, weights
 
 TESTS = Path(__file__).resolve().parent
 
@@ -47,14 +48,6 @@ STEVE_TD3 = {
 PLAIN_TD3 = {"env": STEVE_TD3["env"], "policy_config": {
     "hidden_dim": 8, "hidden_layers": 3, "learning_rate": 1e-2, "backbone": "td3", "td3": TD3,
     "bayesian": {"ensemble_size": 2, "train_sample_count": 2, "eval_sample_count": 2}}}
-
-
-def weights(net, e=None):
-    ws = [w.numpy().astype(np.float64) for w in net.w]
-    bs = [b.numpy().astype(np.float64) for b in net.b]
-    if e is None:
-        return ws, bs
-    return [w[e] for w in ws], [b[e, 0] for b in bs]
 
 
 def perturb(module, scale, seed):
@@ -344,15 +337,13 @@ def test_td3_algorithm_configs():
 def _restored(run, config_path):
     config = config_lib.load_config(config_path)
     agent = valuerl.ValueRL(config, seed=0, jit_compile=False)
-    counters = checkpoint.restore_checkpoint(checkpoint.latest_checkpoint(
+    restored = checkpoint.restore_checkpoint(checkpoint.latest_checkpoint(
         str(run / "checkpoints/policy")), {"valuerl": agent}, strict=True)
-    return agent, counters
+    return agent, restored
 
 
 @pytest.mark.slow
 def test_tiny_td3_run_and_resume_through_master(tmp_path):
-    from test_master import counters, run_master
-
     config_path = TESTS / "configs/tiny_td3.json"
     out = run_master(config_path, 0, "--total-frames", 300, "--output-root", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -378,8 +369,6 @@ def test_tiny_td3_run_and_resume_through_master(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_steve_td3_run_through_master(tmp_path):
-    from test_master import counters, run_master
-
     config_path = TESTS / "configs/tiny_steve_td3.json"
     out = run_master(config_path, 0, "--total-frames", 300, "--output-root", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
