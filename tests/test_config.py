@@ -1,6 +1,7 @@
 """The config system: the ported tree, merge semantics, strictness and --print-config."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,17 @@ def test_cpu_setup_shrinks_without_adding_a_model():
     steve = load_config(CONFIG / "experiments/quickstart/steve_pendulum.json")
     assert steve["model_config"]["transition_hidden_dim"] < 512
     assert steve["model_config"]["transition_layers"] < 8
+
+
+
+def test_quickstart_trains_the_cpu_win_headline_config():
+    # The README promises that the quick-start is exactly the held-out benchmark's headline config.
+    script = (ROOT / "scripts/quickstart.sh").read_text()
+    default = re.search(r"CONFIG=\$\{QUICKSTART_CONFIG:-([^}]+)\}", script).group(1)
+    assert default == "config/experiments/quickstart/steve_td3_pendulum.json"
+    headline = CONFIG / "experiments/benchmark/cpu_win/invertedpendulum/steve_td3.json"
+    assert load_config(ROOT / default) == load_config(headline)
+    assert load_config(headline)["policy_config"]["backbone"] == "td3"
 
 
 # ---------------------------------------------------------------- merge semantics
