@@ -135,7 +135,6 @@ def test_cpu_setup_shrinks_without_adding_a_model():
     assert steve["model_config"]["transition_layers"] < 8
 
 
-
 def test_quickstart_trains_the_cpu_win_headline_config():
     # The README promises that the quick-start is exactly the held-out benchmark's headline config.
     script = (ROOT / "scripts/quickstart.sh").read_text()
