@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import nn
-from np_reference import np_mlp
+from np_reference import np_mlp, weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,13 +71,13 @@ def test_feedforward_matches_numpy_with_leading_axes():
     net = nn.FeedForward(4, 3, 8, 3, tf.random.Generator.from_seed(1))
     perturb_biases(net)
     x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
-    ref = np_mlp([w.numpy() for w in net.w], [b.numpy() for b in net.b], x)
+    ref = np_mlp(*weights(net), x)
     np.testing.assert_allclose(net(tf.constant(x)).numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
 def ensemble_reference(ens, x):
     return np.stack([
-        np_mlp([w.numpy()[e] for w in ens.w], [b.numpy()[e, 0] for b in ens.b], x)
+        np_mlp(*weights(ens, e), x)
         for e in range(ens.ensemble_size)
     ])  # [E, B, out]
 

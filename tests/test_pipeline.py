@@ -7,7 +7,6 @@ every sampled batch inside the learner; here we check what the run left on disk.
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +15,6 @@ import master
 from master_runs import FBL, IMPL, MAX_FRAMES, RATIO, counting_config
 from pipeline_stubs import TERMINATE_AT
 from replay import ReplayBuffer
-
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 
 pytestmark = pytest.mark.slow  # every test runs the whole process topology
 
