@@ -24,6 +24,17 @@ run is then interpolated onto a common grid (only inside the range it covers), a
 the mean over runs with a shaded band when there are several (min-max across runs by default,
 or +-1 standard deviation). The title says the window and what line and band are. The time axis
 is in minutes when every run is shorter than an hour. A greedy.csv may hold header lines.
+
+    python plot.py RUN_DIR [RUN_DIR ...] --reference cpu_win --out compare.png
+
+draws, against frames, a committed benchmark's band for each run's environment and algorithm
+beneath the runs (reference.py): the preset's mean over its seeds (dashed) and its min-max
+across seeds (grey), at the report's frame counts, each seed's score there being the report's
+windowed score (the mean of its episodes in the last 10% of frames before the count). The
+runs' own curves are drawn as above, with dots at the same frame counts scored the same way.
+The algorithm is the preset's one whose config resolves to the run's (log/hps.json), else the
+one with the run's label, else `--algorithm`. An unknown preset, or an environment or algorithm
+the preset lacks, is one sentence on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import reference
 
 X_CHOICES = ("frames", "hours", "both")
 LABEL_BY_CHOICES = ("algo", "experiment")
@@ -464,6 +477,75 @@ def _draw(groups, data, kind: str, band: str, window: float = 0.0):
     return figure
 
 
+def reference_algorithms(summary: dict, groups, chosen: str | None = None) -> dict[str, str]:
+    """{environment: the reference algorithm drawn beneath its runs}: `chosen` when given, else
+    reference.match_algorithm on the panel's first run. Raises reference.UnknownReference (one
+    sentence) for an environment the preset lacks or a run it cannot place."""
+    out = {}
+    for env, by_label in groups.items():
+        if env not in summary["environments"]:
+            reference.band(summary, env, "")  # raises with the environments it has
+        if chosen is not None:
+            out[env] = chosen
+            continue
+        label, runs = next(iter(by_label.items()))
+        hps_path = Path(runs[0]) / "log" / "hps.json"
+        try:
+            hps = json.loads(hps_path.read_text()) if hps_path.is_file() else None
+        except (OSError, ValueError):
+            hps = None
+        algo = reference.match_algorithm(summary, env, hps, label)
+        if algo is None:
+            names = ", ".join(sorted(summary["environments"][env]["algorithms"]))
+            raise reference.UnknownReference(
+                f"The run {runs[0]} matches no algorithm of the reference on {env} (neither its "
+                f"config nor its label {label!r} is one of {names}); name one with --algorithm.")
+        out[env] = algo
+    return out
+
+
+def plot_with_reference(run_dirs: Sequence[str | os.PathLike], preset: str,
+                        out_path: str | os.PathLike, algorithm: str | None = None,
+                        band: str = "minmax", smooth: float | None = None) -> str:
+    """Draw the runs against frames above the reference band of `preset` (see the module
+    docstring) into the PNG `out_path`; return its path. Raises PlotError or
+    reference.UnknownReference before writing anything."""
+    summary = reference.load_summary(preset)
+    out = output_paths(out_path, "frames")["frames"]
+    run_dirs = list(dict.fromkeys(Path(r) for r in run_dirs))
+    if not run_dirs:
+        raise PlotError("no run folders were given to plot: name at least one.")
+    groups = group_runs(run_dirs)
+    chosen = reference_algorithms(summary, groups, algorithm)
+    bands = {env: reference.band(summary, env, algo) for env, algo in chosen.items()}
+    data = {run: load_greedy(run) for run in run_dirs}
+    window = default_window(data.values()) if smooth is None else float(smooth)
+    figure = _draw(groups, data, "frames", band, window)
+    labels = sorted({label for by_label in groups.values() for label in by_label})
+    for ax, (env, by_label) in zip(figure.axes, groups.items(), strict=False):
+        ref = bands[env]
+        ax.fill_between(ref["frames"], ref["low"], ref["high"], color="0.6", alpha=0.35,
+                        linewidth=0, zorder=0,
+                        label=f"{preset} {chosen[env]}: min-max of {int(ref['seeds'].max())} "
+                              f"seeds")
+        ax.plot(ref["frames"], ref["mean"], color="0.25", linestyle="--", linewidth=1.4,
+                zorder=1, label=f"{preset} {chosen[env]}: mean")
+        for label, runs in by_label.items():
+            color = f"C{labels.index(label) % 10}"  # _draw's colour of the label
+            for run in runs:
+                points = [(m, reference.score_at(data[run], m)) for m in ref["frames"]
+                          if m <= data[run][:, FRAMES].max()]
+                points = [(m, v) for m, v in points if v is not None]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, linestyle="none", marker="o", markersize=4,
+                            color=color, zorder=3)
+        ax.legend(fontsize="small", loc="best")
+    figure.suptitle(caption(groups, band, window, one_column=len(groups) == 1)
+                    + f"\ndots: scored as in the {preset} report")
+    return str(save_png(figure, out))
+
+
 def caption(groups, band: str, window: float, one_column: bool = False) -> str:
     """The figure's title: how each run was smoothed and what the line and the band are."""
     if window > 0:
@@ -529,6 +611,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--band", choices=BAND_CHOICES, default="minmax", help="shaded band across runs"
     )
     parser.add_argument(
+        "--reference", metavar="PRESET",
+        help="draw a committed benchmark's band beneath the runs, against frames (the presets "
+        "with a summary in docs/benchmark/, e.g. cpu_win)",
+    )
+    parser.add_argument(
+        "--algorithm", metavar="LABEL",
+        help="with --reference: the reference algorithm to draw (default: the one whose config "
+        "matches the run's, else the run's own label)",
+    )
+    parser.add_argument(
         "--smooth", type=float, default=None, metavar="FRAMES",
         help="average each run's score over a trailing window of FRAMES frames before the mean "
         "over runs (default: 1/20 of the longest run, rounded; 0: no smoothing)",
@@ -541,9 +633,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = find_runs(args.paths, args.pattern)
         out = Path(args.out) if args.out else default_out_path(args.paths)
-        written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band,
-                            smooth=args.smooth)
-    except PlotError as error:
+        if args.reference is not None:
+            if args.x not in ("frames", "both"):
+                raise PlotError(f"--reference draws against frames only; drop --x {args.x}.")
+            written = [plot_with_reference(runs, args.reference, out, args.algorithm,
+                                           args.band, args.smooth)]
+        elif args.algorithm is not None:
+            raise PlotError("--algorithm only applies with --reference; add --reference PRESET.")
+        else:
+            written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band,
+                                smooth=args.smooth)
+    except (PlotError, reference.UnknownReference) as error:
         print(f"plot.py: error: {error}", file=sys.stderr)
         return 2
     for path in written:

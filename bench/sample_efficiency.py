@@ -62,15 +62,18 @@ if __name__ == "__main__":  # run as a script: the project's modules live one fo
 
 import numpy as np  # noqa: E402
 
+import aggregate  # noqa: E402
 import config as config_lib  # noqa: E402
 import plot  # noqa: E402
+import reference  # noqa: E402
 import sweep  # noqa: E402
 import util  # noqa: E402
 
-WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames before F
+WINDOW = reference.WINDOW  # a score at F averages the episodes in the last 10% of frames before F
 CURVE_POINTS = 20  # frame counts averaged by the mean score over the budget
 DEFAULT_MARKS = 4  # table columns when --checkpoints-at is not given: N/4, N/2, 3N/4, N
 REPORT_NAME = "sample_efficiency.md"  # default report, in the output root
+REPORT_DIR = ROOT / "docs" / "benchmark"  # where the committed reports live
 
 
 class BenchmarkError(Exception):
@@ -115,6 +118,14 @@ class Benchmark:
     # a markdown file written by hand (what the runs are for, how the configs were chosen,
     # which goals were met), put into the report after its first paragraph; None: none
     notes: str | None = None
+    # the committed copies of the report's runs (reference.py's layout): written with every
+    # report, and read for a run whose folder is not under output_root; None: not kept
+    reference_runs: str | None = None
+    # committed summaries (.json) whose environments join this report's summary unchanged, for
+    # the aggregate across tasks (their runs were reported there)
+    carried: tuple[str, ...] = ()
+    # the evidence across tasks (aggregate.py); None: none
+    aggregate: aggregate.AggregateSpec | None = None
 
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
@@ -219,6 +230,40 @@ PRESETS: dict[str, dict] = {
         notes="docs/benchmark/cpu_win_notes.md",
         output_root="output/benchmark/cpu_win",
         report="docs/benchmark/cpu_win.md",
+        reference_runs="docs/benchmark/runs/cpu_win",
+    ),
+    # Issue 24's evidence across tasks: the frozen cpu_win configs, unchanged (no per-task
+    # tuning), on two more of the paper's tasks, HalfCheetah-v5 and Walker2d-v5, 60k frames,
+    # held-out seeds 0-4; the thresholds are levels of clear progress set before any of these
+    # runs had a result. InvertedPendulum-v5 and Hopper-v5 join the aggregate from
+    # cpu_win.json. Normalisation per task: 0 = a uniformly random policy (the mean return of
+    # 100 episodes, `python bench/random_policy.py ENV --episodes 100`), 1 = TD3's published
+    # score after 1M frames (Fujimoto et al. 2018, Table 1: max average return over 10 trials,
+    # on the -v1 tasks).
+    "cpu_win4": dict(
+        configs=tuple(f"config/experiments/benchmark/{setup}/{env}/{algo}.json"
+                      for env in ("halfcheetah", "walker2d")
+                      for setup, algo in (("cpu_win", "steve_td3"), ("cpu_win", "td3"),
+                                          ("cpu", "ddpg"), ("cpu", "steve"))),
+        seeds=5,
+        total_frames=60_000,
+        marks=tuple(range(5_000, 60_001, 5_000)),
+        thresholds={"HalfCheetah-v5": 2000.0, "Walker2d-v5": 1000.0},
+        min_episodes=5,
+        headline=("steve_td3", "td3"),
+        notes="docs/benchmark/cpu_win4_notes.md",
+        output_root="output/benchmark/cpu_win4",
+        report="docs/benchmark/cpu_win4.md",
+        reference_runs="docs/benchmark/runs/cpu_win4",
+        carried=("docs/benchmark/cpu_win.json",),
+        aggregate=aggregate.AggregateSpec(
+            tasks=("InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"),
+            normalisation={"InvertedPendulum-v5": (5.23, 1000.0),
+                           "Hopper-v5": (16.67, 3564.07),
+                           "HalfCheetah-v5": (-287.82, 9636.95),
+                           "Walker2d-v5": (1.77, 4682.82)},
+            pairs=(("steve_td3", "td3"), ("steve", "ddpg")),
+            algorithms=("steve_td3", "td3", "steve", "ddpg")),
     ),
     # A smoke test of the machinery: tiny networks, a few hundred frames (about a minute).
     "tiny": dict(
@@ -243,6 +288,9 @@ def preset(name: str) -> Benchmark:
     p["report"] = str(ROOT / p["report"])
     if p.get("notes"):
         p["notes"] = str(ROOT / p["notes"])
+    if p.get("reference_runs"):
+        p["reference_runs"] = str(ROOT / p["reference_runs"])
+    p["carried"] = tuple(str(ROOT / c) for c in p.get("carried", ()))
     p["thresholds"] = dict(p["thresholds"])
     p["budgets"] = dict(p.get("budgets", {}))
     return Benchmark(name=name, command=f"python bench/sample_efficiency.py --preset {name}",
@@ -257,21 +305,7 @@ def default_marks(total_frames: int, count: int = DEFAULT_MARKS) -> tuple[int, .
 # ------------------------------------------------------------------------------ one run
 
 
-def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
-             min_episodes: int = 1, reached: float | None = None) -> float | None:
-    """A run's score at frame count `mark`: the mean score of its evaluation episodes that ended
-    at frames in ((1 - window) * mark, mark]; None when there are fewer than `min_episodes`, or
-    when `mark` is beyond `reached` (an unfinished run's frames so far: that window is not
-    complete yet).
-
-    `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
-    """
-    if reached is not None and mark > reached:
-        return None
-    frames, scores = data[:, plot.FRAMES], data[:, plot.SCORE]  # [k], [k]
-    inside = (frames > (1.0 - window) * mark) & (frames <= mark)  # [k]: (0.9 F, F]
-    count = int(np.count_nonzero(inside))
-    return float(np.mean(scores[inside])) if count and count >= min_episodes else None
+score_at = reference.score_at  # the report's score of a run at a frame count
 
 
 def frames_to_threshold(data: np.ndarray, threshold: float,
@@ -436,10 +470,12 @@ def group(summaries: Sequence[RunSummary]) -> dict[tuple[str, str], list[RunSumm
 def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                   figures: Sequence[str | os.PathLike], window: float = WINDOW,
                   when: str | None = None, notes: str = "",
-                  pending: Sequence[str | os.PathLike] = ()) -> str:
+                  pending: Sequence[str | os.PathLike] = (),
+                  summary: dict | None = None) -> str:
     """The markdown report (figures given as paths relative to the report's folder; `notes`:
     markdown put in after the first paragraph; `pending`: run folders not started or without an
-    evaluation yet, left out of every number)."""
+    evaluation yet, left out of every number; `summary`: the summary_json written beside it,
+    whose carried environments and aggregate block get a section)."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     unfinished = [s for s in summaries if not s.finished]
@@ -516,6 +552,10 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
              f"{pair['n_a']} / {pair['n_b']}"]
             for env in envs for pair in pairs(groups, env)]
     lines += _table(["environment", "A", "B", "A - B", "p", "seeds"], rows) + [""]
+    if summary is not None:
+        profile = [f for f in figures if str(f).endswith("_profile.png")]
+        lines += _carried_section(summary) + _aggregate_section(summary, profile)
+        figures = [f for f in figures if f not in profile]
 
     lines += ["## Wall-clock time", "",
               "Hours of training per run (the largest `hours` in its greedy.csv: wall-clock "
@@ -526,6 +566,7 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
             for (env, algo), runs in groups.items()]
     lines += _table(["environment", "algorithm", "hours", "last evaluation (fewest frames)"],
                     rows) + [""]
+    lines += _frame_cost(bench, groups)
 
     lines += ["## Learning curves", "",
               "Line: mean over seeds; shaded: min–max across seeds (plot.py).", ""]
@@ -541,6 +582,90 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     lines += _table(["environment", "algorithm", "seed", "state", "last evaluation",
                      "episodes", "hours", "folder"], rows)
     return "\n".join(lines) + "\n"
+
+
+def _frame_cost(bench: Benchmark, groups: dict[tuple[str, str], list[RunSummary]]) -> list[str]:
+    """A line per environment: what a frame of the headline algorithm cost against a frame of
+    its backbone (mean over seeds of hours per frame at the last evaluation)."""
+    if bench.headline is None:
+        return []
+    algo, backbone = bench.headline
+    parts = []
+    for env in sorted({env for env, _ in groups}):
+        a, b = groups.get((env, algo)), groups.get((env, backbone))
+        if not a or not b:
+            continue
+        cost = [float(np.mean([r.hours / max(r.last_frames, 1) for r in runs]))
+                for runs in (a, b)]
+        if cost[1] > 0:
+            parts.append(f"{env} {cost[0] / cost[1]:.1f}x ({cost[0] * 3.6e6:.0f} against "
+                         f"{cost[1] * 3.6e6:.0f} ms per frame)")
+    if not parts:
+        return []
+    return [f"What a frame costs on this machine: a {algo} frame against a {backbone} frame "
+            f"(wall-clock time per frame up to the last evaluation, mean over seeds; two runs "
+            f"shared the 2 cores): " + "; ".join(parts) + ".", ""]
+
+
+def _carried_section(summary: dict) -> list[str]:
+    """The environments carried from earlier reports: their mean scores over the budget."""
+    carried = {env: block for env, block in summary["environments"].items()
+               if "carried_from" in block}
+    if not carried:
+        return []
+    lines = ["## Tasks carried from earlier reports", "",
+             "These environments' runs were reported before; their per-seed numbers are copied "
+             "unchanged into this report's summary for the aggregate below. Mean score over the "
+             "budget, mean ± std (min–max) over seeds, and the pairwise p-values of their own "
+             "report.", ""]
+    rows = []
+    for env, block in sorted(carried.items()):
+        for algo, entry in block["algorithms"].items():
+            values = [s.get("mean_score") for s in entry["seeds"].values()]
+            rows.append([env, algo, str(len(values)), _cell(values),
+                         f"[{Path(block['carried_from']).stem}]"
+                         f"({os.path.relpath(ROOT / block['carried_from'], REPORT_DIR)})"])
+    lines += _table(["environment", "algorithm", "seeds", "mean score", "from"], rows) + [""]
+    rows = [[env, p["a"], p["b"], _num(p["diff"]), f"{p['p']:.3f}"]
+            for env, block in sorted(carried.items()) for p in block.get("pairs", [])]
+    lines += _table(["environment", "A", "B", "A - B", "p"], rows) + [""]
+    return lines
+
+
+def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> list[str]:
+    """Probability of improvement, IQM and the performance profile (aggregate.py)."""
+    block = summary.get("aggregate")
+    if not block:
+        return []
+    lines = ["## Across tasks", "",
+             f"Computed with rliable (Agarwal et al., NeurIPS 2021) from each run's mean score "
+             f"over the budget, normalised per task as (score - low) / (high - low); "
+             f"{block['confidence']:.0%} intervals from a stratified bootstrap over seeds "
+             f"({block['reps']:,} replications, seed {block['seed']}). The probability of "
+             f"improvement of A over B is the chance that a random run of A beats a random run "
+             f"of B on a random task (ties count half); it does not depend on the "
+             f"normalisation. The IQM is the mean of the middle 50% of all runs' normalised "
+             f"scores. `aggregate.recompute` computes the same numbers from the summary "
+             f"(`.json`) beside this report.", ""]
+    if block.get("pending_tasks"):
+        lines += [f"**Not yet in the aggregate** (some seeds have no mean score yet): "
+                  f"{', '.join(block['pending_tasks'])}.", ""]
+    if not block["tasks"]:
+        return lines + ["No task has every seed of every algorithm yet.", ""]
+    rows = [[t, _num(lo), _num(hi)] for t, (lo, hi) in block["normalisation"].items()
+            if t in block["tasks"]]
+    lines += _table(["task", "low (score 0)", "high (score 1)"], rows) + [""]
+    rows = [[p["a"], p["b"], f"{p['estimate']:.2f}", f"[{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]"]
+            for p in block["probability_of_improvement"]]
+    lines += [f"Over {len(block['tasks'])} tasks ({', '.join(block['tasks'])}):", ""]
+    lines += _table(["A", "B", "P(A > B)", f"{block['confidence']:.0%} interval"], rows) + [""]
+    rows = [[a, f"{v['estimate']:.3f}", f"[{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"]
+            for a, v in block["iqm"].items()]
+    lines += _table(["algorithm", "IQM (normalised)", f"{block['confidence']:.0%} interval"],
+                    rows) + [""]
+    lines += [f"![performance profile]({Path(f).as_posix()})" for f in profile]
+    lines += ["" if profile else None]
+    return [line for line in lines if line is not None]
 
 
 def pairs(groups: dict[tuple[str, str], list[RunSummary]], env: str) -> list[dict]:
@@ -570,18 +695,27 @@ def _budget_text(bench: Benchmark, summaries: Sequence[RunSummary]) -> str:
     return ", ".join(f"{_frames(bench.budget(env)[0])} frames on {env}" for env in envs)
 
 
-def summary_json(bench: Benchmark, summaries: Sequence[RunSummary]) -> dict:
+def summary_json(bench: Benchmark, summaries: Sequence[RunSummary],
+                 carried: dict[str, dict] | None = None) -> dict:
     """The machine-readable summary written beside the report (`<report stem>.json`):
 
     {"headline": {"algorithm": LABEL, "backbone": LABEL} or null, "seeds": [...],
-     "environments": {ENV: {"marks": [F, ...], "algorithms": {LABEL: {"seeds": {"S": {
-         "scores": {"F": score or null, ...}, "frames_to_threshold": F or null,
-         "mean_score": x or null}}}}, "pairs": [{"a": LABEL, "b": LABEL, "diff": x, "p": x}]}}}
+     "environments": {ENV: {"marks": [F, ...], "algorithms": {LABEL: {"config": PATH,
+         "seeds": {"S": {"scores": {"F": score or null, ...}, "frames_to_threshold": F or null,
+         "mean_score": x or null}}}}, "pairs": [{"a": LABEL, "b": LABEL, "diff": x, "p": x}]}},
+     "aggregate": {...}}
 
     with the report's numbers (scores at the marks, frames to the threshold, mean score over the
-    budget; pairs as in the report's pairwise table).
+    budget; pairs as in the report's pairwise table). `config` (relative to the project root)
+    is there when the runs came from the benchmark's own configs. The environments of
+    `carried` (committed summaries of earlier reports, `bench.carried`) are added unchanged,
+    each with `carried_from`. `aggregate` (when the benchmark has an AggregateSpec) is
+    aggregate.aggregate_block over the spec's tasks on which every algorithm it names has
+    every seed, computed from this file's own per-seed `mean_score`s; the other tasks are
+    listed as `pending_tasks`.
     """
     groups = group(summaries)
+    configs = _configs_by_run(bench)
     environments: dict[str, dict] = {}
     for env in sorted({env for env, _ in groups}):
         marks = bench.budget(env)[1]
@@ -594,13 +728,51 @@ def summary_json(bench: Benchmark, summaries: Sequence[RunSummary]) -> dict:
                               "frames_to_threshold": r.to_threshold,
                               "mean_score": r.mean_score}
                 for r in runs}}
+            config = configs.get((env, Path(runs[0].path).name))
+            if config is not None:
+                algorithms[algo] = {"config": config, **algorithms[algo]}
         environments[env] = {
             "marks": list(marks), "algorithms": algorithms,
             "pairs": [{k: pair[k] for k in ("a", "b", "diff", "p")}
                       for pair in pairs(groups, env)]}
+    for env, block in (carried or {}).items():
+        environments.setdefault(env, block)
     headline = ({"algorithm": bench.headline[0], "backbone": bench.headline[1]}
                 if bench.headline else None)
-    return {"headline": headline, "seeds": bench.seed_list(), "environments": environments}
+    out = {"headline": headline, "seeds": bench.seed_list(), "environments": environments}
+    if bench.aggregate is not None:
+        out["aggregate"] = _aggregate(bench, environments)
+    return out
+
+
+def _aggregate(bench: Benchmark, environments: dict) -> dict:
+    """The aggregate block over the complete tasks (every algorithm, every seed)."""
+    spec = bench.aggregate
+    names = set(spec.algorithms) | {a for pair in spec.pairs for a in pair}
+    seeds = {str(s) for s in bench.seed_list()}
+
+    def complete(task: str) -> bool:
+        algorithms = environments.get(task, {}).get("algorithms", {})
+        return all(seeds <= {s for s, v in algorithms.get(a, {}).get("seeds", {}).items()
+                             if v.get("mean_score") is not None} for a in names)
+
+    tasks = tuple(t for t in spec.tasks if complete(t))
+    pending = [t for t in spec.tasks if t not in tasks]
+    if tasks:
+        block = aggregate.aggregate_block(environments, dataclasses.replace(spec, tasks=tasks))
+    else:
+        block = aggregate.empty_block(spec)
+    return dict(block, pending_tasks=pending)
+
+
+def _configs_by_run(bench: Benchmark) -> dict[tuple[str, str], str]:
+    """{(environment, run folder name): its config relative to the project root} of the
+    benchmark's planned runs."""
+    try:
+        planned = sweep.plan_runs(bench.configs, bench.seed_list(), bench.output_root)
+    except (sweep.SweepError, config_lib.ConfigError):
+        return {}
+    return {(r.run.path.parent.name, r.run.path.name): _display(r.config) for r in planned}
 
 
 def _display(path: str | os.PathLike) -> str:
@@ -618,22 +790,45 @@ def run_dirs(bench: Benchmark) -> list[Path]:
                                                  bench.output_root)]
 
 
-def write_report(bench: Benchmark, window: float = WINDOW,
-                 when: str | None = None, partial: bool = False) -> tuple[Path, list[Path]]:
-    """Compute the report from the run folders and write it with its figures.
+def committed_copy(bench: Benchmark, run: Path) -> Path | None:
+    """The committed copy of a planned run folder (`bench.reference_runs`/<ENV>/<name>), when
+    the benchmark keeps copies and this one has evaluations; None otherwise."""
+    if not bench.reference_runs:
+        return None
+    copy = Path(bench.reference_runs) / run.parent.name / run.name
+    return copy if plot.greedy_csv_path(copy) is not None else None
 
-    Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
-    run folder is missing or a run has no evaluations; with `partial`, such runs are listed as
-    pending instead (an error only when no run has evaluations).
-    """
-    notes = ""
-    if bench.notes:
-        try:
-            notes = Path(bench.notes).read_text()
-        except OSError as e:
-            raise BenchmarkError(f"The report's notes {bench.notes} cannot be read "
-                                 f"({e.strerror}); restore the file or drop the notes.") from None
-    runs = run_dirs(bench)
+
+def _read_notes(bench: Benchmark) -> str:
+    if not bench.notes:
+        return ""
+    try:
+        return Path(bench.notes).read_text()
+    except OSError as e:
+        raise BenchmarkError(f"The report's notes {bench.notes} cannot be read "
+                             f"({e.strerror}); restore the file or drop the notes.") from None
+
+
+def _read_carried(bench: Benchmark) -> dict[str, dict]:
+    """{ENV: its block} of the committed summaries the benchmark carries, each block marked
+    with the summary it came from."""
+    carried: dict[str, dict] = {}
+    for path in bench.carried:
+        data = util.read_json(path) if Path(path).is_file() else None
+        if not isinstance(data, dict) or not isinstance(data.get("environments"), dict):
+            raise BenchmarkError(f"The carried summary {_display(path)} is missing or has no "
+                                 f"environments; restore it from git.")
+        for env, block in data["environments"].items():
+            carried[env] = dict(block, carried_from=_display(path))
+    return carried
+
+
+def collect_runs(bench: Benchmark, window: float = WINDOW,
+                 partial: bool = False) -> tuple[list[RunSummary], list[Path]]:
+    """(summaries of the runs with evaluations, pending run folders). A planned folder that does
+    not exist is read from its committed copy when there is one. Raises BenchmarkError for a
+    missing or unevaluated run unless `partial`."""
+    runs = [r if r.is_dir() else committed_copy(bench, r) or r for r in run_dirs(bench)]
     missing = [r for r in runs if not r.is_dir()]
     if missing and not partial:
         raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
@@ -654,21 +849,54 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     if not summaries:
         raise BenchmarkError(f"None of the {len(runs)} run(s) has an evaluation yet (e.g. "
                              f"{runs[0]}); run the benchmark first.")
-    runs = [s.path for s in summaries]
+    return summaries, pending
+
+
+def export_runs(bench: Benchmark, summaries: Sequence[RunSummary]) -> list[Path]:
+    """Copy every reported run that is not already a committed copy into
+    `bench.reference_runs` (reference.export_run); the copies' folders."""
+    if not bench.reference_runs:
+        return []
+    keep = Path(bench.reference_runs).resolve()
+    commit = reference.current_commit()
+    return [reference.export_run(s.path, keep, commit) for s in summaries
+            if keep not in Path(s.path).resolve().parents]
+
+
+def write_report(bench: Benchmark, window: float = WINDOW,
+                 when: str | None = None, partial: bool = False) -> tuple[Path, list[Path]]:
+    """Compute the report from the run folders and write it with its figures; copy the runs into
+    `bench.reference_runs` when the benchmark keeps them.
+
+    Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
+    run folder is missing or a run has no evaluations; with `partial`, such runs are listed as
+    pending instead (an error only when no run has evaluations).
+    """
+    notes = _read_notes(bench)
+    carried = _read_carried(bench)
+    summaries, pending = collect_runs(bench, window, partial)
     report = Path(bench.report)
     figure_base = report.with_name(f"{report.stem}_curves.png")
     try:
-        figures = [Path(p) for p in plot.plot_runs(runs, figure_base, x="both")]
+        figures = [Path(p) for p in plot.plot_runs([s.path for s in summaries], figure_base,
+                                                   x="both")]
     except plot.PlotError as e:
         raise BenchmarkError(f"The learning curves could not be drawn: {e}") from None
+    summary = summary_json(bench, summaries, carried)
+    if "aggregate" in summary and summary["aggregate"]["tasks"]:
+        spec = aggregate.spec_of(summary["aggregate"])
+        profile = report.with_name(f"{report.stem}_profile.png")
+        figures.append(Path(aggregate.draw_performance_profile(summary["environments"], spec,
+                                                               profile)))
+    export_runs(bench, summaries)
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
-                                                     notes, pending))
-    summary = report.with_suffix(".json")
-    util.atomic_write_text(summary, json.dumps(summary_json(bench, summaries), indent=1) + "\n")
+                                                 notes, pending, summary))
+    summary_path = report.with_suffix(".json")
+    util.atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
     os.umask(umask)
-    for path in (report, summary):
+    for path in (report, summary_path):
         os.chmod(path, 0o666 & ~umask)
     return report, figures
 

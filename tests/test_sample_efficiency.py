@@ -456,8 +456,14 @@ def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path)
         e = summary["environments"][env]
         assert set(e) == {"marks", "algorithms", "pairs"} and e["marks"] == marks
         assert set(e["algorithms"]) == {"tiny_ddpg", "tiny_steve"}
-        for algo in e["algorithms"].values():
-            assert set(algo) == {"seeds"} and set(algo["seeds"]) == {"100", "101"}
+        for name, algo in e["algorithms"].items():
+            assert set(algo["seeds"]) == {"100", "101"}
+            # the config of runs the benchmark planned (the tiny configs are InvertedPendulum's)
+            if env == ENV:
+                assert set(algo) == {"config", "seeds"}
+                assert algo["config"] == f"tests/configs/{name}.json"  # relative to the root
+            else:
+                assert set(algo) == {"seeds"}
             for run in algo["seeds"].values():
                 assert set(run) == {"scores", "frames_to_threshold", "mean_score"}
                 assert list(run["scores"]) == [str(m) for m in marks]
@@ -521,3 +527,66 @@ def test_cpu_win_preset(tmp_path):
     short = bench("--preset", "cpu_win", "--total-frames", "3000")
     assert short.budget("Hopper-v5") == (3000, (3000,))
     assert short.budget("InvertedPendulum-v5") == (3000, (1000, 2000, 3000))
+
+
+def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
+    # the runs of two algorithms, three seeds, on one task; a second task carried from a
+    # committed summary; the report copies the runs, and rebuilds from the copies alone
+    out, kept = tmp_path / "out", tmp_path / "docs/runs"
+    carried = {"environments": {"Hopper-v5": {"marks": [1000], "pairs": [], "algorithms": {
+        algo: {"seeds": {str(s): {"scores": {"1000": v}, "frames_to_threshold": None,
+                                  "mean_score": v} for s, v in enumerate(values, start=100)}}
+        for algo, values in (("tiny_steve", [30.0, 40.0, 50.0]),
+                             ("tiny_ddpg", [10.0, 20.0, 60.0]))}}}}
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/old.json").write_text(json.dumps(carried))
+    spec = se.aggregate.AggregateSpec(
+        tasks=(ENV, "Hopper-v5", "Walker2d-v5"), pairs=(("tiny_steve", "tiny_ddpg"),),
+        algorithms=("tiny_steve", "tiny_ddpg"), reps=300,
+        normalisation={ENV: (0.0, 100.0), "Hopper-v5": (0.0, 100.0), "Walker2d-v5": (0, 1)})
+    bench = se.Benchmark(
+        name="agg", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=3, total_frames=1000,
+        marks=(500, 1000), thresholds={ENV: 50.0}, output_root=str(out),
+        report=str(tmp_path / "docs/agg.md"), command="python bench/x", first_seed=100,
+        reference_runs=str(kept), carried=(str(tmp_path / "docs/old.json"),), aggregate=spec)
+    for seed, (low, high) in zip((100, 101, 102), ((10, 30), (20, 60), (40, 50)), strict=True):
+        fake_run(out, "tiny_ddpg", seed, [(450, low), (500, low), (950, high), (1000, high)],
+                 1000)
+        fake_run(out, "tiny_steve", seed, [(450, low + 5), (500, low + 5), (950, high + 5),
+                                           (1000, high + 5)], 1000)
+    report, figures = se.write_report(bench, when="today")
+    summary = json.loads(report.with_suffix(".json").read_text())
+    # the carried task is in the summary unchanged, marked with where it came from
+    hop = summary["environments"]["Hopper-v5"]
+    assert hop.pop("carried_from").endswith("docs/old.json")
+    assert hop == carried["environments"]["Hopper-v5"]
+    # the aggregate: over the complete tasks, Walker2d-v5 pending; the same from the file alone
+    block = summary["aggregate"]
+    assert block["tasks"] == [ENV, "Hopper-v5"] and block["pending_tasks"] == ["Walker2d-v5"]
+    assert block["normalisation"][ENV] == [0.0, 100.0]
+    poi = block["probability_of_improvement"][0]
+    assert (poi["a"], poi["b"]) == ("tiny_steve", "tiny_ddpg")
+    # P(steve > ddpg) per task, averaged: Hopper 6 of the 9 pairs of seeds
+    steve = [r["mean_score"] for r in
+             summary["environments"][ENV]["algorithms"]["tiny_steve"]["seeds"].values()]
+    ddpg = [r["mean_score"] for r in
+            summary["environments"][ENV]["algorithms"]["tiny_ddpg"]["seeds"].values()]
+    wins = np.mean([[a > b or (a == b) / 2 for b in ddpg] for a in steve])
+    assert poi["estimate"] == pytest.approx((wins + 6 / 9) / 2)
+    assert {k: v for k, v in block.items() if k != "pending_tasks"} == \
+        se.aggregate.recompute(summary)
+    text = report.read_text()
+    assert "## Across tasks" in text and "Not yet in the aggregate" in text
+    assert "## Tasks carried from earlier reports" in text
+    assert "What a frame costs on this machine" not in text  # no headline pair here
+    assert any(f.name == "agg_profile.png" for f in figures)
+    assert "![performance profile](agg_profile.png)" in text
+    # every run was copied into the committed layout
+    copies = sorted(p.relative_to(kept).as_posix() for p in kept.glob("*/*"))
+    assert copies == [f"{ENV}/{a}.seed{s}" for a in ("tiny_ddpg", "tiny_steve")
+                      for s in (100, 101, 102)]
+    # with the run folders gone, the committed copies alone give the same numbers
+    first = report.with_suffix(".json").read_text()
+    out.rename(tmp_path / "elsewhere")
+    se.write_report(bench, when="today")
+    assert report.with_suffix(".json").read_text() == first
