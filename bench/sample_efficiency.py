@@ -478,9 +478,11 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     whose carried environments and aggregate block get a section)."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    commit = reference.current_commit() or "unknown (not a git checkout)"
     unfinished = [s for s in summaries if not s.finished]
     lines = [f"# Sample efficiency: {bench.name}", "",
-             f"Produced by `{bench.command}` on {when} from {len(summaries)} run(s) of "
+             f"Produced by `{bench.command}` at commit `{commit}` on {when} from "
+             f"{len(summaries)} run(s) of "
              f"{len(bench.configs)} config(s) x {bench.seeds} seed(s) "
              f"({_seed_text(bench)}), {_budget_text(bench, summaries)} (runs under "
              f"`{bench.output_root}`).", ""]
@@ -623,13 +625,21 @@ def _carried_section(summary: dict) -> list[str]:
         for algo, entry in block["algorithms"].items():
             values = [s.get("mean_score") for s in entry["seeds"].values()]
             rows.append([env, algo, str(len(values)), _cell(values),
-                         f"[{Path(block['carried_from']).stem}]"
-                         f"({os.path.relpath(ROOT / block['carried_from'], REPORT_DIR)})"])
+                         f"[{Path(block['carried_from']).stem}]({_carried_link(block)})"])
     lines += _table(["environment", "algorithm", "seeds", "mean score", "from"], rows) + [""]
     rows = [[env, p["a"], p["b"], _num(p["diff"]), f"{p['p']:.3f}"]
             for env, block in sorted(carried.items()) for p in block.get("pairs", [])]
     lines += _table(["environment", "A", "B", "A - B", "p"], rows) + [""]
     return lines
+
+
+def _carried_link(block: dict) -> str:
+    """The report a carried environment came from (its .md beside the summary, else the
+    summary), relative to the committed reports' folder."""
+    source = ROOT / block["carried_from"]
+    if source.with_suffix(".md").is_file():
+        source = source.with_suffix(".md")
+    return os.path.relpath(source, REPORT_DIR)
 
 
 def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> list[str]:

@@ -145,7 +145,7 @@ def test_report_from_fake_runs(tmp_path):
     text = report.read_text()
     lines = text.splitlines()
     assert lines[0] == "# Sample efficiency: tiny test"
-    assert "`python bench/x` on today from 4 run(s) of 2 config(s) x 2 seed(s)" in text
+    assert " on today from 4 run(s) of 2 config(s) x 2 seed(s)" in text
     assert "**1 run(s) have not reached the budget yet**" in text
     # scores at 500: ddpg (15, 30) -> 22.5 ± 7.5; steve (150, 120) -> 135 ± 15
     # scores at 1000: ddpg (110, 60) -> 85 ± 25; steve (200, none) -> n=1
@@ -241,7 +241,10 @@ def test_report_carries_the_notes(tmp_path):
     # after the first paragraph, before the config list
     assert lines.index("## Goals") < lines.index("Configs:")
     assert lines.index("Tuned on seeds 100 and up.") == lines.index("## Goals") + 2
-    assert lines[2].startswith("Produced by `python bench/x` on today")
+    # stamped with the commit of the code that wrote it
+    commit = se.reference.current_commit()
+    assert commit and lines[2].startswith(f"Produced by `python bench/x` at commit `{commit}` "
+                                          f"on today")
 
 
 @pytest.mark.slow
@@ -558,7 +561,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     summary = json.loads(report.with_suffix(".json").read_text())
     # the carried task is in the summary unchanged, marked with where it came from
     hop = summary["environments"]["Hopper-v5"]
-    assert hop.pop("carried_from").endswith("docs/old.json")
+    assert hop.pop("carried_from").endswith("/old.json")
     assert hop == carried["environments"]["Hopper-v5"]
     # the aggregate: over the complete tasks, Walker2d-v5 pending; the same from the file alone
     block = summary["aggregate"]
