@@ -182,7 +182,7 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     progress = Progress(spec.run.progress_file)
 
     def updates_of(learner: str) -> int:
-        return progress.get(f"{learner}_updates")
+        return progress.updates(learner)
 
     watcher = PolicyWatcher(spec, seed)
     explore = config["policy_config"].get("explore_chance") or 0.0

@@ -37,6 +37,7 @@ import re
 import shutil
 
 import util
+from errors import UserError
 
 PREFIX = "variables"
 KEEP = 3
@@ -49,7 +50,7 @@ _COUNTERS = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, incomplete, or does not match the objects restored into it."""
 
 

@@ -85,6 +85,8 @@ from typing import NamedTuple
 import numpy as np
 import portalocker
 
+from errors import UserError
+
 VERSION = 1
 MAGIC = b"STEVERB1"
 HEADER_BYTES = 4096
@@ -101,7 +103,7 @@ _COUNT_OFFSET = 64
 _OPTIMISTIC_TRIES = 4
 
 
-class ReplayError(RuntimeError):
+class ReplayError(UserError, RuntimeError):
     """A problem with the replay buffer that the user can fix (space, missing or mismatched)."""
 
 

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import portalocker
 
+from errors import UserError
+
 # state/progress.bin: an update count, an epoch and a phase per learner role (roles.LEARNERS).
 PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
                    "policy_phase", "worldmodel_phase")
@@ -168,7 +170,7 @@ class RunDir:
                 entry.unlink()
 
 
-class RunLocked(Exception):
+class RunLocked(UserError):
     """The run is owned by another process; the message names it."""
 
 
@@ -331,6 +333,36 @@ class Progress:
 
     def set(self, field: str, value: int) -> None:
         self._array[PROGRESS_FIELDS.index(field)] = value
+
+    # The fields by role (roles.LEARNERS): the one place that spells `<role>_<counter>`.
+    def updates(self, role: str) -> int:
+        return self.get(progress_field(role, "updates"))
+
+    def epoch(self, role: str) -> int:
+        return self.get(progress_field(role, "epoch"))
+
+    def phase(self, role: str) -> int:
+        return self.get(progress_field(role, "phase"))
+
+    def set_counters(self, role: str, updates: int, epoch: int) -> None:
+        self.set(progress_field(role, "updates"), updates)
+        self.set(progress_field(role, "epoch"), epoch)
+
+    def set_phase(self, role: str, phase: int) -> None:
+        self.set(progress_field(role, "phase"), phase)
+
+
+def progress_field(role: str, counter: str) -> str:
+    """The name of a learner role's counter ("updates", "epoch" or "phase") in PROGRESS_FIELDS,
+    e.g. "policy_updates"; state/finished.json uses the same names for the update counts."""
+    return f"{role}_{counter}"
+
+
+def finished_record(total_frames: int, frames: int, updates: dict[str, int]) -> dict:
+    """The contents of state/finished.json: the budget, the frames collected and each learner
+    role's update count (as `<role>_updates`)."""
+    return {"total_frames": total_frames, "frames": frames,
+            **{progress_field(role, "updates"): n for role, n in updates.items()}}
 
 
 def append_greedy_row(path: str | os.PathLike, hours: float, epoch: int, frames: int,

@@ -64,6 +64,7 @@ from pathlib import Path
 import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
 import util
+from errors import UserError
 from roles import LEARNERS, POLICY
 from rundir import LOCK_ENV, Progress, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
 
@@ -91,7 +92,7 @@ GUARD_LOCK_TIMEOUT = 75
 GUARD_STOPPED = 76
 
 
-class SweepError(Exception):
+class SweepError(UserError):
     """A problem with the sweep's input or cluster; the message is one sentence with the fix."""
 
 
@@ -514,7 +515,7 @@ def run_progress(run: RunDir) -> dict:
         frames = max([int(c.get("frames", 0)) for c in counters] + [0])
     updates = None
     with contextlib.suppress(Exception):
-        updates = Progress(run.progress_file, read_only=True).get(f"{POLICY}_updates")
+        updates = Progress(run.progress_file, read_only=True).updates(POLICY)
     row = last_greedy_row(run.greedy_csv)
     return {"frames": int(frames), "score": row[3] if row else None,
             "updates_per_frame": updates / frames if updates is not None and frames else None}
@@ -912,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
                             memory_per_run=args.memory_per_run, retries=args.retries,
                             status_seconds=args.status_every)
-    except (SweepError, config_lib.ConfigError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -54,6 +54,7 @@ import checkpoint  # its layout functions import no TensorFlow
 import roles
 import util
 from checkpoint import is_complete as _complete
+from errors import UserError
 
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 40
@@ -78,7 +79,7 @@ assert pixels.shape == (16, 16, 3), pixels.shape
 """
 
 
-class VisualizerError(Exception):
+class VisualizerError(UserError):
     """A problem the user can fix; the message is one sentence naming it and the fix."""
 
 
@@ -351,12 +352,9 @@ def set_visible_gpu(gpu: int) -> str:
 
     Must run before TensorFlow is imported in this process.
     """
-    from master import UserError, assign_devices, visible_gpus
+    from devices import assign_devices, visible_gpus
 
-    try:
-        device, _, note = assign_devices(gpu, False, visible_gpus())
-    except UserError as e:
-        raise VisualizerError(str(e)) from e
+    device, _, note = assign_devices(gpu, False, visible_gpus())  # or UserError
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     return note
 
@@ -591,7 +589,7 @@ def _render_server(env_config: dict, seed: int, video_path: str, fps: int | None
 
 
 def _error_reply(e: Exception, name: str, backend: str | None) -> tuple[str, str]:
-    if _is_user_error(e):
+    if isinstance(e, UserError):
         return "error", str(e)
     import traceback
 
@@ -867,11 +865,6 @@ def _render_failure(name: str, backend: str | None, error: Exception) -> str:
     return f"{name} cannot render frames ({reason}); {fix}, or run with --no-render."
 
 
-def _is_user_error(e: Exception) -> bool:
-    names = {"VisualizerError", "ConfigError", "EnvError", "CheckpointError"}
-    return type(e).__name__ in names
-
-
 _ENVIRONMENT_KEYS = ("CUDA_VISIBLE_DEVICES", "MUJOCO_GL", "PYOPENGL_PLATFORM",
                      "TF_CPP_MIN_LOG_LEVEL")
 
@@ -882,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return visualize(args)
     except Exception as e:  # user errors are one sentence; anything else is a real bug
-        if not _is_user_error(e):
+        if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

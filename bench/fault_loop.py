@@ -97,7 +97,7 @@ class Snapshot:
         self.updates = {}
         if run.progress_file.exists():
             progress = Progress(run.progress_file)
-            self.updates = {role: progress.get(f"{role}_updates") for role in LEARNERS}
+            self.updates = {role: progress.updates(role) for role in LEARNERS}
 
 
 def _bad_greedy_lines(text: bytes) -> int:
@@ -145,7 +145,7 @@ def _checkpoint_updates(run: RunDir, role: str) -> int:
 
 def _live_updates(run: RunDir, role: str) -> int:
     try:
-        return Progress(run.progress_file).get(f"{role}_updates")
+        return Progress(run.progress_file).updates(role)
     except (OSError, ValueError):
         return 0
 

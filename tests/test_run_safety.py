@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import master
+import preflight
 from master_runs import IMPL, counting_config, run_master
 from rundir import (
     PHASE_STARTING,
@@ -309,8 +310,7 @@ def _status(tmp_path, model_based=True, **progress):
     run.make_dirs()
     buf = replay.ReplayBuffer.create(run.replay, 4, 1, 1000)
     p = Progress(run.progress_file, create=True)
-    plan = {"run": run, "config": config, "model_based": model_based}
-    return master.Status(plan), p, buf
+    return master.Status(run, config, model_based), p, buf
 
 
 def _append(buf, n):
@@ -346,12 +346,12 @@ def test_status_line_names_the_phase(tmp_path):
 def test_hours_so_far_counts_time_after_the_last_checkpoint(tmp_path):
     run = RunDir(root=str(tmp_path / "run"), name="run")
     run.make_dirs()
-    assert master.hours_so_far(run) == 0.0
+    assert preflight.hours_so_far(run) == 0.0
     (run.checkpoint_dir("policy") / "ckpt-3").mkdir(parents=True)
     (run.checkpoint_dir("policy") / "latest.json").write_text(json.dumps(
         {"checkpoint": "ckpt-3", "counters": {"hours": 0.10, "updates": 3, "epoch": 1}}))
-    assert master.hours_so_far(run) == pytest.approx(0.10)
+    assert preflight.hours_so_far(run) == pytest.approx(0.10)
     run.greedy_csv.write_text("0.050000,1,100,3.0\n0.250000,1,150,4.0\n0.2")  # a torn tail
-    assert master.hours_so_far(run) == pytest.approx(0.25)
+    assert preflight.hours_so_far(run) == pytest.approx(0.25)
     (run.hours_file).write_text(json.dumps({"hours": 0.30}))
-    assert master.hours_so_far(run) == pytest.approx(0.30)
+    assert preflight.hours_so_far(run) == pytest.approx(0.30)
