@@ -111,9 +111,11 @@ class PolicyWatcher:
     """Loads the policy learner's newest checkpoint into an actor when it changes."""
 
     def __init__(self, spec: ProcessSpec, seed: int):
+        import checkpoint
+
         self.spec = spec
         self.directory = spec.run.checkpoint_dir(POLICY)
-        self.pointer = self.directory / "latest.json"
+        self.pointer = checkpoint.pointer_file(self.directory)
         self.seed = seed
         self.actor = None
         self.epoch = 0

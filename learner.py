@@ -145,7 +145,7 @@ class Learner:
         import checkpoint
 
         checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
-                                     self.run.backups / self.role, self.updates)
+                                     self.run.backup_dir(self.role), self.updates)
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:

@@ -79,6 +79,14 @@ class RunDir:
         return cls(root=str(Path(base) / env / name), name=name, log_path=config["log_path"],
                    save_model_path=config["save_model_path"])
 
+    @classmethod
+    def at(cls, path: str | os.PathLike, save_model_path: str | None = None) -> RunDir:
+        """The run folder `path`, read with the default layout (log/, and checkpoints/ unless
+        `save_model_path` names the config's other folder)."""
+        path = Path(path)
+        return cls(root=str(path), name=path.name,
+                   save_model_path=save_model_path or cls.save_model_path)
+
     @property
     def path(self) -> Path:
         return Path(self.root)
@@ -108,6 +116,10 @@ class RunDir:
     @property
     def backups(self) -> Path:
         return self.checkpoints / "backups"
+
+    def backup_dir(self, role: str) -> Path:
+        """The numbered backups of a learner role: `<backups>/<role>/<updates>/`."""
+        return self.backups / role
 
     @property
     def replay(self) -> Path:
@@ -168,6 +180,16 @@ class RunDir:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
+
+def find_run_folder(path: str | os.PathLike) -> Path | None:
+    """The run folder at or above `path` (the run itself or any folder inside it): the nearest one
+    holding log/hps.json, where master.py saves the resolved config. None when there is none."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if RunDir.at(folder).hps.is_file():
+            return folder
+    return None
 
 
 class RunLocked(UserError):

@@ -193,7 +193,7 @@ def run_state(run: RunDir, total_frames: int) -> str:
     finished = util.read_json(run.finished_file)
     if isinstance(finished, dict) and int(finished.get("total_frames", 0)) >= total_frames:
         return DONE
-    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in LEARNERS):
+    if any(checkpoint.pointer_file(run.checkpoint_dir(role)).is_file() for role in LEARNERS):
         return RESUME
     if run.has_content():
         return RESTART
@@ -503,11 +503,11 @@ class _Guard:
 
 def run_progress(run: RunDir) -> dict:
     """frames, latest greedy score and updates/frame of a run, read from its folder."""
-    frames = None
-    if (run.replay / "header.bin").is_file():
-        with contextlib.suppress(Exception):
-            import replay
+    import replay
 
+    frames = None
+    if replay.ReplayBuffer.exists(run.replay):
+        with contextlib.suppress(Exception):
             with replay.ReplayBuffer.open(run.replay) as buf:
                 frames = buf.count
     if frames is None:

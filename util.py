@@ -49,16 +49,6 @@ def read_json(path: str | os.PathLike, default: object = None) -> object:
         return default
 
 
-def find_run_folder(path: str | os.PathLike) -> Path | None:
-    """The run folder at or above `path` (the run itself or any folder inside it): the nearest one
-    holding log/hps.json, where master.py saves the resolved config. None when there is none."""
-    path = Path(path)
-    for folder in (path, *path.parents):
-        if (folder / "log" / "hps.json").is_file():
-            return folder
-    return None
-
-
 def format_count(n: float) -> str:
     """12345 -> '12.3k', 2500000 -> '2.50M': compact counts for status lines."""
     n = float(n)

@@ -41,7 +41,6 @@ master.py does for the policy learner (0 also works on a machine without a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -52,9 +51,9 @@ import numpy as np
 
 import checkpoint  # its layout functions import no TensorFlow
 import roles
-import util
 from checkpoint import is_complete as _complete
 from errors import UserError
+from rundir import RunDir, find_run_folder
 
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 40
@@ -171,12 +170,12 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path]:
                               f"such as output/<ENV>/<EXPERIMENT>.")
     resolved = given.resolve()
     # a run whose config moved its log folder (log_path) is found only when given itself
-    own = sorted(resolved.glob("*/hps.json")) if resolved.is_dir() else []
-    if len(own) == 1 and not (resolved / "log" / "hps.json").is_file():
+    own = sorted(resolved.glob(f"*/{RunDir.at(resolved).hps.name}")) if resolved.is_dir() else []
+    if len(own) == 1 and not RunDir.at(resolved).hps.is_file():
         return resolved, own[0]
-    run = util.find_run_folder(resolved)
+    run = find_run_folder(resolved)
     if run is not None:
-        return run, run / "log" / "hps.json"
+        return run, RunDir.at(run).hps
     raise VisualizerError(f"{given} is not a run folder (there is no log/hps.json in it or "
                           f"above it); give the folder master.py made, such as "
                           f"output/<ENV>/<EXPERIMENT>, or use the form CONFIG GPU "
@@ -193,9 +192,9 @@ def resolve_target(args: argparse.Namespace) -> tuple[dict, str, str]:
     cfg = config_lib.load_resolved(hps)
     checkpoint_dir = args.checkpoint_dir
     if args.backup is not None:
-        backups = run / (cfg.get("save_model_path") or "checkpoints") / "backups" / "policy"
+        backups = RunDir.at(run, cfg.get("save_model_path")).backup_dir(roles.POLICY)
         checkpoint_dir = backups / str(args.backup)
-        if not (checkpoint_dir / "counters.json").is_file():
+        if not _complete(checkpoint_dir):
             have = sorted(int(p.name) for p in backups.iterdir() if p.name.isdigit()) \
                 if backups.is_dir() else []
             listing = (f"it has backups at {', '.join(map(str, have))} updates" if have
@@ -218,20 +217,6 @@ class Checkpoints:
     run_root: Path | None
 
 
-def _counters(path: Path) -> dict:
-    return _counters_file(path / "counters.json")
-
-
-def _counters_file(path: Path) -> dict:
-    """The JSON object in `path`, or {} when it is missing or damaged."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _newest(role_dir: Path) -> Path | None:
     """The newest complete checkpoint in a role folder: checkpoint.latest_checkpoint's (the
     `ckpt-<n>` latest.json points to, else the highest complete one), else its highest numbered
@@ -249,7 +234,7 @@ def _nearest_by_frames(candidates: list[Path], frames: int) -> Path | None:
     """The candidate with the most frames not beyond `frames` (else the one with the fewest),
     ties broken by the most updates."""
     def key(p: Path) -> tuple[int, int]:
-        c = _counters(p)
+        c = checkpoint.read_counters(p)
         return int(c.get("frames", 0)), int(c.get("updates", 0))
 
     if not candidates:
@@ -317,7 +302,7 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict,
             raise VisualizerError(f"{given} is a checkpoint but not inside a policy/ or "
                                   f"worldmodel/ folder, so it is unclear what it holds; {hint}.")
         run_root = _run_root(path, save_model_path)
-        frames = int(_counters(path).get("frames", 0))
+        frames = int(checkpoint.read_counters(path).get("frames", 0))
         holds_model = roles.ROLE[role].model_only  # else it holds the policy
         (other_role,) = [r for r in roles.LEARNERS if r != role]
         if holds_model or model_based:

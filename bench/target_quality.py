@@ -180,12 +180,12 @@ def load_run(path: str | Path):
     import agent as acting
     import checkpoint
     import roles
-    import util
+    import rundir
     import valuerl as valuerl_lib
     import visualizer
 
     given = Path(path)
-    run = util.find_run_folder(given.resolve())
+    run = rundir.find_run_folder(given.resolve())
     if not given.exists() or run is None:
         raise DiagnosticError(
             f"{given} is not a run folder or a checkpoint inside one (no log/hps.json at or "
