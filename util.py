@@ -6,8 +6,10 @@ place, so a reader in another process sees either the old file or the new one, n
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -47,6 +49,18 @@ def read_json(path: str | os.PathLike, default: object = None) -> object:
             return json.load(f)
     except FileNotFoundError:
         return default
+
+
+def sigterm_when_parent_dies() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG); False where that cannot be asked (not Linux). Never raises, so
+    it also serves as a subprocess `preexec_fn`. The caller checks afterwards whether the
+    parent died before the request was in place (`os.getppid()` changed)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:
+        return False
+    return True
 
 
 def format_count(n: float) -> str:
