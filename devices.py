@@ -52,3 +52,13 @@ def assign_devices(gpu: int, model_based: bool, gpus: list[str]) -> tuple[str, s
     return policy, policy, (f"policy learner on GPU {policy}; there is no GPU {gpu + 1}, so the "
                             f"world model shares GPU {policy}")
 
+
+
+def set_visible_gpu(gpu: int) -> str:
+    """Show TensorFlow only GPU `gpu` (or none on a machine without one); returns a note.
+
+    Must run before TensorFlow is imported in this process (the visualizer's).
+    """
+    device, _, note = assign_devices(gpu, False, visible_gpus())  # or UserError
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    return note

@@ -182,7 +182,6 @@ def load_run(path: str | Path):
     import roles
     import rundir
     import valuerl as valuerl_lib
-    import visualizer
 
     given = Path(path)
     run = rundir.find_run_folder(given.resolve())
@@ -191,10 +190,10 @@ def load_run(path: str | Path):
             f"{given} is not a run folder or a checkpoint inside one (no log/hps.json at or "
             "above it); give a folder that master.py wrote, such as output/Hopper-v5/steve."
         )
-    config = json.loads((run / "log" / "hps.json").read_text())
+    config = json.loads(rundir.RunDir.at(run).hps.read_text())
     try:
-        found = visualizer.find_checkpoints(given, config, label=f"{run}'s config")
-    except visualizer.VisualizerError as e:
+        found = rundir.find_checkpoints(given, config, label=f"{run}'s config")
+    except checkpoint.CheckpointError as e:
         raise DiagnosticError(str(e)) from e
     seed = int(config.get("seed", 0) or 0)
     agent = valuerl_lib.ValueRL(config, seed=seed, jit_compile=False)
