@@ -62,7 +62,7 @@ class PolicyActor:
         import valuerl
 
         self.valuerl = valuerl.ValueRL(config, seed=seed)
-        self.explore_noise = self.valuerl.explore_noise
+        self.explore_noise = self.valuerl.settings.explore_noise
         self.rng = np.random.default_rng(seed)
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
 

@@ -283,8 +283,8 @@ def target_errors(agent, model, batch, truth: np.ndarray) -> dict:
     for name, keys in ({} if H == 0 else REDUCTIONS).items():
         if name in ENSEMBLE_ONLY and samples == 1:
             continue
-        w = valuerl_lib.reduction_weights(T, mu, sigma2, keys, agent.variance_epsilon,
-                                          agent.covariance_ridge).numpy()  # [H+1, H+1, B]
+        w = valuerl_lib.reduction_weights(T, mu, sigma2, keys, agent.settings.variance_epsilon,
+                                          agent.settings.covariance_ridge).numpy()  # [H+1, H+1, B]
         y = np.sum(w[0] * mu0, axis=0)  # [B]
         err = y - truth
         entry = {"bias": float(err.mean()), "rmse": float(np.sqrt(np.mean(err ** 2))),
@@ -322,7 +322,7 @@ def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int 
     run_dir, config, agent, model, actor, counters = load_run(path)
     frames = int(counters.get("frames", 0))
     rng = np.random.default_rng(seed)
-    gamma, scale = agent.gamma, agent.reward_scale
+    gamma, scale = agent.gamma, agent.settings.reward_scale
     sim = Simulator(config["env"], seed)
     try:
         batch, left_out = draw_transitions(run_dir, config, states, rng, sim, frames)
