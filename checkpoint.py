@@ -269,6 +269,34 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
         ) from e
     variables = _expected_variables(root)
     expected = {key: tuple(var.shape.as_list()) for key, var in variables.items()}
+    _refuse_mismatch(path, objects, expected, stored, strict)
+    # Every value is read before any variable changes, so a failed read leaves the objects as
+    # they were. Reading the tensors directly is what tf.train.Checkpoint.read does in the end,
+    # without its per-variable Python machinery (about 20 ms for a world model, once per epoch).
+    try:
+        values = {key: reader.get_tensor(key) for key in expected if key in stored}
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
+        ) from e
+    for key, value in values.items():
+        variable = variables[key]
+        if value.dtype != variable.dtype.as_numpy_dtype:
+            raise CheckpointError(
+                f"checkpoint {path} stores {key.replace('/.ATTRIBUTES/VARIABLE_VALUE', '')} as "
+                f"{value.dtype}, but the object holds {variable.dtype.name}; the config or code "
+                "that wrote it differs from this one."
+            )
+    for key, value in values.items():
+        variables[key].assign(value)
+    return _counter_values(counters)
+
+
+def _refuse_mismatch(path: str, objects: dict, expected: dict[str, tuple],
+                     stored: dict[str, tuple], strict: bool) -> None:
+    """Raise CheckpointError when restoring `objects` (their variables' keys and shapes:
+    `expected`) from the checkpoint `path` (`stored`) would be wrong: any shape mismatch; with
+    `strict`, any variable on one side only; without it, no variable in common."""
     missing = [k for k in expected if k not in stored]
     extra = [k for k in stored if k not in expected]
     mismatched = [k for k in expected if k in stored and expected[k] != stored[k]]
@@ -297,26 +325,6 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
             f"checkpoint {path} holds none of the variables of {sorted(objects)}; "
             "check that it was written by the process you meant to load from."
         )
-    # Every value is read before any variable changes, so a failed read leaves the objects as
-    # they were. Reading the tensors directly is what tf.train.Checkpoint.read does in the end,
-    # without its per-variable Python machinery (about 20 ms for a world model, once per epoch).
-    try:
-        values = {key: reader.get_tensor(key) for key in expected if key in stored}
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
-        ) from e
-    for key, value in values.items():
-        variable = variables[key]
-        if value.dtype != variable.dtype.as_numpy_dtype:
-            raise CheckpointError(
-                f"checkpoint {path} stores {key.replace('/.ATTRIBUTES/VARIABLE_VALUE', '')} as "
-                f"{value.dtype}, but the object holds {variable.dtype.name}; the config or code "
-                "that wrote it differs from this one."
-            )
-    for key, value in values.items():
-        variables[key].assign(value)
-    return _counter_values(counters)
 
 
 def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:
