@@ -19,7 +19,12 @@ Every process of a run opens the same folder (2018 layout, extended):
 
 `Progress` is a tiny memory-mapped array of int64 counters (learner update counts and phases),
 written by one process each and read by all: an aligned 8-byte store is atomic, so no lock is
-needed. Frames are not counted here: the replay buffer's count is the frame counter.
+needed. Frames are not counted here: the replay buffer's count is the frame counter. Its fields
+are read and written by role (`updates(role)`, `set_counters`, `phase`, `set_phase`).
+
+`find_checkpoints` says which checkpoints a path names (a run folder, its checkpoints/ or
+backups/ folder, one backup or one ckpt-<n>), for the tools that load a trained agent
+(visualizer.py, bench/target_quality.py); it reads only checkpoint.py's layout, no TensorFlow.
 
 `RunLock` makes one master the only owner of a run folder: an exclusive flock on
 `state/owner.lock`, taken before the master writes anything and held, through a shared file
