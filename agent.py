@@ -62,7 +62,7 @@ class PolicyActor:
         import valuerl
 
         self.valuerl = valuerl.ValueRL(config, seed=seed)
-        self.explore_noise = self.valuerl.explore_noise
+        self.explore_noise = self.valuerl.settings.explore_noise
         self.rng = np.random.default_rng(seed)
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -111,9 +111,11 @@ class PolicyWatcher:
     """Loads the policy learner's newest checkpoint into an actor when it changes."""
 
     def __init__(self, spec: ProcessSpec, seed: int):
+        import checkpoint
+
         self.spec = spec
         self.directory = spec.run.checkpoint_dir(POLICY)
-        self.pointer = self.directory / "latest.json"
+        self.pointer = checkpoint.pointer_file(self.directory)
         self.seed = seed
         self.actor = None
         self.epoch = 0
@@ -169,8 +171,6 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     import nn
 
     nn.configure_tensorflow(spec.threads or 1)
-    import tensorflow as tf
-
     config = spec.config
     ac = config["agent_config"]
     seed = process_seed(spec)
@@ -180,10 +180,6 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     if replay is None:
         return
     progress = Progress(spec.run.progress_file)
-
-    def updates_of(learner: str) -> int:
-        return progress.get(f"{learner}_updates")
-
     watcher = PolicyWatcher(spec, seed)
     explore = config["policy_config"].get("explore_chance") or 0.0
     full_random = ac.get("full_random_n") or 0
@@ -201,7 +197,7 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.count
         if total is not None and frames >= total:
             break  # the budget is reached: the master sets `finish` once every interactor left
-        if throttle and learners_behind(config, frames, updates_of, slack):
+        if throttle and learners_behind(config, frames, progress.updates, slack):
             time.sleep(THROTTLE_SECONDS)
             continue
         if steps % reload_every == 0:
@@ -214,25 +210,34 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal)
         obs = step.obs
         steps += 1
-        for _, episode_return, length in step.finished:
-            pending.append((frames, float(episode_return), int(length)))
+        pending.extend((frames, float(ret), int(length)) for _, ret, length in step.finished)
         episodes += len(step.finished)
         now = time.time()
         if now - t0 >= SUMMARY_SECONDS:  # summaries in bulk: a TensorFlow call costs ~0.1 ms
             write_training_episodes(writer, pending, episodes)
-            with writer.as_default(step=frames):
-                tf.summary.scalar("charts/frames_per_s", (frames - f0) / (now - t0))
+            _write_frame_rate(writer, frames, (frames - f0) / (now - t0))
             pending = []
             t0, f0 = now, frames
-    # the last, partial window too
-    write_training_episodes(writer, pending, episodes)
-    frames, now = replay.count, time.time()
-    if frames > f0:
-        with writer.as_default(step=frames):
-            tf.summary.scalar("charts/frames_per_s", (frames - f0) / max(now - t0, 1e-9))
-    writer.flush()
+    _last_summaries(writer, pending, episodes, replay.count, f0, t0)
     print(f"{spec.name}: {episodes} training episodes finished; {steps} steps of {envs.n} "
           f"environments", flush=True)
+
+
+def _last_summaries(writer, pending: list[tuple[int, float, int]], episodes: int, frames: int,
+                    f0: int, t0: float) -> None:
+    """The interactor's last, partial summary window (training episodes and frames per second
+    since frame f0 at time t0), then flush."""
+    write_training_episodes(writer, pending, episodes)
+    if frames > f0:
+        _write_frame_rate(writer, frames, (frames - f0) / max(time.time() - t0, 1e-9))
+    writer.flush()
+
+
+def _write_frame_rate(writer, frames: int, rate: float) -> None:
+    import tensorflow as tf
+
+    with writer.as_default(step=frames):
+        tf.summary.scalar("charts/frames_per_s", rate)
 
 
 def write_training_episodes(writer, finished: list[tuple[int, float, int]], count: int) -> None:

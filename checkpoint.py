@@ -4,7 +4,7 @@ Used by the policy learner and the world-model learner (save, backup, resume), a
 interactors, evaluators and the policy learner to load the newest complete checkpoint of another
 process (restore, often with strict=False for a partial view).
 
-On-disk layout of one checkpoint directory (e.g. `<run>/checkpoints/valuerl/`):
+On-disk layout of one checkpoint directory (e.g. `<run>/checkpoints/policy/`):
 
     ckpt-<n>/                      one complete checkpoint, n = 1, 2, 3, ...
         variables.index            tf.train.Checkpoint index (object graph + variable table)
@@ -24,6 +24,9 @@ returns the values read from there.
 Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<number>/`
 (through a temporary sibling folder and a rename).
 
+This module is the only one that spells the file names above: other modules reach them through
+`pointer_file`, `read_counters` and `latest_counters`.
+
 Importing this module does not import TensorFlow: `is_complete` and `latest_checkpoint` read only
 the layout above, so a process can find a checkpoint (and report a wrong folder at once) before
 it loads TensorFlow quietly (runtime.import_tensorflow).
@@ -35,10 +38,14 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import util
+from errors import UserError
 
 PREFIX = "variables"
+POINTER_FILE = "latest.json"  # in a checkpoint directory: names its newest complete checkpoint
+COUNTERS_FILE = "counters.json"  # in each checkpoint folder: its counters, read without TF
 KEEP = 3
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 _COUNTERS = (
@@ -49,7 +56,7 @@ _COUNTERS = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, incomplete, or does not match the objects restored into it."""
 
 
@@ -88,7 +95,7 @@ def is_complete(path: str | os.PathLike) -> bool:
     """Whether the folder `path` holds a complete checkpoint: its index and its counters.json
     (a save writes both before the folder gets its final name)."""
     return os.path.isfile(os.path.join(path, PREFIX + ".index")) and os.path.isfile(
-        os.path.join(path, "counters.json")
+        os.path.join(path, COUNTERS_FILE)
     )
 
 
@@ -114,21 +121,38 @@ def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     _checkpoint_for(objects, _counters_module(values)).write(os.path.join(tmp, PREFIX))
-    util.atomic_write_json(os.path.join(tmp, "counters.json"), values)
+    util.atomic_write_json(os.path.join(tmp, COUNTERS_FILE), values)
     final = os.path.join(directory, f"ckpt-{n}")
     os.rename(tmp, final)
     util.atomic_write_json(
-        os.path.join(directory, "latest.json"), {"checkpoint": f"ckpt-{n}", "counters": values}
+        pointer_file(directory), {"checkpoint": f"ckpt-{n}", "counters": values}
     )
     for old in _numbered(directory)[:-KEEP]:
         shutil.rmtree(os.path.join(directory, f"ckpt-{old}"), ignore_errors=True)
     return final
 
 
+def pointer_file(directory: str | os.PathLike) -> Path:
+    """The pointer file of a checkpoint directory (`latest.json`); it exists once the directory
+    holds a complete checkpoint, and its modification time changes with every save."""
+    return Path(directory) / POINTER_FILE
+
+
+def read_counters(path: str | os.PathLike) -> dict:
+    """The counters of one checkpoint folder (a `ckpt-<n>` or a numbered backup), read from its
+    counters.json without TensorFlow; {} when the file is missing or damaged."""
+    try:
+        with open(Path(path) / COUNTERS_FILE) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def latest_checkpoint(directory: str) -> str | None:
     """The path of the newest complete checkpoint in `directory`, or None if there is none."""
     try:
-        with open(os.path.join(directory, "latest.json")) as f:
+        with open(pointer_file(directory)) as f:
             path = os.path.join(directory, json.load(f)["checkpoint"])
         if is_complete(path):
             return path
@@ -141,7 +165,7 @@ def latest_checkpoint(directory: str) -> str | None:
 def latest_counters(directory: str | os.PathLike) -> dict | None:
     """The counters of the newest checkpoint in `directory`, read from its `latest.json` (no
     TensorFlow); None when there is no pointer or the checkpoint it names is gone."""
-    pointer = util.read_json(os.path.join(directory, "latest.json"))
+    pointer = util.read_json(pointer_file(directory))
     if not isinstance(pointer, dict) or not isinstance(pointer.get("counters"), dict):
         return None
     if not os.path.isdir(os.path.join(directory, str(pointer.get("checkpoint", "")))):
@@ -245,6 +269,34 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
         ) from e
     variables = _expected_variables(root)
     expected = {key: tuple(var.shape.as_list()) for key, var in variables.items()}
+    _refuse_mismatch(path, objects, expected, stored, strict)
+    # Every value is read before any variable changes, so a failed read leaves the objects as
+    # they were. Reading the tensors directly is what tf.train.Checkpoint.read does in the end,
+    # without its per-variable Python machinery (about 20 ms for a world model, once per epoch).
+    try:
+        values = {key: reader.get_tensor(key) for key in expected if key in stored}
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
+        ) from e
+    for key, value in values.items():
+        variable = variables[key]
+        if value.dtype != variable.dtype.as_numpy_dtype:
+            raise CheckpointError(
+                f"checkpoint {path} stores {key.replace('/.ATTRIBUTES/VARIABLE_VALUE', '')} as "
+                f"{value.dtype}, but the object holds {variable.dtype.name}; the config or code "
+                "that wrote it differs from this one."
+            )
+    for key, value in values.items():
+        variables[key].assign(value)
+    return _counter_values(counters)
+
+
+def _refuse_mismatch(path: str, objects: dict, expected: dict[str, tuple],
+                     stored: dict[str, tuple], strict: bool) -> None:
+    """Raise CheckpointError when restoring `objects` (their variables' keys and shapes:
+    `expected`) from the checkpoint `path` (`stored`) would be wrong: any shape mismatch; with
+    `strict`, any variable on one side only; without it, no variable in common."""
     missing = [k for k in expected if k not in stored]
     extra = [k for k in stored if k not in expected]
     mismatched = [k for k in expected if k in stored and expected[k] != stored[k]]
@@ -273,26 +325,6 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
             f"checkpoint {path} holds none of the variables of {sorted(objects)}; "
             "check that it was written by the process you meant to load from."
         )
-    # Every value is read before any variable changes, so a failed read leaves the objects as
-    # they were. Reading the tensors directly is what tf.train.Checkpoint.read does in the end,
-    # without its per-variable Python machinery (about 20 ms for a world model, once per epoch).
-    try:
-        values = {key: reader.get_tensor(key) for key in expected if key in stored}
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
-        ) from e
-    for key, value in values.items():
-        variable = variables[key]
-        if value.dtype != variable.dtype.as_numpy_dtype:
-            raise CheckpointError(
-                f"checkpoint {path} stores {key.replace('/.ATTRIBUTES/VARIABLE_VALUE', '')} as "
-                f"{value.dtype}, but the object holds {variable.dtype.name}; the config or code "
-                "that wrote it differs from this one."
-            )
-    for key, value in values.items():
-        variables[key].assign(value)
-    return _counter_values(counters)
 
 
 def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:

@@ -36,10 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem a user can fix; the message is one sentence naming file, key and fix."""
 
 

@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 import gymnasium
 import numpy as np
 
+from errors import UserError
+
 # The 2018 configs named these; they have no installable package any more.
 _ROBOSCHOOL_IDS = {
     "RoboschoolHumanoid-v1": "HumanoidBulletEnv-v0",
@@ -40,7 +42,7 @@ _ROBOSCHOOL_IDS = {
 }
 
 
-class EnvError(ValueError):
+class EnvError(UserError, ValueError):
     """The env a config asks for cannot be built (unknown id, wrong sizes, missing package)."""
 
 

@@ -116,12 +116,11 @@ class Learner:
                 "hours": self.hours}
 
     def _publish(self) -> None:
-        self.progress.set(f"{self.role}_updates", self.updates)
-        self.progress.set(f"{self.role}_epoch", self.epoch)
+        self.progress.set_counters(self.role, self.updates, self.epoch)
 
     def set_phase(self, phase: int) -> None:
         """What this learner is doing (rundir.PHASE_*), for the master's status line."""
-        self.progress.set(f"{self.role}_phase", phase)
+        self.progress.set_phase(self.role, phase)
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self, objects: dict) -> None:
@@ -146,7 +145,7 @@ class Learner:
         import checkpoint
 
         checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
-                                     self.run.backups / self.role, self.updates)
+                                     self.run.backup_dir(self.role), self.updates)
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:

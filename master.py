@@ -1,15 +1,16 @@
 """Starts and supervises one experiment: `python master.py CONFIG GPU [--resume]`.
 
 The master only wires and supervises. It resolves the config and checks every input (seed,
-output root, frame budget, environment, GPUs, disk) before touching the disk. Then it takes the
+output root, frame budget, environment, GPUs, disk) before touching the disk (preflight.prepare,
+which returns the start's `Plan`). Then it takes the
 run's lock (`state/owner.lock`, rundir.RunLock: one owner per run folder, held by the master and
 its children until the last of them exits; a second master, `--resume` or `--overwrite` on a
-live run is refused naming the holder). Under the lock it checks the run itself: a resume of a
-finished run at the same or a smaller budget exits at once touching nothing; a config that
-differs from `log/hps.json` is listed key by key, and one that changes a variable's shape is
-refused before any process starts. Only then it writes `log/hps.json`, creates the shared replay
-buffer and `state/progress.bin`, and starts with the `spawn` method (runtime.child_main) the
-processes of the role table (roles.py), in its order:
+live run is refused naming the holder). Under the lock it checks the run itself
+(preflight.check_run): a resume of a finished run at the same or a smaller budget exits at once
+touching nothing; a config that differs from `log/hps.json` is listed key by key, and one that
+changes a variable's shape is refused before any process starts. Only then it writes
+`log/hps.json`, creates the shared replay buffer and `state/progress.bin`, and starts with the
+`spawn` method (runtime.child_main) the processes of the role table (roles.py), in its order:
 - the policy learner, seeing only GPU `GPU`;
 - the world-model learner (model-based configs), seeing only GPU `GPU+1`;
 - `agent_config.count` interactors and `evaluator_config.count` evaluators, seeing no GPU.
@@ -33,17 +34,17 @@ import json
 import multiprocessing as mp
 import multiprocessing.connection
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
+import preflight
 import runtime
 import util
+from errors import UserError
+from preflight import Plan
 from roles import (
     DEFAULT_IMPL,
     LEARNERS,
@@ -53,7 +54,6 @@ from roles import (
     WORLDMODEL,
     ProcessSpec,
     frame_ratio,
-    learners,
     learners_behind,
 )
 from rundir import (
@@ -64,18 +64,12 @@ from rundir import (
     Progress,
     RunDir,
     RunLock,
+    finished_record,
     last_greedy_row,
 )
 
 STATUS_SECONDS = 5.0
 GRACE_SECONDS = 60.0  # how long children get to write final checkpoints before being killed
-SEED_LIMIT = 2**32  # numpy's seeds: 0 <= seed < 2^32
-SHAPE_CHECK_SECONDS = 300.0  # how long the variable-shape check of a changed config may take
-
-
-class UserError(Exception):
-    """A problem with the command line or the run folder; the message is one sentence."""
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -115,326 +109,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ------------------------------------------------------------------------------ devices
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use: the CUDA_VISIBLE_DEVICES list if set, else nvidia-smi's."""
-    preset = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if preset is not None:
-        return [d.strip() for d in preset.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (FileNotFoundError, subprocess.TimeoutExpired, OSError):
-        return []
-    if out.returncode != 0:
-        return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def assign_devices(gpu: int, model_based: bool, gpus: list[str]) -> tuple[str, str, str]:
-    """CUDA_VISIBLE_DEVICES values for (policy learner, world-model learner, note)."""
-    if gpu < 0:
-        raise UserError(f"GPU {gpu} is not a GPU id; give 0 or more (0 also runs on a machine "
-                        f"without a GPU).")
-    if not gpus:
-        if gpu != 0:
-            raise UserError(f"GPU {gpu} was asked for, but this machine shows no GPU; use 0 to "
-                            f"run everything on the CPU.")
-        return "", "", "no GPU visible: every process runs on the CPU"
-    preset = os.environ.get("CUDA_VISIBLE_DEVICES")
-    listing = (f"CUDA_VISIBLE_DEVICES={preset} gives {len(gpus)}" if preset is not None
-               else f"this machine has {len(gpus)}")
-    if gpu >= len(gpus):
-        raise UserError(f"GPU {gpu} does not exist: {listing} GPU(s), numbered 0 to "
-                        f"{len(gpus) - 1}; pick one of those.")
-    policy = gpus[gpu]
-    if not model_based:
-        return policy, "", f"policy learner on GPU {policy}"
-    if gpu + 1 < len(gpus):
-        return policy, gpus[gpu + 1], f"policy learner on GPU {policy}, world model on GPU " \
-                                      f"{gpus[gpu + 1]}"
-    return policy, policy, (f"policy learner on GPU {policy}; there is no GPU {gpu + 1}, so the "
-                            f"world model shares GPU {policy}")
-
-
-# ------------------------------------------------------------------------------ the plan
-
-
-def _latest_counters(run: RunDir, role: str) -> dict | None:
-    """The counters of a role's newest checkpoint, from its pointer file (no TensorFlow here)."""
-    return checkpoint.latest_counters(run.checkpoint_dir(role))
-
-
-def _replay_capacity(config: dict) -> int:
-    return max(config[row.config_block]["replay_size"] for row in learners(config))
-
-
-def _warmup(config: dict) -> int:
-    """The frames collected before any learner learns (random actions until then)."""
-    return max(config[row.config_block]["frames_before_learning"] for row in learners(config))
-
-
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def _check_disk(run: RunDir, config: dict) -> None:
-    import replay
-
-    env = config["env"]
-    need = replay.required_bytes(env["obs_dims"], env["action_dims"], _replay_capacity(config))
-    probe = _existing_ancestor(run.path)
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise UserError(f"The replay buffer needs {need / 1e9:.1f} GB but {probe} has only "
-                        f"{free / 1e9:.1f} GB free; lower replay_size or choose another "
-                        f"--output-root.")
-
-
-def _check_env(config: dict) -> None:
-    import envwrap
-
-    env = envwrap.make_env(config["env"])
-    env.close()
-
-
-def _check_seed(seed, source: str) -> None:
-    if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"{source} {seed} is not a seed; give a whole number from 0 to "
-                        f"{SEED_LIMIT - 1}.")
-
-
-def _check_output_root(run: RunDir, base: str, given: bool) -> None:
-    """The output root must be a folder (or creatable) we may write in."""
-    label = f"--output-root {base}" if given else f"the config's output_root {base}"
-    if Path(base).exists() and not Path(base).is_dir():
-        raise UserError(f"{label} is a file, not a folder; give a folder (it is created if "
-                        f"missing).")
-    probe = _existing_ancestor(run.path)
-    if not probe.is_dir():
-        raise UserError(f"{probe} is a file where the run's folder {run.path} would go; move it "
-                        f"or choose another --output-root.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{probe} is not writable (a read-only file system or no permission), "
-                        f"so nothing can be saved under {label}; choose another "
-                        f"--output-root.")
-
-
-def _check_total_frames(config: dict, total: int | None) -> None:
-    if total is None:
-        return
-    warmup = _warmup(config)
-    if total <= warmup:
-        raise UserError(f"--total-frames {total} ends the run before learning starts "
-                        f"(frames_before_learning is {warmup}), so no learner would ever "
-                        f"update; give more than {warmup} frames.")
-
-
-def prepare(args: argparse.Namespace) -> dict:
-    """Every check of the user's input, before anything is written or locked."""
-    config = config_lib.load_config(args.config)
-    _check_seed(args.seed, "--seed")
-    _check_seed(config.get("seed"), "The config's seed")
-    seed = args.seed if args.seed is not None else config.get("seed")
-    experiment = config_lib.experiment_name(args.config)
-    run = RunDir.for_config(config, experiment, seed, args.output_root)
-    base = args.output_root if args.output_root is not None else config["output_root"]
-    _check_output_root(run, str(base), args.output_root is not None)
-    _check_total_frames(config, args.total_frames)
-    model_based = config_lib.is_model_based(config)
-    policy_dev, model_dev, device_note = assign_devices(args.gpu, model_based, visible_gpus())
-    _check_env(config)
-    import replay
-
-    if config["agent_config"]["batch_size"] > replay.DEFAULT_MAX_APPEND:
-        raise UserError(f"agent_config.batch_size is {config['agent_config']['batch_size']}, but "
-                        f"an interactor steps at most {replay.DEFAULT_MAX_APPEND} environments; "
-                        f"use more interactors (agent_config.count) instead.")
-    if not args.resume:
-        _check_disk(run, config)
-    return {"config": config, "run": run, "seed": 0 if seed is None else int(seed),
-            "experiment": experiment, "devices": (policy_dev, model_dev),
-            "device_note": device_note, "hours_base": 0.0, "model_based": model_based,
-            "notes": []}
-
-
-def _run_hps(plan: dict) -> dict:
-    return dict(plan["config"], name=plan["run"].name, seed=plan["seed"])
-
-
-_ABSENT = object()
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key.sub old -> new' for every leaf where two resolved configs differ."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            show = [("(absent)" if v is _ABSENT else json.dumps(v)) for v in (a, b)]
-            out.append(f"{prefix}{key} {show[0]} -> {show[1]}")
-    return out
-
-
-def _listing(items: list[str], most: int = 6) -> str:
-    more = f" and {len(items) - most} more" if len(items) > most else ""
-    return ", ".join(items[:most]) + more
-
-
-def _shape_differences(plan: dict, learner_names: list[str], impl: dict | None) -> list[str]:
-    """The variables whose shape (or existence) the new config changes against the run's
-    checkpoints, checked by a short-lived spawned process (TensorFlow stays out of the
-    master)."""
-    spec = ProcessSpec(role=POLICY, index=0, run=plan["run"], config=plan["config"],
-                       seed=plan["seed"], cuda_visible_devices="", hours_base=0.0,
-                       start_time=time.time(), impl=dict(impl or DEFAULT_IMPL), threads=1)
-    ctx = mp.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=runtime.check_shapes_main, args=(spec, learner_names, send),
-                       name="shape-check")
-    proc.start()
-    send.close()
-    try:
-        if not receive.poll(SHAPE_CHECK_SECONDS):
-            raise UserError(f"Checking the new config's variable shapes against the run's "
-                            f"checkpoints took over {SHAPE_CHECK_SECONDS:.0f} s; resume with "
-                            f"the run's own config (log/hps.json).")
-        status, result = receive.recv()
-    except EOFError:
-        status, result = "error", "the checking process died without an answer"
-    finally:
-        proc.join(10)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join()
-    if status != "ok":
-        last = str(result).strip().splitlines()[-1] if str(result).strip() else "no message"
-        raise UserError(f"The new config could not be checked against the run's checkpoints "
-                        f"({last}); resume with the run's own config (log/hps.json).")
-    return list(result)
-
-
-def _greedy_hours(path: Path) -> float:
-    """The largest `hours` in a greedy.csv (0 when there is none)."""
-    best = 0.0
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return best
-    for line in text.splitlines():
-        parts = line.split(",")
-        if len(parts) == 4:
-            try:
-                best = max(best, float(parts[0]))
-            except ValueError:
-                continue
-    return best
-
-
-def hours_so_far(run: RunDir) -> float:
-    """The run's hours before this start: the latest of the checkpoints' counters, the
-    evaluators' rows and the master's own record (state/hours.json), so time spent after the
-    last checkpoint still counts."""
-    values = [float((_latest_counters(run, role) or {}).get("hours", 0.0)) for role in LEARNERS]
-    values.append(_greedy_hours(run.greedy_csv))
-    record = util.read_json(run.hours_file)
-    if isinstance(record, dict):
-        values.append(float(record.get("hours", 0.0)))
-    return max(values)
-
-
-def check_run(plan: dict, args: argparse.Namespace, impl: dict | None = None,
-              shapes: bool = True) -> str | None:
-    """The checks on the run folder, made while holding its lock (and before, see main).
-    Returns a message when there is nothing to do (a finished run); raises UserError when the
-    start is refused. `shapes=False` skips the variable-shape check of a changed config."""
-    run: RunDir = plan["run"]
-    config = plan["config"]
-    if not args.resume:
-        if run.has_content() and not args.overwrite:
-            raise UserError(f"{run.path} already holds a run; pass --resume to continue it, "
-                            f"--overwrite to delete it and start over, or choose another "
-                            f"--seed or --output-root.")
-        return None
-    if not run.has_content():
-        raise UserError(f"There is no run to resume in {run.path}; start it without --resume.")
-    counters = {role: _latest_counters(run, role) for role in LEARNERS}
-    if not any(counters.values()):
-        raise UserError(f"The run in {run.path} has no checkpoint yet, so there is nothing "
-                        f"to resume; start it again with --overwrite.")
-    import replay
-
-    if not replay.ReplayBuffer.exists(run.replay):
-        raise UserError(f"The run in {run.path} has checkpoints but no replay buffer "
-                        f"(replay/ is missing); restore that folder or start with "
-                        f"--overwrite.")
-    finished = util.read_json(run.finished_file)
-    if isinstance(finished, dict) and args.total_frames is not None \
-            and args.total_frames <= int(finished.get("total_frames", 0)):
-        with replay.ReplayBuffer.open(run.replay) as buf:
-            frames = buf.count
-        return (f"{run.path} already reached its budget: it has {frames} frames (finished at "
-                f"--total-frames {finished['total_frames']}), so there is nothing to do; to "
-                f"extend it, resume with a larger --total-frames (more than {frames}).")
-    previous = util.read_json(run.hps)
-    differences = (config_differences(previous, _run_hps(plan))
-                   if isinstance(previous, dict) else [])
-    env = config["env"]
-    replay.ReplayBuffer.open(run.replay, obs_dims=env["obs_dims"],
-                             action_dims=env["action_dims"],
-                             capacity=_replay_capacity(config)).close()  # sizes must match
-    if differences and shapes:
-        checked = [row.name for row in learners(config) if counters.get(row.name)]
-        shapes = _shape_differences(plan, checked, impl)
-        if shapes:
-            raise UserError(f"{args.config} differs from the run's log/hps.json in "
-                            f"{_listing(differences, 4)}, which changes the variables of its "
-                            f"checkpoints ({_listing(shapes, 3)}); resume with the run's own "
-                            f"config (log/hps.json), or start a new run with --overwrite or "
-                            f"another --output-root.")
-        plan["notes"].append(
-            f"note: {args.config} differs from the run's log/hps.json in "
-            f"{_listing(differences)}; no variable changes shape, so the run resumes with the "
-            f"config as it is now (hps.json is kept as it was).")
-    plan["hours_base"] = hours_so_far(run)
-    return None
-
-
-def create_run(plan: dict, args: argparse.Namespace) -> None:
+def create_run(plan: Plan, args: argparse.Namespace) -> None:
     """Write what a new (or resumed) run needs on disk before the children start (the lock is
     held)."""
     import replay
 
-    run: RunDir = plan["run"]
-    config = plan["config"]
+    run, config = plan.run, plan.config
     if not args.resume and run.path.exists():
         run.clear()  # empty but for the lock file, or --overwrite
     run.make_dirs()
-    for note in plan.get("notes", []):
+    for note in plan.notes:
         print(note, flush=True)
     if not args.resume:
-        util.atomic_write_json(run.hps, _run_hps(plan))
+        util.atomic_write_json(run.hps, preflight.run_hps(plan))
         env = config["env"]
         replay.ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"],
-                                   _replay_capacity(config)).close()
+                                   preflight.replay_capacity(config)).close()
     progress = Progress(run.progress_file, create=True)
     for role in LEARNERS:
-        progress.set(f"{role}_phase", PHASE_STARTING)
+        progress.set_phase(role, PHASE_STARTING)
     if args.resume:
         # The counters restart where the checkpoints are (updates made after the last checkpoint
         # are lost with the crash), so interactors throttle against the right numbers.
         for role in LEARNERS:
-            counters = _latest_counters(run, role) or {}
-            progress.set(f"{role}_updates", int(counters.get("updates", 0)))
-            progress.set(f"{role}_epoch", int(counters.get("epoch", 0)))
-    util.atomic_write_json(run.hours_file, {"hours": plan["hours_base"]})
+            counters = checkpoint.latest_counters(run.checkpoint_dir(role)) or {}
+            progress.set_counters(role, int(counters.get("updates", 0)),
+                                  int(counters.get("epoch", 0)))
+    util.atomic_write_json(run.hours_file, {"hours": plan.hours_base})
 
 
 # ------------------------------------------------------------------------------ supervision
@@ -449,23 +150,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def make_specs(plan: dict, args: argparse.Namespace,
+def make_specs(plan: Plan, args: argparse.Namespace,
                impl: dict | None = None) -> list[ProcessSpec]:
     """One ProcessSpec per child, in the role table's order: each learner on its GPU (`plan`'s
     devices, indexed by the role's `gpu`) with an equal share of the cores as TensorFlow
     threads, then the interactors and evaluators on the CPU with one thread each."""
-    config = plan["config"]
-    model_based = plan["model_based"]
+    config, model_based = plan.config, plan.model_based
     cpus = getattr(args, "cpus", None) or usable_cpus()
     learner_threads = max(1, cpus // sum(row.count(config, model_based)
                                          for row in TABLE if row.learner))
-    common = dict(run=plan["run"], config=config, seed=plan["seed"],
-                  hours_base=plan["hours_base"], start_time=time.time(),
+    common = dict(run=plan.run, config=config, seed=plan.seed,
+                  hours_base=plan.hours_base, start_time=time.time(),
                   total_frames=args.total_frames, impl=dict(impl or DEFAULT_IMPL),
                   verbose=bool(getattr(args, "verbose", False)))
     specs = []
     for row in TABLE:
-        device = plan["devices"][row.gpu] if row.gpu is not None else ""
+        device = plan.devices[row.gpu] if row.gpu is not None else ""
         threads = learner_threads if row.learner else 1
         specs += [ProcessSpec(role=row.name, index=i, cuda_visible_devices=device,
                               threads=threads, **common)
@@ -497,39 +197,38 @@ class Status:
     `show_waits`: name the interactors' pause for the learners (agent_config.wait_for_learners)
     when no frame arrived since the last line."""
 
-    def __init__(self, plan: dict, show_waits: bool = False):
+    def __init__(self, run: RunDir, config: dict, model_based: bool, show_waits: bool = False):
         import replay
 
-        self.run: RunDir = plan["run"]
-        self.config = plan["config"]
-        self.model_based = plan["model_based"]
+        self.run = run
+        self.config = config
+        self.model_based = model_based
         self.show_waits = show_waits
         self.replay = replay.ReplayBuffer.open(self.run.replay)
         self.progress = Progress(self.run.progress_file)
-        self.initial = {role: self.progress.get(f"{role}_updates") for role in LEARNERS}
+        self.initial = {role: self.progress.updates(role) for role in LEARNERS}
         self.t0 = time.time()
         self.last = (self.t0, self.replay.count)
 
     def updates(self, role: str) -> int:
-        return self.progress.get(f"{role}_updates")
+        return self.progress.updates(role)
 
     def phase(self, frames: int, moved: bool) -> str | None:
         """What the run is doing when it is not simply training, or None."""
         fmt = util.format_count
-        warmup = _warmup(self.config)
+        warmup = preflight.warmup_frames(self.config)
         if frames < warmup:
             return f"warm-up (random actions) {fmt(frames)}/{fmt(warmup)}"
-        get = self.progress.get
         if self.model_based:
             pretrain = int(self.config[ROLE[WORLDMODEL].config_block].get("pretrain_n") or 0)
             done = self.updates(WORLDMODEL)
             if done < pretrain:
-                if get(f"{WORLDMODEL}_phase") < PHASE_UPDATING:
+                if self.progress.phase(WORLDMODEL) < PHASE_UPDATING:
                     return "starting the learners"
                 if done == self.initial[WORLDMODEL]:
                     return "compiling the world model"
                 return f"pretraining world model {fmt(done)}/{fmt(pretrain)}"
-        policy_phase = get(f"{POLICY}_phase")
+        policy_phase = self.progress.phase(POLICY)
         if policy_phase == PHASE_STARTING:
             return "starting the learners"
         if policy_phase == PHASE_WAITING_FOR_MODEL:
@@ -577,12 +276,12 @@ class Supervisor:
     lets the evaluators go. Children that do not stop within GRACE_SECONDS are killed.
     """
 
-    def __init__(self, plan: dict, args: argparse.Namespace, impl: dict | None = None,
+    def __init__(self, plan: Plan, args: argparse.Namespace, impl: dict | None = None,
                  lock: RunLock | None = None):
         ctx = mp.get_context("spawn")
         self.stop, self.finish = runtime.Flag(ctx), runtime.Flag(ctx)  # lock-free: see Flag
         self.plan = plan
-        self.run: RunDir = plan["run"]
+        self.run = plan.run
         self.total_frames = args.total_frames
         self.specs = make_specs(plan, args, impl)
         held = lock.inherit() if lock is not None and lock.fd is not None else None
@@ -591,7 +290,7 @@ class Supervisor:
                       for s in self.specs}
         self.learners = {s.name for s in self.specs if s.row.learner}
         self.collectors = {s.name for s in self.specs if s.row.collects}
-        self.status = Status(plan, show_waits=True)
+        self.status = Status(plan.run, plan.config, plan.model_based, show_waits=True)
         self.failure: tuple[str, int | None] | None = None
         self.interrupted: list[int] = []
         self.deadline: float | None = None  # when stopping children get killed
@@ -606,7 +305,7 @@ class Supervisor:
         for p in self.procs.values():
             p.start()
         print(f"started {', '.join(self.procs)} for {self.run.path} "
-              f"({self.plan['device_note']})", flush=True)
+              f"({self.plan.device_note})", flush=True)
 
     def _on_signal(self, signum, _frame) -> None:
         if not self.interrupted:
@@ -697,15 +396,14 @@ class Supervisor:
                   f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
             return 1
         if self.finish.is_set() and self.total_frames is not None:
-            util.atomic_write_json(self.run.finished_file, {
-                "total_frames": self.total_frames, "frames": self.status.frames(),
-                "policy_updates": self.status.updates(POLICY),
-                "worldmodel_updates": self.status.updates(WORLDMODEL)})
+            util.atomic_write_json(self.run.finished_file, finished_record(
+                self.total_frames, self.status.frames(),
+                {role: self.status.updates(role) for role in LEARNERS}))
             print(f"reached {self.total_frames} frames; run saved in {self.run.path}")
         return 0
 
 
-def supervise(plan: dict, args: argparse.Namespace, impl: dict | None = None,
+def supervise(plan: Plan, args: argparse.Namespace, impl: dict | None = None,
               lock: RunLock | None = None) -> int:
     """Start every child, watch them, stop them; the return value is the exit status. Each
     child gets a descriptor of the run's `lock` and holds it until it exits."""
@@ -745,28 +443,29 @@ def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
             json.dump(config_lib.load_config(args.config), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0
-        plan = prepare(args)
-        if not plan["run"].lock_file.exists():
-            # No lock file, so no live owner: a refusal (or a finished run) now leaves the
-            # folder as it was (taking the lock would create state/owner.lock). Otherwise the
-            # checks run again under the lock.
-            done = check_run(dict(plan, notes=[]), args, impl, shapes=False)
-            if done is not None:
-                print(done, flush=True)
+        plan = preflight.prepare(args)
+        if not plan.run.lock_file.exists():
+            # A preview: no lock file, so no live owner, and a refusal (or a finished run) now
+            # leaves the folder as it was (taking the lock would create state/owner.lock). The
+            # check that counts is the one under the lock below.
+            preview = preflight.check_run(plan, args, impl, compare_shapes=False)
+            if preview.finished is not None:
+                print(preview.finished, flush=True)
                 return 0
-        lock = take_lock(plan["run"])
-        done = check_run(plan, args, impl)
-        if done is not None:
-            print(done, flush=True)
+        lock = take_lock(plan.run)
+        check = preflight.check_run(plan, args, impl)
+        if check.finished is not None:
+            print(check.finished, flush=True)
             lock.release(discard=True)
             return 0
+        plan = plan.with_check(check)
         lock.record_holder(" ".join(["master.py", *(sys.argv[1:] if argv is None else argv)]))
         started = True
         create_run(plan, args)
     except Exception as e:  # user errors are one sentence; anything else is a real bug
         if lock is not None:
             lock.release(discard=not started)  # a refused start leaves no lock file behind
-        if not _is_user_error(e):
+        if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -774,12 +473,6 @@ def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
         return supervise(plan, args, impl, lock)
     finally:
         lock.release()
-
-
-def _is_user_error(e: Exception) -> bool:
-    names = {"ConfigError", "UserError", "EnvError", "ReplayError", "CheckpointError",
-             "RunLocked"}
-    return type(e).__name__ in names
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ from typing import NamedTuple
 import numpy as np
 import portalocker
 
+from errors import UserError
+
 VERSION = 1
 MAGIC = b"STEVERB1"
 HEADER_BYTES = 4096
@@ -101,7 +103,7 @@ _COUNT_OFFSET = 64
 _OPTIMISTIC_TRIES = 4
 
 
-class ReplayError(RuntimeError):
+class ReplayError(UserError, RuntimeError):
     """A problem with the replay buffer that the user can fix (space, missing or mismatched)."""
 
 
@@ -158,6 +160,32 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_header(folder: Path, obs_dims: int, action_dims: int, capacity: int, slots: int,
+                  max_append: int) -> None:
+    """Write `layout.json` and `header.bin` (count 0, fsynced) of a new buffer into `folder`."""
+    layout = {
+        "version": VERSION,
+        "obs_dims": obs_dims,
+        "action_dims": action_dims,
+        "capacity": capacity,
+        "slots": slots,
+        "max_append": max_append,
+        "row": "[obs | next_obs | action | reward | terminal] float32 little-endian",
+        "frame f is in row": "f % slots",
+        "count": "uint64 at byte 64 of header.bin; the only field that changes",
+    }
+    (folder / _LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
+    static = _STATIC.pack(MAGIC, VERSION, obs_dims, action_dims, capacity, slots,
+                          max_append)
+    header = bytearray(HEADER_BYTES)
+    header[: _STATIC.size] = static
+    struct.pack_into("<Q", header, _CRC_OFFSET, zlib.crc32(static))
+    struct.pack_into("<Q", header, _COUNT_OFFSET, 0)
+    with open(folder / _HEADER_FILE, "wb") as f:
+        f.write(header)
+        os.fsync(f.fileno())
 
 
 class ReplayBuffer:
@@ -225,27 +253,7 @@ class ReplayBuffer:
                 f.truncate(slots * _row_floats(obs_dims, action_dims) * 4)
                 os.fsync(f.fileno())
             (tmp / _LOCK_FILE).touch()
-            layout = {
-                "version": VERSION,
-                "obs_dims": obs_dims,
-                "action_dims": action_dims,
-                "capacity": capacity,
-                "slots": slots,
-                "max_append": max_append,
-                "row": "[obs | next_obs | action | reward | terminal] float32 little-endian",
-                "frame f is in row": "f % slots",
-                "count": "uint64 at byte 64 of header.bin; the only field that changes",
-            }
-            (tmp / _LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
-            static = _STATIC.pack(MAGIC, VERSION, obs_dims, action_dims, capacity, slots,
-                                  max_append)
-            header = bytearray(HEADER_BYTES)
-            header[: _STATIC.size] = static
-            struct.pack_into("<Q", header, _CRC_OFFSET, zlib.crc32(static))
-            struct.pack_into("<Q", header, _COUNT_OFFSET, 0)
-            with open(tmp / _HEADER_FILE, "wb") as f:
-                f.write(header)
-                os.fsync(f.fileno())
+            _write_header(tmp, obs_dims, action_dims, capacity, slots, max_append)
             _fsync_dir(tmp)
             os.rename(tmp, path)  # replaces an empty folder, fails on a non-empty one
         except BaseException:

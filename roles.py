@@ -123,6 +123,9 @@ def learners(config: dict) -> list[Role]:
 
 def load(name: str):
     """The object a "module:name" string of the table names (imported now)."""
+    # Strings, not the functions and classes themselves: the master builds and reads the table
+    # but must never import the learners' and actors' modules, which import TensorFlow; only a
+    # child imports them, after runtime.child_main has set its CUDA_VISIBLE_DEVICES.
     module_name, _, attribute = name.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 

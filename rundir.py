@@ -19,7 +19,12 @@ Every process of a run opens the same folder (2018 layout, extended):
 
 `Progress` is a tiny memory-mapped array of int64 counters (learner update counts and phases),
 written by one process each and read by all: an aligned 8-byte store is atomic, so no lock is
-needed. Frames are not counted here: the replay buffer's count is the frame counter.
+needed. Frames are not counted here: the replay buffer's count is the frame counter. Its fields
+are read and written by role (`updates(role)`, `set_counters`, `phase`, `set_phase`).
+
+`find_checkpoints` says which checkpoints a path names (a run folder, its checkpoints/ or
+backups/ folder, one backup or one ckpt-<n>), for the tools that load a trained agent
+(visualizer.py, bench/target_quality.py); it reads only checkpoint.py's layout, no TensorFlow.
 
 `RunLock` makes one master the only owner of a run folder: an exclusive flock on
 `state/owner.lock`, taken before the master writes anything and held, through a shared file
@@ -43,6 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import portalocker
+
+import checkpoint  # its layout functions import no TensorFlow
+import roles
+from checkpoint import CheckpointError
+from errors import UserError
 
 # state/progress.bin: an update count, an epoch and a phase per learner role (roles.LEARNERS).
 PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
@@ -77,6 +87,14 @@ class RunDir:
         return cls(root=str(Path(base) / env / name), name=name, log_path=config["log_path"],
                    save_model_path=config["save_model_path"])
 
+    @classmethod
+    def at(cls, path: str | os.PathLike, save_model_path: str | None = None) -> RunDir:
+        """The run folder `path`, read with the default layout (log/, and checkpoints/ unless
+        `save_model_path` names the config's other folder)."""
+        path = Path(path)
+        return cls(root=str(path), name=path.name,
+                   save_model_path=save_model_path or cls.save_model_path)
+
     @property
     def path(self) -> Path:
         return Path(self.root)
@@ -106,6 +124,10 @@ class RunDir:
     @property
     def backups(self) -> Path:
         return self.checkpoints / "backups"
+
+    def backup_dir(self, role: str) -> Path:
+        """The numbered backups of a learner role: `<backups>/<role>/<updates>/`."""
+        return self.backups / role
 
     @property
     def replay(self) -> Path:
@@ -168,7 +190,17 @@ class RunDir:
                 entry.unlink()
 
 
-class RunLocked(Exception):
+def find_run_folder(path: str | os.PathLike) -> Path | None:
+    """The run folder at or above `path` (the run itself or any folder inside it): the nearest one
+    holding log/hps.json, where master.py saves the resolved config. None when there is none."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if RunDir.at(folder).hps.is_file():
+            return folder
+    return None
+
+
+class RunLocked(UserError):
     """The run is owned by another process; the message names it."""
 
 
@@ -332,6 +364,36 @@ class Progress:
     def set(self, field: str, value: int) -> None:
         self._array[PROGRESS_FIELDS.index(field)] = value
 
+    # The fields by role (roles.LEARNERS): the one place that spells `<role>_<counter>`.
+    def updates(self, role: str) -> int:
+        return self.get(progress_field(role, "updates"))
+
+    def epoch(self, role: str) -> int:
+        return self.get(progress_field(role, "epoch"))
+
+    def phase(self, role: str) -> int:
+        return self.get(progress_field(role, "phase"))
+
+    def set_counters(self, role: str, updates: int, epoch: int) -> None:
+        self.set(progress_field(role, "updates"), updates)
+        self.set(progress_field(role, "epoch"), epoch)
+
+    def set_phase(self, role: str, phase: int) -> None:
+        self.set(progress_field(role, "phase"), phase)
+
+
+def progress_field(role: str, counter: str) -> str:
+    """The name of a learner role's counter ("updates", "epoch" or "phase") in PROGRESS_FIELDS,
+    e.g. "policy_updates"; state/finished.json uses the same names for the update counts."""
+    return f"{role}_{counter}"
+
+
+def finished_record(total_frames: int, frames: int, updates: dict[str, int]) -> dict:
+    """The contents of state/finished.json: the budget, the frames collected and each learner
+    role's update count (as `<role>_updates`)."""
+    return {"total_frames": total_frames, "frames": frames,
+            **{progress_field(role, "updates"): n for role, n in updates.items()}}
+
 
 def append_greedy_row(path: str | os.PathLike, hours: float, epoch: int, frames: int,
                       score: float) -> None:
@@ -370,3 +432,144 @@ def last_greedy_row(path: str | os.PathLike) -> tuple[float, int, int, float] | 
             except ValueError:
                 continue
     return None
+
+
+# ------------------------------------------------------------------------------ checkpoints
+#
+# Which checkpoints a path names, for the tools that load a trained agent (visualizer.py,
+# bench/target_quality.py): a run folder, its checkpoints/ or backups/ folder, one numbered
+# backup or one ckpt-<n> folder. Reads only the checkpoint layout (checkpoint.py: no TensorFlow).
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoint folders to restore, and the run they belong to (None if unknown)."""
+
+    policy: Path
+    worldmodel: Path | None
+    run_root: Path | None
+
+
+def _newest(role_dir: Path) -> Path | None:
+    """The newest complete checkpoint in a role folder: checkpoint.latest_checkpoint's (the
+    `ckpt-<n>` latest.json points to, else the highest complete one), else its highest numbered
+    backup."""
+    if not role_dir.is_dir():
+        return None
+    latest = checkpoint.latest_checkpoint(str(role_dir))
+    if latest is not None:
+        return Path(latest)
+    numbered = [p for p in role_dir.iterdir() if p.name.isdigit() and checkpoint.is_complete(p)]
+    return max(numbered, key=lambda p: int(p.name)) if numbered else None
+
+
+def _nearest_by_frames(candidates: list[Path], frames: int) -> Path | None:
+    """The candidate with the most frames not beyond `frames` (else the one with the fewest),
+    ties broken by the most updates."""
+    def key(p: Path) -> tuple[int, int]:
+        c = checkpoint.read_counters(p)
+        return int(c.get("frames", 0)), int(c.get("updates", 0))
+
+    if not candidates:
+        return None
+    before = [p for p in candidates if key(p)[0] <= frames]
+    if before:
+        return max(before, key=key)
+    return min(candidates, key=key)
+
+
+def _role_candidates(role_dir: Path) -> list[Path]:
+    if not role_dir.is_dir():
+        return []
+    return [p for p in role_dir.iterdir() if checkpoint.is_complete(p)]
+
+
+def _run_root(path: Path, save_model_path: str) -> Path | None:
+    """The run folder holding `path`: the parent of its nearest ancestor named like the config's
+    save_model_path (e.g. `checkpoints`)."""
+    name = Path(save_model_path).name
+    for folder in (path, *path.parents):
+        if folder.name == name:
+            return folder.parent
+    return None
+
+
+def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict,
+                     label: str = "the config") -> Checkpoints:
+    """Resolve CHECKPOINT_DIR into the policy (and world-model) checkpoint folders to load;
+    `label` names the config in messages."""
+    import config as config_lib
+
+    given = Path(checkpoint_dir)
+    path = given.resolve()
+    model_based = config_lib.is_model_based(config)
+    save_model_path = config.get("save_model_path") or "checkpoints"
+    hint = (f"give a run's {save_model_path}/ folder or one of its numbered backups such as "
+            f"{save_model_path}/backups/policy/<updates>/")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint folder {given} does not exist; {hint}.")
+    if not path.is_dir():
+        raise CheckpointError(f"{given} is a file, not a checkpoint folder; {hint}.")
+
+    if not (path / "policy").is_dir() and (path / save_model_path / "policy").is_dir():
+        path = path / save_model_path  # the run folder itself
+    if (path / "policy").is_dir():  # a checkpoints/ (or backups/) folder
+        return _newest_in_folder(path, model_based, save_model_path, label, hint)
+
+    if checkpoint.is_complete(path):  # one checkpoint: a numbered backup or a ckpt-<n> folder
+        return _around_one_checkpoint(given, path, model_based, save_model_path, label, hint)
+    raise CheckpointError(f"{given} holds no STEVE checkpoint (neither a policy/ folder nor "
+                          f"variables.index and counters.json); {hint}.")
+
+
+def _around_one_checkpoint(given: Path, path: Path, model_based: bool, save_model_path: str,
+                           label: str, hint: str) -> Checkpoints:
+    """find_checkpoints for one checkpoint folder (a numbered backup or a `ckpt-<n>`): it and
+    the other learner's checkpoint nearest to it in frames."""
+    role = path.parent.name
+    if role not in roles.LEARNERS:
+        raise CheckpointError(f"{given} is a checkpoint but not inside a policy/ or "
+                              f"worldmodel/ folder, so it is unclear what it holds; {hint}.")
+    run_root = _run_root(path, save_model_path)
+    frames = int(checkpoint.read_counters(path).get("frames", 0))
+    holds_model = roles.ROLE[role].model_only  # else it holds the policy
+    (other_role,) = [r for r in roles.LEARNERS if r != role]
+    if holds_model or model_based:
+        other = _nearest_by_frames(_role_candidates(path.parent.parent / other_role), frames)
+        if other is None and run_root is not None:
+            other = _newest(run_root / save_model_path / other_role)
+    else:
+        other = None
+    if not holds_model:
+        if model_based and other is None:
+            raise CheckpointError(f"no world-model checkpoint was found next to {given} "
+                                  f"(looked in {path.parent.parent / 'worldmodel'}); this "
+                                  f"model-based config needs one, so {hint}.")
+        return Checkpoints(path, other, run_root)
+    if not model_based:
+        raise CheckpointError(f"{given} is a world-model checkpoint but {label} is "
+                              f"model-free; give a policy checkpoint folder instead.")
+    if other is None:
+        raise CheckpointError(f"no policy checkpoint was found next to the world-model "
+                              f"checkpoint {given}; {hint}.")
+    return Checkpoints(other, path, run_root)
+
+
+def _newest_in_folder(path: Path, model_based: bool, save_model_path: str, label: str,
+                      hint: str) -> Checkpoints:
+    """find_checkpoints for a folder holding `policy/` (and `worldmodel/`): a run's checkpoints/
+    or its backups/; the newest checkpoint of each."""
+    policy = _newest(path / "policy")
+    if policy is None:
+        raise CheckpointError(f"{path / 'policy'} holds no complete checkpoint yet; wait for "
+                              f"the policy learner's first save, or {hint}.")
+    worldmodel = _newest(path / "worldmodel") if model_based else None
+    if model_based and not (path / "worldmodel").is_dir():
+        raise CheckpointError(f"{path} has no worldmodel/ folder, so it comes from a "
+                              f"model-free run, but {label} is model-based; give the config "
+                              f"the run was made with.")
+    if model_based and worldmodel is None:
+        raise CheckpointError(f"{path / 'worldmodel'} holds no complete world-model "
+                              f"checkpoint, which this model-based config needs; wait for "
+                              f"the world-model learner's first save, or {hint}.")
+    return Checkpoints(policy, worldmodel, _run_root(path, save_model_path))

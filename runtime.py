@@ -26,7 +26,6 @@ exit.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import re
@@ -38,6 +37,7 @@ import traceback
 import warnings
 
 import roles
+import util
 from roles import ProcessSpec
 
 
@@ -88,10 +88,7 @@ def _redirect_output(path) -> None:
 def _stop_when_parent_dies(stop) -> None:
     """Ask the kernel for SIGTERM (which sets `stop`) when the master dies, even by SIGKILL."""
     parent = multiprocessing.parent_process()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
+    if not util.sigterm_when_parent_dies():
         return  # not Linux: the master's own shutdown still stops every child
     if parent is not None and os.getppid() != parent.pid:
         stop.set()  # the master died before the request was in place

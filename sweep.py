@@ -13,16 +13,18 @@ Without `--address`, a local Ray instance sized to this machine is started on 12
 stopped at the end); with one, the sweep joins that cluster. Every node must see this project at
 the same path, with the same Python, and the output root on a shared file system.
 
-Inside a task, a small guard process (`_guard_main`) sits between the Ray worker and master.py:
-it takes the run's lock (the one master.py takes, `state/owner.lock` in the run folder, see
-rundir.RunLock, so a guard and a master started by hand never share a run), decides from the
-run folder how to start, runs master.py and sends it SIGTERM when asked to stop (its own
-SIGTERM, or a stop-request file the sweep writes on Ctrl-C; the task itself never blocks on
+Inside a task, a small guard process (sweep_guard.py) sits between the Ray worker and
+master.py: it takes the run's lock (the one master.py takes, `state/owner.lock` in the run
+folder, see rundir.RunLock, so a guard and a master started by hand never share a run), decides
+from the run folder how to start, runs master.py and sends it SIGTERM when asked to stop (its
+own SIGTERM, or a stop-request file the sweep writes on Ctrl-C; the task itself never blocks on
 Ray, since Ray lends a blocked task's CPUs to other tasks). The guard hands its locked
 descriptor to master.py (`STEVE_RUN_LOCK_FD`), which shares it with its children. If the worker
 dies (its node removed, the task killed), master.py gets SIGTERM through the kernel's
 parent-death signal and writes its final checkpoints; the run's lock stays held until the last
-process of the attempt has exited, so a retry never overlaps the attempt before it.
+process of the attempt has exited, so a retry never overlaps the attempt before it. The driver,
+the task and the guard exchange one value per attempt, a `sweep_guard.SweepJob`; the runs and
+their reservations are planned by sweep_plan.py.
 
 How a run starts (decided after taking its lock, again on every retry):
 - `state/finished.json` records a budget >= --total-frames: done, nothing is started;
@@ -62,180 +64,41 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import checkpoint  # its pointer readers import no TensorFlow
-import config as config_lib
 import util
+from errors import UserError
 from roles import LEARNERS, POLICY
-from rundir import LOCK_ENV, Progress, RunDir, RunLock, RunLocked, describe_holder, last_greedy_row
+from rundir import Progress, RunDir, last_greedy_row
+from sweep_guard import (
+    DONE,
+    NEW,
+    PROJECT_DIR,
+    RESTART,
+    RESUME,
+    SweepJob,
+    run_state,
+    sweep_files,
+)
+from sweep_plan import (
+    MEMORY_PER_PROCESS,
+    RunRequest,
+    RunResult,
+    SweepError,
+    check_fits,
+    gpus_per_run,
+    plan_runs,
+)
 
-PROJECT_DIR = Path(__file__).resolve().parent
-MASTER = PROJECT_DIR / "master.py"
 DEFAULT_TOTAL_FRAMES = 1_000_000  # a paper-length run (PLATFORM.md: a GPU job)
-MEMORY_PER_PROCESS = 800 * 2**20  # TensorFlow + an environment: about 0.7 GB per process
 STATUS_SECONDS = 5.0
 DEFAULT_RETRIES = 3
 LOCK_WAIT_SECONDS = 180.0  # how long a retry waits for the attempt before it to stop
 CONNECT_SECONDS = 5.0
-STOP_POLL_SECONDS = 0.5  # how often a guard looks for its run's stop request
-SWEEP_DIR = ".sweep"
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps a local Ray on 127.0.0.1
 
-# How a run starts (see the module docstring).
-DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"
-_MASTER_FLAGS = {RESUME: ["--resume"], RESTART: ["--overwrite"], NEW: []}
+# How a run starts (see the module docstring and sweep_guard.run_state).
 _ANNOUNCE = {DONE: "skipping {n} finished run(s)", RESUME: "resuming {n} unfinished run(s)",
              RESTART: "restarting {n} run(s) that have no checkpoint yet",
              NEW: "starting {n} new run(s)"}
-
-# Guard exit statuses beside master.py's own (0 ok, 1 a child died, 2 user error).
-GUARD_LOCK_TIMEOUT = 75
-GUARD_STOPPED = 76
-
-
-class SweepError(Exception):
-    """A problem with the sweep's input or cluster; the message is one sentence with the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRequest:
-    """One (config, seed) pair and what its task reserves."""
-
-    config: str  # absolute path of the config file
-    experiment: str
-    seed: int
-    run: RunDir
-    model_based: bool
-    processes: int
-    cpus: float
-    memory: int  # bytes
-    gpus: int = 0  # set once the cluster is known
-
-    @property
-    def key(self) -> str:
-        """`<ENV>/<RUN>`: how the run is named in tables and messages."""
-        return f"{self.run.path.parent.name}/{self.run.name}"
-
-
-@dataclasses.dataclass
-class RunResult:
-    """How one run of the sweep ended."""
-
-    config: str
-    experiment: str
-    seed: int
-    path: str  # the run folder
-    state: str  # "done", "skipped" (finished before), "failed" or "stopped" (interrupted)
-    attempts: int = 0  # master.py starts in this sweep
-    nodes: list[str] = dataclasses.field(default_factory=list)  # node id of each attempt
-    modes: list[str] = dataclasses.field(default_factory=list)  # new/resume/restart, per attempt
-    frames: int = 0
-    score: float | None = None  # latest greedy score
-    updates_per_frame: float | None = None
-    message: str = ""
-
-
-# ------------------------------------------------------------------------------ planning
-
-
-def plan_runs(configs: Sequence[str | os.PathLike], seeds: int | Sequence[int],
-              output_root: str | os.PathLike | None = None, cpus_per_run: float | None = None,
-              memory_per_run: float | None = None) -> list[RunRequest]:
-    """Resolve every config and list the runs, without touching the disk or Ray.
-
-    `seeds`: a count N (seeds 0..N-1) or the seeds themselves. `memory_per_run` is in GB.
-    Raises SweepError (or config.ConfigError) naming the problem and the fix.
-    """
-    if not configs:
-        raise SweepError("No config was given; name at least one config file.")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise SweepError(f"--seeds {seeds} gives no runs; use 1 or more.")
-        seeds = list(range(seeds))
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise SweepError(f"The seeds {seeds} must be distinct and at least one; fix the list.")
-    if cpus_per_run is not None and cpus_per_run <= 0:
-        raise SweepError(f"--cpus-per-run {cpus_per_run} must be above 0.")
-    if memory_per_run is not None and memory_per_run < 0:
-        raise SweepError(f"--memory-per-run {memory_per_run} must be 0 or more GB.")
-    requests: list[RunRequest] = []
-    seen: dict[str, str] = {}
-    for path in configs:
-        path = Path(path)
-        if not path.is_file():
-            raise SweepError(f"Config file {path} does not exist; give the path of a .json "
-                             f"file (for example config/experiments/goodruns/hopper/"
-                             f"steve3.json).")
-        cfg = config_lib.load_config(path)
-        experiment = config_lib.experiment_name(path)
-        root = Path(output_root if output_root is not None else cfg["output_root"]).resolve()
-        model_based = config_lib.is_model_based(cfg)
-        processes = ((2 if model_based else 1) + cfg["agent_config"]["count"]
-                     + cfg["evaluator_config"]["count"])
-        memory = (int(memory_per_run * 2**30) if memory_per_run is not None
-                  else processes * MEMORY_PER_PROCESS)
-        for seed in seeds:
-            run = RunDir.for_config(cfg, experiment, seed, str(root))
-            if run.root in seen:
-                raise SweepError(f"{path} and {seen[run.root]} would both write {run.root}; "
-                                 f"rename one of the config files.")
-            seen[run.root] = str(path)
-            requests.append(RunRequest(
-                config=str(path.resolve()), experiment=experiment, seed=seed, run=run,
-                model_based=model_based, processes=processes,
-                cpus=float(cpus_per_run if cpus_per_run is not None else processes),
-                memory=memory))
-    return requests
-
-
-def run_state(run: RunDir, total_frames: int) -> str:
-    """DONE, RESUME, RESTART or NEW: how the run in `run` would start now."""
-    finished = util.read_json(run.finished_file)
-    if isinstance(finished, dict) and int(finished.get("total_frames", 0)) >= total_frames:
-        return DONE
-    if any((run.checkpoint_dir(role) / "latest.json").is_file() for role in LEARNERS):
-        return RESUME
-    if run.has_content():
-        return RESTART
-    return NEW
-
-
-def sweep_files(run: RunDir) -> tuple[Path, Path]:
-    """(console output, stop request) of a run: `<ENV>/.sweep/<RUN>.{out,stop}`."""
-    folder = run.path.parent / SWEEP_DIR
-    return folder / f"{run.name}.out", folder / f"{run.name}.stop"
-
-
-def gpus_per_run(model_based: bool, cluster_gpus: float) -> int:
-    """2 for model-based, 1 for model-free configs; 0 when the cluster has no GPU."""
-    if cluster_gpus <= 0:
-        return 0
-    return 2 if model_based else 1
-
-
-def check_fits(requests: Sequence[RunRequest], nodes: Sequence[dict]) -> None:
-    """Refuse (SweepError) a run that no single node can hold: it would wait forever."""
-    if not nodes:
-        raise SweepError("The Ray cluster has no live node; start one with `ray start --head`.")
-    for req in requests:
-        need = {"GPU": req.gpus, "CPU": req.cpus, "memory": req.memory}
-        if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
-            continue
-        most = {k: max(node.get(k, 0) for node in nodes) for k in need}
-        if req.gpus > most["GPU"]:
-            raise SweepError(
-                f"{req.key} needs {req.gpus} GPUs but the largest node has {most['GPU']:g}; "
-                f"add a node with {req.gpus} GPUs or run model-free configs only.")
-        if req.cpus > most["CPU"]:
-            raise SweepError(
-                f"{req.key} reserves {req.cpus:g} CPUs but the largest node has "
-                f"{most['CPU']:g}; lower --cpus-per-run to {most['CPU']:g} or less.")
-        if req.memory > most["memory"]:
-            raise SweepError(
-                f"{req.key} reserves {req.memory / 2**30:.1f} GB of memory but the largest "
-                f"node offers {most['memory'] / 2**30:.1f} GB to Ray; lower --memory-per-run.")
-        raise SweepError(f"{req.key} needs {req.gpus} GPUs, {req.cpus:g} CPUs and "
-                         f"{req.memory / 2**30:.1f} GB on one node and no node has all three; "
-                         f"lower --cpus-per-run or --memory-per-run.")
 
 
 # ------------------------------------------------------------------------------ Ray
@@ -316,7 +179,7 @@ class _Board:
         return dict(self.placed)
 
 
-def _run_task(job: dict, board) -> dict:
+def _run_task(job: SweepJob, board) -> dict:
     """The Ray task of one attempt: start the guard (which runs master.py) and wait for it.
 
     It never blocks on another Ray object: Ray lends a blocked task's CPUs to other tasks,
@@ -326,16 +189,16 @@ def _run_task(job: dict, board) -> dict:
 
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()
-    board.started.remote(job["key"], job["attempt"], node_id, ip)  # not waited for
+    board.started.remote(job.key, job.attempt, node_id, ip)  # not waited for
     env = dict(os.environ)
-    if job["gpus"] == 0:
+    if job.gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU reservation sees no GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_DIR), env.get("PYTHONPATH", "")])
-    job = dict(job, parent=os.getpid())
+    job = dataclasses.replace(job, parent=os.getpid())
     guard = subprocess.Popen(
-        [sys.executable, "-c", "import sys, sweep; sys.exit(sweep._guard_main(sys.argv[1]))",
-         json.dumps(job)], cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import sys, sweep_guard; sys.exit(sweep_guard.main(sys.argv[1]))",
+         job.to_json()], cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, text=True)
     while True:
         try:
             guard.wait()
@@ -350,163 +213,16 @@ def _run_task(job: dict, board) -> dict:
     return report
 
 
-# ------------------------------------------------------------------------------ the guard
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to send SIGTERM when the parent dies; exit now if it is already gone."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    if parent and os.getppid() != parent:
-        sys.exit(GUARD_STOPPED)
-
-
-def _master_preexec() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
-
-
-def _tail_message(path: Path, offset: int) -> str:
-    """The last `error:` line master.py wrote after `offset`, else its last line."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
-    except FileNotFoundError:
-        return ""
-    lines = [ln for ln in lines if ln]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return (errors or lines or [""])[-1]
-
-
-def _guard_main(job_json: str) -> int:
-    """Between the Ray worker and master.py: lock, decide how to start, run, forward SIGTERM.
-
-    Prints one JSON line for the task: {"mode", "returncode", "message", "stop_requested"}.
-    """
-    job = json.loads(job_json)
-    _die_with_parent(job.get("parent", 0))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # Ray blocks
-    return _Guard(job).main()
-
-
-class _Guard:
-    """The guard of one attempt (see the module docstring): `take_lock`, decide how the run
-    starts, `start_master`, `wait_master` while forwarding a stop request, `report`."""
-
-    def __init__(self, job: dict):
-        self.job = job
-        self.stop: list[int] = []  # the signals (0: the stop-request file) that asked to stop
-        self.master: subprocess.Popen | None = None
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        self.run = RunDir(**job["run"])
-        self.out_path, self.stop_path = sweep_files(self.run)
-        self.lock = RunLock(self.run)
-
-    def _on_signal(self, signum, _frame) -> None:
-        self.stop.append(signum)
-        if self.master is not None and self.master.poll() is None:
-            self.master.send_signal(signal.SIGTERM)
-
-    def report(self, mode: str, returncode: int | None, message: str = "") -> None:
-        print(json.dumps({"mode": mode, "returncode": returncode, "message": message,
-                          "stop_requested": bool(self.stop)}), flush=True)
-
-    def main(self) -> int:
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        refused = self.take_lock()
-        if refused is not None:
-            return refused
-        self.lock.record_holder(f"sweep.py's guard of attempt {self.job['attempt']}")
-        mode = run_state(self.run, self.job["total_frames"])
-        if mode == DONE:
-            self.report(DONE, 0)
-            return 0
-        if self.stop:
-            self.report("", None, "stopped before it started")
-            return GUARD_STOPPED
-        offset = self.start_master(mode)
-        returncode = self.wait_master()
-        with contextlib.suppress(FileNotFoundError):
-            self.stop_path.unlink()
-        self.report(mode, returncode,
-                    _tail_message(self.out_path, offset) if returncode else "")
-        return 0
-
-    def take_lock(self) -> int | None:
-        """Wait (at most `lock_wait` seconds) for the run's lock, which the attempt before may
-        still hold; None once it is ours, else the guard's exit status (reported)."""
-        deadline = time.time() + self.job["lock_wait"]
-        while True:
-            if self.stop_path.exists():
-                self.stop.append(0)
-            try:
-                self.lock.acquire()
-                return None
-            except RunLocked:
-                if self.stop:
-                    self.report("", None, "stopped before it started")
-                    return GUARD_STOPPED
-                if time.time() > deadline:
-                    self.report("", None, f"{describe_holder(self.lock.path)} still held the "
-                                          f"run's lock ({self.lock.path}) after "
-                                          f"{self.job['lock_wait']:.0f} s")
-                    return GUARD_LOCK_TIMEOUT
-                time.sleep(0.5)
-
-    def start_master(self, mode: str) -> int:
-        """Start master.py with our lock, its output appended to the run's .out file; returns
-        where this attempt's output begins in that file."""
-        job = self.job
-        argv = [sys.executable, str(MASTER), job["config"], "0",
-                "--total-frames", str(job["total_frames"]), "--output-root", job["output_root"],
-                "--seed", str(job["seed"])] + _MASTER_FLAGS[mode]
-        if job.get("cpus"):  # the run's reservation sizes its learners' thread pools
-            argv += ["--cpus", str(max(1, int(job["cpus"])))]
-        env = dict(os.environ, **{LOCK_ENV: str(self.lock.fd)})  # master.py takes over our lock
-        with open(self.out_path, "ab") as out:
-            out.write(f"\n=== attempt {job['attempt']} ({mode}) on {socket.gethostname()} at "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
-            out.flush()
-            offset = out.tell()
-            self.master = subprocess.Popen(
-                argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, pass_fds=(self.lock.fd,), env=env,
-                preexec_fn=_master_preexec, start_new_session=True)
-        return offset
-
-    def wait_master(self) -> int:
-        """master.py's exit status; a stop request (a signal or the file) is passed on to it as
-        SIGTERM."""
-        proc = self.master
-        while True:
-            if self.stop or self.stop_path.exists():
-                if not self.stop:
-                    self.stop.append(0)
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)  # again is harmless: master stops once
-                return proc.wait()
-            try:
-                return proc.wait(timeout=STOP_POLL_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
-
-
 # ------------------------------------------------------------------------------ progress
 
 
 def run_progress(run: RunDir) -> dict:
     """frames, latest greedy score and updates/frame of a run, read from its folder."""
-    frames = None
-    if (run.replay / "header.bin").is_file():
-        with contextlib.suppress(Exception):
-            import replay
+    import replay
 
+    frames = None
+    if replay.ReplayBuffer.exists(run.replay):
+        with contextlib.suppress(Exception):
             with replay.ReplayBuffer.open(run.replay) as buf:
                 frames = buf.count
     if frames is None:
@@ -514,7 +230,7 @@ def run_progress(run: RunDir) -> dict:
         frames = max([int(c.get("frames", 0)) for c in counters] + [0])
     updates = None
     with contextlib.suppress(Exception):
-        updates = Progress(run.progress_file, read_only=True).get(f"{POLICY}_updates")
+        updates = Progress(run.progress_file, read_only=True).updates(POLICY)
     row = last_greedy_row(run.greedy_csv)
     return {"frames": int(frames), "score": row[3] if row else None,
             "updates_per_frame": updates / frames if updates is not None and frames else None}
@@ -757,11 +473,10 @@ class _Sweep:
         """Start the next attempt of a run: one Ray task holding the run's reservation."""
         res = self.results[req.key]
         res.attempts += 1
-        job = {"key": req.key, "attempt": res.attempts, "config": req.config, "seed": req.seed,
-               "total_frames": self.total_frames,
-               "output_root": str(req.run.path.parent.parent),
-               "run": dataclasses.asdict(req.run), "gpus": req.gpus, "cpus": req.cpus,
-               "lock_wait": self.lock_wait}
+        job = SweepJob(key=req.key, attempt=res.attempts, config=req.config, seed=req.seed,
+                       total_frames=self.total_frames,
+                       output_root=str(req.run.path.parent.parent), run=req.run,
+                       gpus=req.gpus, cpus=req.cpus, lock_wait=self.lock_wait)
         ref = self.task.options(num_cpus=req.cpus, num_gpus=req.gpus, memory=req.memory or None,
                                 max_retries=0, name=f"sweep:{req.key}").remote(job, self.board)
         self.running[ref] = req
@@ -912,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
                             memory_per_run=args.memory_per_run, retries=args.retries,
                             status_seconds=args.status_every)
-    except (SweepError, config_lib.ConfigError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -78,6 +78,8 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import UserError
+
 ENV_NAME = "Toy-v1"
 LAST_STATE = 100  # states 0..LAST_STATE are non-terminal
 N_STATES = LAST_STATE + 1  # non-terminal states
@@ -110,7 +112,7 @@ TARGET_ERROR_NAMES = (
 )
 
 
-class ToyDemoError(ValueError):
+class ToyDemoError(UserError, ValueError):
     """A setting of the toy demo that a user gave is unusable."""
 
 
@@ -460,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_all(args.trials, args.steps, args.seed)
         ran = time.perf_counter() - started
         paths = write_outputs(results, Path(args.out))
-    except ToyDemoError as err:
+    except UserError as err:
         print(f"toy_demo: {err}", file=sys.stderr)
         return 2
     except OSError as err:

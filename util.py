@@ -6,8 +6,10 @@ place, so a reader in another process sees either the old file or the new one, n
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -49,14 +51,16 @@ def read_json(path: str | os.PathLike, default: object = None) -> object:
         return default
 
 
-def find_run_folder(path: str | os.PathLike) -> Path | None:
-    """The run folder at or above `path` (the run itself or any folder inside it): the nearest one
-    holding log/hps.json, where master.py saves the resolved config. None when there is none."""
-    path = Path(path)
-    for folder in (path, *path.parents):
-        if (folder / "log" / "hps.json").is_file():
-            return folder
-    return None
+def sigterm_when_parent_dies() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG); False where that cannot be asked (not Linux). Never raises, so
+    it also serves as a subprocess `preexec_fn`. The caller checks afterwards whether the
+    parent died before the request was in place (`os.getppid()` changed)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:
+        return False
+    return True
 
 
 def format_count(n: float) -> str:

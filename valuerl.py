@@ -19,36 +19,24 @@ Rollout layout (time first, then the sample axes, batch last):
 With `policy_config.backbone: "td3"` (docs/BACKBONES.md) the rollout's actions come from a target
 policy pi' with clipped smoothing noise, V_t is the clipped double-Q over cyclic pairs of target
 members (`clipped_double_q`), policy steps are delayed and both targets follow by Polyak averaging;
-the grid, moments and reductions are the same functions.
+the grid, moments and reductions are the same functions. In ValueRL these differences sit in two
+places: the target side (`_target_action`, `_target_value`) and what follows the Q step
+(`_after_q_step`).
 The target grid is computed in float64 (cheap: at most a few hundred thousand numbers), so that
 STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
 
-Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.discount`;
-`policy_config.{hidden_dim, hidden_layers, ensemble_init, ensemble_batch, backbone, td3,
-explore_noise, learning_rate, pretanh_penalty, variance_epsilon, covariance_ridge, bayesian,
-value_expansion}`;
-`model_config.bayesian` (member counts M and N).
+Config keys read: see valuerl_settings.py (`Settings`, read once per ValueRL).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 import nn
-
-BACKBONES = ("ddpg", "td3")
-
-
-class Td3(NamedTuple):
-    """`policy_config.td3` (read only with `backbone: "td3"`)."""
-
-    target_noise: float  # std of the target-policy smoothing noise, in action units ([-1, 1])
-    target_noise_clip: float  # the smoothing noise is clipped to +-this
-    policy_delay: int  # a policy step (and target update) after every d-th Q step
-    tau: float  # Polyak rate of the target nets: target <- tau * net + (1 - tau) * target
+from valuerl_settings import Settings, Td3
 
 
 class _Compiled:
@@ -225,72 +213,41 @@ def average_model_use(w: tf.Tensor) -> tf.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _full_batch(block: dict, sizes: nn.EnsembleSizes, where: str) -> bool:
-    """Read `ensemble_batch` ("split", the 2018 default, or "full"); "full" trains every member,
-    so it needs train_sample_count == ensemble_size."""
-    mode = str(block.get("ensemble_batch") or "split")
-    if mode == "full" and sizes.train_sample_count != sizes.ensemble_size:
-        raise ValueError(
-            f"{where}.ensemble_batch is \"full\" (every member trains on the whole batch), but "
-            f"train_sample_count ({sizes.train_sample_count}) is below ensemble_size "
-            f"({sizes.ensemble_size}); set them equal or use \"split\"."
-        )
-    return mode == "full"
-
-
 class ValueRL(tf.Module):
     """Policy pi (pre-tanh output), Q ensemble, target Q', their two Adam optimizers and a
-    random generator (member draws, exploration noise), all checkpointed together."""
+    random generator (member draws, exploration noise), all checkpointed together; with the TD3
+    backbone also the target policy pi'.
+
+    The two backbones differ in two places only: the target side of the Q update
+    (`_target_action` and `_target_value`: DDPG bootstraps with tanh(pi(x)) and the target
+    members Q'_k, TD3 with pi' plus clipped smoothing noise and the clipped double-Q) and what
+    follows the Q step (`_after_q_step`: DDPG's simultaneous policy step, TD3's delayed policy
+    step and Polyak update). The learner refreshes DDPG's Q' by a hard copy every epoch
+    (`copy_to_target`)."""
 
     def __init__(self, config: dict, seed: int, jit_compile: bool = True):
         super().__init__(name="valuerl")
-        env, pc = config["env"], config["policy_config"]
-        self.obs_dims, self.action_dims = int(env["obs_dims"]), int(env["action_dims"])
-        self.gamma = float(env["discount"])
-        self.reward_scale = float(env.get("reward_scale", 1.0))
-        self.pretanh_penalty = float(pc.get("pretanh_penalty", 1e-3))
-        self.variance_epsilon = float(pc.get("variance_epsilon", 1e-8))
-        self.covariance_ridge = float(pc.get("covariance_ridge", 1e-3))
-        self.q_sizes = nn.ensemble_sizes(pc.get("bayesian"), "policy_config.bayesian")
-        self.value_expansion = dict(pc.get("value_expansion") or {})
-        model = config.get("model_config") or {}
-        if self.value_expansion and not model:
-            raise ValueError(
-                "policy_config.value_expansion needs a model_config block (a world model to roll "
-                "out); add one or remove value_expansion."
-            )
-        bayes = (model.get("bayesian") or {}) if model else {}
-        self.transition_sizes = nn.ensemble_sizes(
-            bayes.get("transition"), "model_config.bayesian.transition"
-        )
-        self.reward_sizes = nn.ensemble_sizes(bayes.get("reward"), "model_config.bayesian.reward")
-        self.rollout_len = int(self.value_expansion.get("rollout_len", 0) or 0)
-        if self.value_expansion and self.rollout_len < 1:
-            raise ValueError(
-                "policy_config.value_expansion.rollout_len must be a positive integer; set it."
-            )
-        self.backbone = str(pc.get("backbone", "ddpg"))
-        self.td3 = self._read_td3(pc)
-        self.explore_noise = float(pc.get("explore_noise") or 0.0)
-        hidden, layers = int(pc.get("hidden_dim", 128)), int(pc.get("hidden_layers", 4))
-        s, a, E = self.obs_dims, self.action_dims, self.q_sizes.ensemble_size
+        self.settings = st = Settings.from_config(config)  # a dataclass: not checkpointed
+        # A dict attribute of a tf.Module is a node of the checkpoint's object graph, so this
+        # copy stays, first, as it always was: the graph of old and new checkpoints is the same.
+        self.value_expansion = dict(st.value_expansion)
+        s, a, E = st.obs_dims, st.action_dims, st.q_sizes.ensemble_size
+        hidden, layers = st.hidden_dim, st.hidden_layers
         init = tf.random.Generator.from_seed(seed * 7919 + 1)
         self.policy = nn.FeedForward(s, a, hidden, layers, init, name="policy")
-        ens_init = str(pc.get("ensemble_init", "stacked"))
-        self.q_full_batch = _full_batch(pc, self.q_sizes, "policy_config")
-        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "q", ens_init)
+        self.q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "q", st.ensemble_init)
         self.target_q = nn.EnsembleFeedForward(s + a, 1, hidden, layers, E, init, "target_q",
-                                               ens_init)
+                                               st.ensemble_init)
         for target, source in zip(self.target_q.variables, self.q.variables, strict=True):
             target.assign(source)
-        if self.td3:  # only then: a DDPG checkpoint holds exactly the variables it always held
+        if st.td3:  # only then: a DDPG checkpoint holds exactly the variables it always held
             self.target_policy = nn.FeedForward(s, a, hidden, layers, init, name="target_policy")
             for target, source in zip(self.target_policy.variables, self.policy.variables,
                                       strict=True):
                 target.assign(source)
-        lr = float(pc.get("learning_rate", 3e-4))
-        self.q_optimizer = nn.Adam(self.q.trainable_variables, lr, name="q_adam")
-        self.policy_optimizer = nn.Adam(self.policy.trainable_variables, lr, name="policy_adam")
+        self.q_optimizer = nn.Adam(self.q.trainable_variables, st.learning_rate, name="q_adam")
+        self.policy_optimizer = nn.Adam(self.policy.trainable_variables, st.learning_rate,
+                                        name="policy_adam")
         self.generator = tf.random.Generator.from_seed(seed * 7919 + 4)
         spec_obs = tf.TensorSpec([None, s], tf.float32)
         self._compiled = _Compiled()
@@ -301,25 +258,22 @@ class ValueRL(tf.Module):
         self._compiled.train = {}
         self._jit_compile = jit_compile
 
-    def _read_td3(self, pc: dict) -> Td3 | None:
-        """The TD3 settings (docs/BACKBONES.md) with `policy_config.backbone` "td3", else None."""
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"policy_config.backbone is {self.backbone!r}; use one of "
-                             f"{', '.join(BACKBONES)}.")
-        if self.backbone == "ddpg":
-            return None
-        block = pc.get("td3") or {}
-        try:
-            td3 = Td3(float(block["target_noise"]), float(block["target_noise_clip"]),
-                      int(block["policy_delay"]), float(block["tau"]))
-        except KeyError as e:
-            raise ValueError(f"backbone td3 needs policy_config.td3.{e.args[0]}; set it.") \
-                from None
-        if self.q_sizes.eval_sample_count < 2:
-            raise ValueError("backbone td3 takes the min over pairs of target Q members: set "
-                             "policy_config.bayesian.eval_sample_count (and ensemble_size) to 2 "
-                             "or more.")
-        return td3
+    # The settings other modules read, by their names in STEVE.md and the config.
+    @property
+    def rollout_len(self) -> int:
+        return self.settings.rollout_len
+
+    @property
+    def td3(self) -> Td3 | None:
+        return self.settings.td3
+
+    @property
+    def gamma(self) -> float:
+        return self.settings.gamma
+
+    @property
+    def _q_in_dims(self) -> int:
+        return self.settings.obs_dims + self.settings.action_dims
 
     # -- acting (STEVE.md section 5) ---------------------------------------------------------
 
@@ -328,8 +282,8 @@ class ValueRL(tf.Module):
 
     def _explore(self, obs, explore_chance):
         pre = self.policy(obs)  # [B, act]
-        if self.explore_noise:  # Gaussian noise on every step, in action units (TD3's)
-            noise = self.explore_noise * self.generator.normal(tf.shape(pre))  # [B, act]
+        if self.settings.explore_noise:  # Gaussian noise on every step, in action units (TD3's)
+            noise = self.settings.explore_noise * self.generator.normal(tf.shape(pre))  # [B, act]
             return tf.clip_by_value(tf.tanh(pre) + noise, -1.0, 1.0)  # [B, act]
         noisy = self.generator.uniform(tf.shape(pre)) < explore_chance  # [B, act]
         noise = self.generator.normal(tf.shape(pre))  # [B, act]
@@ -366,10 +320,10 @@ class ValueRL(tf.Module):
         """Members for one target computation, drawn without replacement: transition/done [M],
         reward [N], target Q [K]; None for "every member, in order" (see nn.draw_members)."""
         gen = self.generator
-        out = {"q": nn.draw_members(gen, *self.q_sizes[::2])}
+        out = {"q": nn.draw_members(gen, *self.settings.q_sizes[::2])}
         if self.rollout_len:
-            out["transition"] = nn.draw_members(gen, *self.transition_sizes[::2])
-            out["reward"] = nn.draw_members(gen, *self.reward_sizes[::2])
+            out["transition"] = nn.draw_members(gen, *self.settings.transition_sizes[::2])
+            out["reward"] = nn.draw_members(gen, *self.settings.reward_sizes[::2])
         return out
 
     def rollout(
@@ -393,24 +347,16 @@ class ValueRL(tf.Module):
         q_members = members["q"]  # [K]
         B = tf.shape(s1)[0]
         if H:
-            M, N = self.transition_sizes[2], self.reward_sizes[2]
+            M, N = self.settings.transition_sizes[2], self.settings.reward_sizes[2]
         else:
             M, N = 1, 1
-        noises = []
-
-        def act(x):  # a_t for x_t: [M, B, obs] -> [M, B, act]
-            if not self.td3:
-                return tf.tanh(self.policy(x, stop_gradient=True))
-            pre = self.target_policy(x, stop_gradient=True)  # pi'(x_t)
-            noises.append(self.td3.target_noise * self.generator.normal(tf.shape(pre)))
-            return smoothed_action(pre, noises[-1], self.td3.target_noise_clip)
-
+        noises = []  # TD3's smoothing noise of every a_t (_target_action)
         x_t = tf.tile(s1[None], [M, 1, 1])  # x_0 = s1: [M, B, obs]
         xs, acts = [x_t], []
         done_list = [tf.tile(d1[None], [M, 1])]  # done_0 = d1: [M, B]
         rew_list = [tf.tile(r0[None, None], [M, N, 1])]  # rew_0 = r0: [M, N, B]
         for _ in range(H):
-            a_t = act(x_t)  # [M, B, act]
+            a_t = self._target_action(x_t, noises)  # [M, B, act]
             x_next, done_next = worldmodel.step(x_t, a_t, members["transition"])  # [M,B,obs],[M,B]
             r_hat = worldmodel.rewards(x_next, x_t, a_t, members["reward"])  # [N, M, B]
             acts.append(a_t)
@@ -418,13 +364,11 @@ class ValueRL(tf.Module):
             done_list.append(done_next)
             rew_list.append(tf.transpose(r_hat, [1, 0, 2]))  # [M, N, B]
             x_t = x_next
-        acts.append(act(x_t))  # a_H: [M, B, act]
+        acts.append(self._target_action(x_t, noises))  # a_H: [M, B, act]
         x = tf.stack(xs)  # [H+1, M, B, obs]
         a = tf.stack(acts)  # [H+1, M, B, act]
-        q_in = tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])
-        V = self.target_q.members(q_in, q_members, stop_gradient=True)[..., 0]  # [K, (H+1) M B]
-        if self.td3:
-            V = clipped_double_q(V, axis=0)  # [K, (H+1) M B]: min over members k, k+1 mod K
+        q_in = tf.reshape(tf.concat([x, a], -1), [-1, self._q_in_dims])  # [(H+1) M B, obs + act]
+        V = self._target_value(q_in, q_members)  # [K, (H+1) M B]
         V = tf.transpose(tf.reshape(V, [-1, H + 1, M, B]), [1, 2, 0, 3])  # [H+1, M, K, B]
         f64 = tf.float64
         out = {
@@ -434,9 +378,30 @@ class ValueRL(tf.Module):
             "x": x,  # [H+1, M, B, obs]
             "a": a,  # [H+1, M, B, act]
         }
-        if self.td3:
+        if noises:  # the TD3 backbone
             out["target_noise"] = tf.stack(noises)  # [H+1, M, B, act]
         return out
+
+    # -- the backbones' first difference: the target side (docs/BACKBONES.md) ----------------
+
+    def _target_action(self, x: tf.Tensor, noises: list) -> tf.Tensor:
+        """a_t for the rollout state x_t [M, B, obs] -> [M, B, act], the action that steps the
+        model and that V_t bootstraps with. DDPG: tanh(pi(x_t)). TD3: the target policy with
+        clipped smoothing noise, clip(tanh(pi'(x_t)) + clip(eps, -c, c), -1, 1) with
+        eps ~ N(0, target_noise^2), eps appended to `noises`."""
+        if not self.td3:
+            return tf.tanh(self.policy(x, stop_gradient=True))
+        pre = self.target_policy(x, stop_gradient=True)  # pi'(x_t): [M, B, act]
+        noises.append(self.td3.target_noise * self.generator.normal(tf.shape(pre)))
+        return smoothed_action(pre, noises[-1], self.td3.target_noise_clip)
+
+    def _target_value(self, q_in: tf.Tensor, q_members: tf.Tensor) -> tf.Tensor:
+        """The bootstrap values of the K drawn target members on q_in [R, obs + act] -> [K, R].
+        DDPG: Q'_k. TD3: the clipped double-Q, min(Q'_k, Q'_{k+1 mod K})."""
+        V = self.target_q.members(q_in, q_members, stop_gradient=True)[..., 0]  # [K, R]
+        if self.td3:
+            V = clipped_double_q(V, axis=0)  # [K, R]
+        return V
 
     def value_targets(
         self,
@@ -457,12 +422,13 @@ class ValueRL(tf.Module):
             out["dones"],
             out["V"],
             self.gamma,
-            self.reward_scale,
-            self.variance_epsilon,
+            self.settings.reward_scale,
+            self.settings.variance_epsilon,
         )  # [H+1, H+1, M, N, K, B]
         mu, sigma2 = target_moments(T)  # [H+1, H+1, B] each
         w = reduction_weights(
-            T, mu, sigma2, self.value_expansion, self.variance_epsilon, self.covariance_ridge
+            T, mu, sigma2, self.settings.value_expansion, self.settings.variance_epsilon,
+            self.settings.covariance_ridge
         )  # [H+1, H+1, B]
         y = reduce_targets(mu, w)  # [H+1, B]
         C, _ = continuation(out["dones"])  # [H+1, M, B]
@@ -489,21 +455,21 @@ class ValueRL(tf.Module):
             """Q of the trained members on `rows` [R', obs + act] -> [P, R']: P = 1, one random
             member per row (`ensemble_batch` "split", 2018), or P = E, every member reading
             every row ("full"; the loss is then also the mean over the members)."""
-            if self.q_full_batch:
+            if self.settings.q_full_batch:
                 return self.q.members(rows)[..., 0]
             return self.q.random(rows, assignment)[None, :, 0]
 
-        if not self.value_expansion.get("tdk_trick"):
+        if not self.settings.value_expansion.get("tdk_trick"):
             guess0 = read(q_in0)  # [P, B]
             if logs is not None:
                 logs["charts/mean_q"] = tf.reduce_mean(guess0)
             return tf.reduce_mean(0.5 * tf.square(guess0 - y[0]))
         H, B = self.rollout_len, tf.shape(s0)[0]
-        M = self.transition_sizes.eval_sample_count
+        M = self.settings.transition_sizes.eval_sample_count
         x = tf.stop_gradient(targets["x"][:H])  # x_0..x_{H-1}: [H, M, B, obs]
         a = tf.stop_gradient(targets["a"][:H])  # a_0..a_{H-1}: [H, M, B, act]
         q_in = tf.concat(
-            [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self.obs_dims + self.action_dims])], 0
+            [q_in0, tf.reshape(tf.concat([x, a], -1), [-1, self._q_in_dims])], 0
         )  # [B + H M B, obs + act]
         guess = read(q_in)  # [P, B + H M B]
         guess0 = guess[:, :B]  # [P, B]: Q_r(s0, a0)
@@ -519,43 +485,64 @@ class ValueRL(tf.Module):
         reaches Q's variables."""
         pre = self.policy(s0)  # [B, act]
         q = self.q.mean(tf.concat([s0, tf.tanh(pre)], -1), stop_gradient=True)[:, 0]  # [B]
-        return -tf.reduce_mean(q) + self.pretanh_penalty * tf.reduce_mean(tf.square(pre))
+        return -tf.reduce_mean(q) + self.settings.pretanh_penalty * tf.reduce_mean(tf.square(pre))
 
     def q_assignment(self, s0: tf.Tensor) -> nn.Assignment:
         """The random one-member-per-example read of Q for one Q loss."""
         rows = tf.shape(s0)[0]
-        if self.value_expansion.get("tdk_trick"):
-            rows = rows * (1 + self.rollout_len * self.transition_sizes.eval_sample_count)
+        if self.settings.value_expansion.get("tdk_trick"):
+            rows = rows * (1 + self.rollout_len * self.settings.transition_sizes.eval_sample_count)
         return nn.random_assignment(
-            self.generator, rows, self.q_sizes.ensemble_size, self.q_sizes.train_sample_count
+            self.generator, rows, self.settings.q_sizes.ensemble_size,
+            self.settings.q_sizes.train_sample_count
         )
 
     def _train_step(self, s0, a0, r0, s1, d1, worldmodel, update_q, update_policy):
         logs = {}
-        if update_q:
-            targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members())
-            assignment = None if self.q_full_batch else self.q_assignment(s0)
-            q_vars = self.q.trainable_variables
-            with tf.GradientTape(watch_accessed_variables=False) as q_tape:
-                q_tape.watch(q_vars)
-                q_loss = self.q_loss(s0, a0, targets, assignment, logs)
-            q_grads = q_tape.gradient(q_loss, q_vars)
-            logs["losses/q"] = q_loss
-            logs["charts/mean_target"] = tf.cast(tf.reduce_mean(targets["y"][0]), tf.float32)
-            if self.rollout_len:
-                logs["charts/average_model_use"] = tf.cast(
-                    average_model_use(targets["w"]), tf.float32
-                )
-                # Batch means of row 0's weights w[0, j] and of its ensembles' spread per
-                # horizon j (sigma2 is already computed for the targets): [H+1] each.
-                logs["steve/horizon_weight"] = tf.cast(
-                    tf.reduce_mean(targets["w"][0], axis=-1), tf.float32
-                )
-                logs["steve/ensemble_std"] = tf.cast(
-                    tf.reduce_mean(tf.sqrt(targets["sigma2"][0]), axis=-1), tf.float32
-                )
-        delayed = self.td3 is not None and update_q and update_policy
-        if update_policy and not delayed:
+        q_grads = self._q_gradients(s0, a0, r0, s1, d1, worldmodel, logs) if update_q else None
+        self._after_q_step(s0, q_grads, update_policy, logs)
+        return logs
+
+    def _q_gradients(self, s0, a0, r0, s1, d1, worldmodel, logs: dict) -> list:
+        """The gradient of the Q loss on the STEVE targets (nothing applied yet); the Q loss,
+        the mean target and, with value expansion, the horizon weights go to `logs`."""
+        targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members())
+        assignment = None if self.settings.q_full_batch else self.q_assignment(s0)
+        q_vars = self.q.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as q_tape:
+            q_tape.watch(q_vars)
+            q_loss = self.q_loss(s0, a0, targets, assignment, logs)
+        q_grads = q_tape.gradient(q_loss, q_vars)
+        logs["losses/q"] = q_loss
+        logs["charts/mean_target"] = tf.cast(tf.reduce_mean(targets["y"][0]), tf.float32)
+        if self.rollout_len:
+            logs["charts/average_model_use"] = tf.cast(
+                average_model_use(targets["w"]), tf.float32
+            )
+            # Batch means of row 0's weights w[0, j] and of its ensembles' spread per
+            # horizon j (sigma2 is already computed for the targets): [H+1] each.
+            logs["steve/horizon_weight"] = tf.cast(
+                tf.reduce_mean(targets["w"][0], axis=-1), tf.float32
+            )
+            logs["steve/ensemble_std"] = tf.cast(
+                tf.reduce_mean(tf.sqrt(targets["sigma2"][0]), axis=-1), tf.float32
+            )
+        return q_grads
+
+    # -- the backbones' second difference: what follows the Q step (docs/BACKBONES.md) -------
+
+    def _after_q_step(self, s0: tf.Tensor, q_grads: list | None, update_policy: bool,
+                      logs: dict) -> None:
+        """Apply the Q step (`q_grads`, None for none) and the policy's part. DDPG (and a
+        policy step without a Q step): the policy gradient from the same current variables as
+        the Q gradient, then both are applied. TD3: the Q step, then, after every d-th Q step,
+        a policy step on the updated Q and the Polyak update of Q' and pi'."""
+        q_vars = self.q.trainable_variables
+        if self.td3 and q_grads is not None and update_policy:
+            self.q_optimizer.apply(q_grads, q_vars)
+            logs["losses/policy"] = self._delayed_policy_step(s0)
+            return
+        if update_policy:
             p_vars = self.policy.trainable_variables
             with tf.GradientTape(watch_accessed_variables=False) as p_tape:
                 p_tape.watch(p_vars)
@@ -563,13 +550,10 @@ class ValueRL(tf.Module):
             p_grads = p_tape.gradient(p_loss, p_vars)
             logs["losses/policy"] = p_loss
         # Both gradients come from the same current variables; then both are applied.
-        if update_q:
+        if q_grads is not None:
             self.q_optimizer.apply(q_grads, q_vars)
-        if update_policy and not delayed:
+        if update_policy:
             self.policy_optimizer.apply(p_grads, p_vars)
-        if delayed:  # TD3: then, after every d-th Q step, the policy step and the target update
-            logs["losses/policy"] = self._delayed_policy_step(s0)
-        return logs
 
     def _delayed_policy_step(self, s0: tf.Tensor) -> tf.Tensor:
         """TD3's delayed update (docs/BACKBONES.md), after a Q step: when the number of Q steps so

@@ -13,9 +13,6 @@ Interactors and evaluators act with agent.PolicyActor, restored from this learne
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import util
 from learner import Learner
 from roles import POLICY, ROLE, WORLDMODEL
 from rundir import PHASE_WAITING_FOR_MODEL
@@ -45,7 +42,7 @@ class ValueRLLearner(Learner):
         if latest is None or latest == self._model_path:
             return self._model_path is not None
         pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
-        counters = util.read_json(Path(latest) / "counters.json", {})
+        counters = checkpoint.read_counters(latest)
         if int(counters.get("updates", 0)) < pretrain:
             return self._model_path is not None
         try:

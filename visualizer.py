@@ -22,17 +22,18 @@ Unless `--no-render`, the episodes are rendered without a screen into one mp4 (o
 step, the state after the step): MuJoCo through EGL, else OSMesa (each tried first in a short
 child process, since PyOpenGL fixes its platform at import), Box2D and the pybullet Roboschool
 substitutes through their own rgb_array rendering. Rendering happens in a second process (the
-"render process", started with spawn) that never imports TensorFlow: Mesa's software GL and
-TensorFlow in one process crash it. This process computes the actions and the weights; with
-`--no-render` it steps the env itself and loads no GL library at all.
+"render process", render.py, started with spawn) that never imports TensorFlow: Mesa's software
+GL and TensorFlow in one process crash it. This process computes the actions and the weights;
+with `--no-render` it steps the env itself and loads no GL library at all. Which checkpoints a
+folder names is rundir.find_checkpoints's to decide; the GPU helpers are devices.py's.
 
 TensorFlow is imported quietly (runtime.import_tensorflow; `--verbose` keeps its start-up lines),
 and only after the folders were checked, so a wrong folder is reported at once.
 
-Reads: CONFIG or `<run>/log/hps.json`, and the checkpoint folders (variables.* and counters.json,
-latest.json). Writes:
-only the video, by default `<run>/videos/<run name>.updates<U>.mp4` (written to a temporary
-name in the same folder, then renamed).
+Reads: CONFIG or `<run>/log/hps.json`, and the checkpoint folders (checkpoint.py's layout).
+Writes: only the video (through the render process), by default
+`<run>/videos/<run name>.updates<U>.mp4` (written to a temporary name in the same folder, then
+renamed).
 
 The GPU argument sets CUDA_VISIBLE_DEVICES for this process before TensorFlow is imported, as
 master.py does for the policy learner (0 also works on a machine without a GPU).
@@ -41,9 +42,7 @@ master.py does for the policy learner (0 also works on a machine without a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,35 +50,17 @@ from pathlib import Path
 import numpy as np
 
 import checkpoint  # its layout functions import no TensorFlow
+import devices
+import render
 import roles
-import util
 from checkpoint import is_complete as _complete
+from errors import UserError
+from render import RenderedEnv, VisualizerError
+from rundir import Checkpoints, RunDir, find_checkpoints, find_run_folder
 
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 40
 WEIGHT_BATCH = 512  # transitions per value_targets call
-
-INSTALL_EGL = "apt-get install libegl1 libgl1-mesa-dri"
-INSTALL_OSMESA = "apt-get install libosmesa6"
-
-# Renders one frame of a one-sphere MuJoCo model with the backend in MUJOCO_GL; run in a child
-# process because PyOpenGL fixes its platform (egl or osmesa) the first time it is imported.
-_PROBE = """
-import mujoco
-model = mujoco.MjModel.from_xml_string(
-    "<mujoco><worldbody><light pos='0 0 2'/><geom size='0.1'/></worldbody></mujoco>")
-data = mujoco.MjData(model)
-mujoco.mj_forward(model, data)
-renderer = mujoco.Renderer(model, 16, 16)
-renderer.update_scene(data)
-pixels = renderer.render()
-renderer.close()
-assert pixels.shape == (16, 16, 3), pixels.shape
-"""
-
-
-class VisualizerError(Exception):
-    """A problem the user can fix; the message is one sentence naming it and the fix."""
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -89,9 +70,7 @@ USAGE = """visualizer.py RUN_DIR [--episodes N] [--video PATH] [--backup UPDATES
        visualizer.py CONFIG GPU CHECKPOINT_DIR [--episodes N] [--video PATH] [options]"""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, in either form. Sets `run_dir` (None in the 2018 form), `config` (None
-    in the RUN_DIR form: it is the run's log/hps.json), `gpu` and `checkpoint_dir`."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visualizer.py", usage=USAGE,
         description="Run greedy episodes of a trained STEVE/MVE/DDPG agent, print their returns "
@@ -127,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seed of the environment's first reset (default 0)")
     parser.add_argument("--verbose", action="store_true",
                         help="let TensorFlow print its start-up lines")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, in either form. Sets `run_dir` (None in the 2018 form), `config` (None
+    in the RUN_DIR form: it is the run's log/hps.json), `gpu` and `checkpoint_dir`."""
+    parser = _parser()
     args = parser.parse_args(argv)
     given = args.positional
     if len(given) == 1:
@@ -170,12 +156,12 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path]:
                               f"such as output/<ENV>/<EXPERIMENT>.")
     resolved = given.resolve()
     # a run whose config moved its log folder (log_path) is found only when given itself
-    own = sorted(resolved.glob("*/hps.json")) if resolved.is_dir() else []
-    if len(own) == 1 and not (resolved / "log" / "hps.json").is_file():
+    own = sorted(resolved.glob(f"*/{RunDir.at(resolved).hps.name}")) if resolved.is_dir() else []
+    if len(own) == 1 and not RunDir.at(resolved).hps.is_file():
         return resolved, own[0]
-    run = util.find_run_folder(resolved)
+    run = find_run_folder(resolved)
     if run is not None:
-        return run, run / "log" / "hps.json"
+        return run, RunDir.at(run).hps
     raise VisualizerError(f"{given} is not a run folder (there is no log/hps.json in it or "
                           f"above it); give the folder master.py made, such as "
                           f"output/<ENV>/<EXPERIMENT>, or use the form CONFIG GPU "
@@ -192,9 +178,9 @@ def resolve_target(args: argparse.Namespace) -> tuple[dict, str, str]:
     cfg = config_lib.load_resolved(hps)
     checkpoint_dir = args.checkpoint_dir
     if args.backup is not None:
-        backups = run / (cfg.get("save_model_path") or "checkpoints") / "backups" / "policy"
+        backups = RunDir.at(run, cfg.get("save_model_path")).backup_dir(roles.POLICY)
         checkpoint_dir = backups / str(args.backup)
-        if not (checkpoint_dir / "counters.json").is_file():
+        if not _complete(checkpoint_dir):
             have = sorted(int(p.name) for p in backups.iterdir() if p.name.isdigit()) \
                 if backups.is_dir() else []
             listing = (f"it has backups at {', '.join(map(str, have))} updates" if have
@@ -203,271 +189,6 @@ def resolve_target(args: argparse.Namespace) -> tuple[dict, str, str]:
                                   f"updates ({listing}); pick one of those or leave out "
                                   f"--backup.")
     return cfg, str(hps), str(checkpoint_dir)
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-@dataclass(frozen=True)
-class Checkpoints:
-    """The checkpoint folders to restore, and the run they belong to (None if unknown)."""
-
-    policy: Path
-    worldmodel: Path | None
-    run_root: Path | None
-
-
-def _counters(path: Path) -> dict:
-    return _counters_file(path / "counters.json")
-
-
-def _counters_file(path: Path) -> dict:
-    """The JSON object in `path`, or {} when it is missing or damaged."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _newest(role_dir: Path) -> Path | None:
-    """The newest complete checkpoint in a role folder: checkpoint.latest_checkpoint's (the
-    `ckpt-<n>` latest.json points to, else the highest complete one), else its highest numbered
-    backup."""
-    if not role_dir.is_dir():
-        return None
-    latest = checkpoint.latest_checkpoint(str(role_dir))
-    if latest is not None:
-        return Path(latest)
-    numbered = [p for p in role_dir.iterdir() if p.name.isdigit() and _complete(p)]
-    return max(numbered, key=lambda p: int(p.name)) if numbered else None
-
-
-def _nearest_by_frames(candidates: list[Path], frames: int) -> Path | None:
-    """The candidate with the most frames not beyond `frames` (else the one with the fewest),
-    ties broken by the most updates."""
-    def key(p: Path) -> tuple[int, int]:
-        c = _counters(p)
-        return int(c.get("frames", 0)), int(c.get("updates", 0))
-
-    if not candidates:
-        return None
-    before = [p for p in candidates if key(p)[0] <= frames]
-    if before:
-        return max(before, key=key)
-    return min(candidates, key=key)
-
-
-def _role_candidates(role_dir: Path) -> list[Path]:
-    if not role_dir.is_dir():
-        return []
-    return [p for p in role_dir.iterdir() if _complete(p)]
-
-
-def _run_root(path: Path, save_model_path: str) -> Path | None:
-    """The run folder holding `path`: the parent of its nearest ancestor named like the config's
-    save_model_path (e.g. `checkpoints`)."""
-    name = Path(save_model_path).name
-    for folder in (path, *path.parents):
-        if folder.name == name:
-            return folder.parent
-    return None
-
-
-def find_checkpoints(checkpoint_dir: str | os.PathLike, config: dict,
-                     label: str = "the config") -> Checkpoints:
-    """Resolve CHECKPOINT_DIR into the policy (and world-model) checkpoint folders to load;
-    `label` names the config in messages."""
-    import config as config_lib
-
-    given = Path(checkpoint_dir)
-    path = given.resolve()
-    model_based = config_lib.is_model_based(config)
-    save_model_path = config.get("save_model_path") or "checkpoints"
-    hint = (f"give a run's {save_model_path}/ folder or one of its numbered backups such as "
-            f"{save_model_path}/backups/policy/<updates>/")
-    if not path.exists():
-        raise VisualizerError(f"checkpoint folder {given} does not exist; {hint}.")
-    if not path.is_dir():
-        raise VisualizerError(f"{given} is a file, not a checkpoint folder; {hint}.")
-
-    if not (path / "policy").is_dir() and (path / save_model_path / "policy").is_dir():
-        path = path / save_model_path  # the run folder itself
-    if (path / "policy").is_dir():  # a checkpoints/ (or backups/) folder
-        policy = _newest(path / "policy")
-        if policy is None:
-            raise VisualizerError(f"{path / 'policy'} holds no complete checkpoint yet; wait for "
-                                  f"the policy learner's first save, or {hint}.")
-        worldmodel = _newest(path / "worldmodel") if model_based else None
-        if model_based and not (path / "worldmodel").is_dir():
-            raise VisualizerError(f"{path} has no worldmodel/ folder, so it comes from a "
-                                  f"model-free run, but {label} is model-based; give the config "
-                                  f"the run was made with.")
-        if model_based and worldmodel is None:
-            raise VisualizerError(f"{path / 'worldmodel'} holds no complete world-model "
-                                  f"checkpoint, which this model-based config needs; wait for "
-                                  f"the world-model learner's first save, or {hint}.")
-        return Checkpoints(policy, worldmodel, _run_root(path, save_model_path))
-
-    if _complete(path):  # one checkpoint: a numbered backup or a ckpt-<n> folder
-        role = path.parent.name
-        if role not in roles.LEARNERS:
-            raise VisualizerError(f"{given} is a checkpoint but not inside a policy/ or "
-                                  f"worldmodel/ folder, so it is unclear what it holds; {hint}.")
-        run_root = _run_root(path, save_model_path)
-        frames = int(_counters(path).get("frames", 0))
-        holds_model = roles.ROLE[role].model_only  # else it holds the policy
-        (other_role,) = [r for r in roles.LEARNERS if r != role]
-        if holds_model or model_based:
-            other = _nearest_by_frames(_role_candidates(path.parent.parent / other_role), frames)
-            if other is None and run_root is not None:
-                other = _newest(run_root / save_model_path / other_role)
-        else:
-            other = None
-        if not holds_model:
-            if model_based and other is None:
-                raise VisualizerError(f"no world-model checkpoint was found next to {given} "
-                                      f"(looked in {path.parent.parent / 'worldmodel'}); this "
-                                      f"model-based config needs one, so {hint}.")
-            return Checkpoints(path, other, run_root)
-        if not model_based:
-            raise VisualizerError(f"{given} is a world-model checkpoint but {label} is "
-                                  f"model-free; give a policy checkpoint folder instead.")
-        if other is None:
-            raise VisualizerError(f"no policy checkpoint was found next to the world-model "
-                                  f"checkpoint {given}; {hint}.")
-        return Checkpoints(other, path, run_root)
-
-    raise VisualizerError(f"{given} holds no STEVE checkpoint (neither a policy/ folder nor "
-                          f"variables.index and counters.json); {hint}.")
-
-
-# ------------------------------------------------------------------------------ devices
-
-
-def set_visible_gpu(gpu: int) -> str:
-    """Show TensorFlow only GPU `gpu` (or none on a machine without one); returns a note.
-
-    Must run before TensorFlow is imported in this process.
-    """
-    from master import UserError, assign_devices, visible_gpus
-
-    try:
-        device, _, note = assign_devices(gpu, False, visible_gpus())
-    except UserError as e:
-        raise VisualizerError(str(e)) from e
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
-    return note
-
-
-# ------------------------------------------------------------------------------ rendering
-
-
-def probe_mujoco_gl(backend: str, env: dict | None = None, timeout: float = 120.0) -> str | None:
-    """Try rendering one MuJoCo frame with MUJOCO_GL=`backend` in a child process.
-
-    Returns None if it worked, else a short reason (the last line the child printed).
-    `env` replaces this process's environment for the child (tests use it).
-    """
-    child_env = dict(os.environ if env is None else env)
-    child_env["MUJOCO_GL"] = backend
-    if backend in ("egl", "osmesa"):
-        child_env["PYOPENGL_PLATFORM"] = backend
-    try:
-        done = subprocess.run([sys.executable, "-c", _PROBE], env=child_env, capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"a test render took more than {timeout:.0f} s"
-    if done.returncode == 0:
-        return None
-    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    reason = lines[-1] if lines else f"exit code {done.returncode}"
-    return reason if len(reason) <= 160 else reason[:157] + "..."
-
-
-def choose_mujoco_gl(preset: str | None, probe=probe_mujoco_gl) -> str:
-    """Pick MuJoCo's headless GL backend (a MUJOCO_GL value) for the render process.
-
-    `preset` (the user's MUJOCO_GL) is the only one tried when given; otherwise EGL, then
-    OSMesa. Raises VisualizerError, naming what to install, when none works.
-    """
-    backends = [preset] if preset else ["egl", "osmesa"]
-    reasons = {}
-    for backend in backends:
-        reason = probe(backend)
-        if reason is None:
-            return backend
-        reasons[backend] = reason
-    tried = "; ".join(f"MUJOCO_GL={b} failed ({r})" for b, r in reasons.items())
-    if preset:
-        fix = (f"unset MUJOCO_GL to let the visualizer try EGL and OSMesa, install what "
-               f"MUJOCO_GL={preset} needs")
-    else:
-        fix = f"install EGL (`{INSTALL_EGL}`) or OSMesa (`{INSTALL_OSMESA}`)"
-    raise VisualizerError(f"MuJoCo cannot render without a screen here: {tried}; {fix}, or run "
-                          f"with --no-render.")
-
-
-def _is_mujoco(env) -> bool:
-    return type(env.gym_env).__module__.startswith("gymnasium.envs.mujoco")
-
-
-def _temporary_video(path: Path, pid: int) -> Path:
-    """Where process `pid` writes the mp4 for `path` until it is complete."""
-    return path.parent / f".{path.stem}.{pid}.tmp.mp4"
-
-
-class VideoWriter:
-    """Frames into an mp4 via imageio + imageio-ffmpeg, written to a temporary name in the target
-    folder and renamed into place by `close()`."""
-
-    def __init__(self, path: Path, fps: int):
-        try:
-            import imageio.v2 as imageio
-            import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio writes mp4 with)
-        except ImportError as e:
-            raise VisualizerError(f"writing an mp4 needs imageio and imageio-ffmpeg ({e}); "
-                                  f"install them with `pip install imageio imageio-ffmpeg`, or "
-                                  f"run with --no-render.") from e
-        self.path = path
-        self.tmp = _temporary_video(path, os.getpid())
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp.touch()
-        except OSError as e:
-            raise VisualizerError(f"cannot write the video to {path} ({e.strerror or e}); "
-                                  f"choose another place with --video.") from e
-        self.frames = 0
-        self.shape: tuple[int, ...] | None = None
-        self._writer = imageio.get_writer(str(self.tmp), format="FFMPEG", fps=fps,
-                                          codec="libx264", pixelformat="yuv420p",
-                                          macro_block_size=2, quality=7)
-
-    def append(self, frame: np.ndarray) -> None:
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] not in (3, 4):
-            raise VisualizerError(f"the environment rendered an array of shape {frame.shape}, "
-                                  f"not an RGB image; run with --no-render.")
-        frame = np.ascontiguousarray(frame[:, :, :3], dtype=np.uint8)
-        h, w = frame.shape[:2]
-        if h % 2 or w % 2:  # yuv420p needs even sizes: repeat the last row / column
-            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        if self.shape is None:
-            self.shape = frame.shape
-        self._writer.append_data(frame)
-        self.frames += 1
-
-    def close(self) -> None:
-        self._writer.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self._writer.close()
-        except Exception:  # the file is discarded anyway
-            pass
-        self.tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ episodes
@@ -512,168 +233,6 @@ def run_episodes(env, act, episodes: int, report=None) -> list[Episode]:
         if report is not None:
             report(len(out), ep)
     return out
-
-
-# ------------------------------------------------------------------------------ render process
-#
-# Mesa's software EGL (and OSMesa) and TensorFlow cannot live in one process: the first frame
-# rendered in a process that has imported TensorFlow (or TensorFlow imported after a frame)
-# ends in a segmentation fault. So when rendering, the environment runs in a child process
-# started with `spawn` that never imports TensorFlow: this process sends it actions, it steps
-# the environment, renders the state after each step into the mp4 and sends back
-# (next_obs, reward, terminal, truncated).
-
-
-def _gl_environment(backend: str | None, user_gl: str | None) -> dict[str, str | None]:
-    """MUJOCO_GL / PYOPENGL_PLATFORM for the render process (None: unset)."""
-    if backend is None:  # not a MuJoCo env: leave the user's setting alone
-        return {"MUJOCO_GL": user_gl}
-    platform = backend if backend in ("egl", "osmesa") else os.environ.get("PYOPENGL_PLATFORM")
-    return {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": platform}
-
-
-def _apply_environment(values: dict[str, str | None]) -> None:
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def _render_server(env_config: dict, seed: int, video_path: str, fps: int | None,
-                   backend: str | None, gl_env: dict, conn) -> None:
-    """Entry function of the render process: owns one rgb_array env and the VideoWriter."""
-    _apply_environment(gl_env)  # before anything here imports mujoco
-    env = video = None
-    name = str(env_config.get("name"))
-    try:
-        try:
-            import envwrap
-
-            env = envwrap.make_env(env_config, seed=seed, render_mode="rgb_array")
-            rate = fps or int(env.gym_env.metadata.get("render_fps") or 30)
-            video = VideoWriter(Path(video_path), rate)
-        except Exception as e:
-            conn.send(_error_reply(e, name, backend))
-            return
-        conn.send(("ok", None))
-        while True:
-            command, payload = conn.recv()
-            try:
-                if command == "reset":
-                    reply = env.reset()
-                elif command == "step":
-                    reply = env.step(payload)
-                    try:
-                        frame = env.render()
-                    except Exception as e:
-                        raise VisualizerError(_render_failure(name, backend, e)) from e
-                    video.append(frame)
-                elif command == "close":
-                    video.close()
-                    reply = (video.frames, video.shape)
-                    video = None
-                else:
-                    raise ValueError(f"unknown command {command!r}")
-            except Exception as e:
-                conn.send(_error_reply(e, name, backend))
-                return
-            conn.send(("ok", reply))
-            if command == "close":
-                return
-    except (EOFError, OSError):
-        return  # the visualizer went away
-    finally:
-        if video is not None:
-            video.abort()
-        if env is not None:
-            env.close()
-
-
-def _error_reply(e: Exception, name: str, backend: str | None) -> tuple[str, str]:
-    if _is_user_error(e):
-        return "error", str(e)
-    import traceback
-
-    return "bug", "".join(traceback.format_exception(e))
-
-
-class RenderedEnv:
-    """The env of `make_env(env_config, seed, "rgb_array")`, stepped in a render process that
-    writes every step's frame to `video_path`; `close()` finishes the video."""
-
-    def __init__(self, env_config: dict, seed: int, video_path: Path, fps: int | None,
-                 backend: str | None, user_gl: str | None = None):
-        import multiprocessing as mp
-
-        self.name = str(env_config.get("name"))
-        self.backend = backend
-        self.video_path = video_path
-        self.frames = 0
-        self.shape: tuple[int, ...] | None = None
-        ctx = mp.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        self._process = ctx.Process(
-            target=_render_server, name="visualizer-render", daemon=True,
-            args=(env_config, seed, str(video_path), fps, backend,
-                  _gl_environment(backend, user_gl), child_conn),
-        )
-        self._process.start()
-        child_conn.close()
-        self._closed = False
-        self._receive()
-
-    def _receive(self):
-        try:
-            status, payload = self._conn.recv()
-        except (EOFError, OSError):
-            self._process.join(10)
-            code = self._process.exitcode
-            how = f"was killed by signal {-code}" if code is not None and code < 0 else \
-                f"exited with code {code}"
-            gl = f" with MUJOCO_GL={self.backend}" if self.backend else ""
-            raise VisualizerError(
-                f"the process rendering {self.name}{gl} {how}; try another GL backend (for "
-                f"example MUJOCO_GL=osmesa after `{INSTALL_OSMESA}`), or run with --no-render."
-            ) from None
-        if status == "error":
-            self._closed = True
-            raise VisualizerError(payload)
-        if status == "bug":
-            self._closed = True
-            raise RuntimeError(f"the render process failed:\n{payload}")
-        return payload
-
-    def _call(self, command: str, payload=None):
-        try:
-            self._conn.send((command, payload))
-        except (BrokenPipeError, OSError):
-            pass  # the child is gone; _receive says why
-        return self._receive()
-
-    def reset(self) -> np.ndarray:
-        return self._call("reset")
-
-    def step(self, action) -> tuple[np.ndarray, float, bool, bool]:
-        out = self._call("step", np.asarray(action, np.float32))
-        self.frames += 1
-        return out
-
-    def finish_video(self) -> None:
-        """Write the mp4 in place; sets `frames` and `shape` (h, w, 3) from the writer."""
-        self.frames, self.shape = self._call("close")
-        self._closed = True
-
-    def close(self) -> None:
-        """Stop the render process; without `finish_video()` the partial video is discarded."""
-        if not self._closed:
-            self._conn.close()  # the child sees EOF, discards the partial video, exits
-        self._process.join(30)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-        # a render process that crashed cannot remove its partial video itself
-        _temporary_video(self.video_path, self._process.pid).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ weights
@@ -759,6 +318,7 @@ def _default_video(ckpts: Checkpoints, counters: dict) -> Path:
 def visualize(args: argparse.Namespace) -> int:
     """Everything `main` does, raising the user errors it turns into one sentence."""
     import config as config_lib
+    import envwrap
 
     # This process never renders: `import mujoco` loads the GL backend MUJOCO_GL names, and
     # OSMesa next to TensorFlow crashes the process, so mujoco is told to load none here. The
@@ -768,10 +328,8 @@ def visualize(args: argparse.Namespace) -> int:
     cfg, label, checkpoint_dir = resolve_target(args)
     model_based = config_lib.is_model_based(cfg)
     ve = dict(cfg["policy_config"].get("value_expansion") or {})
-    gpu_note = set_visible_gpu(args.gpu)  # before anything imports TensorFlow
+    gpu_note = devices.set_visible_gpu(args.gpu)  # before anything imports TensorFlow
     ckpts = find_checkpoints(checkpoint_dir, cfg, label=label)
-
-    import envwrap
 
     env_config = dict(cfg["env"])
     if args.max_frames is not None:
@@ -780,38 +338,21 @@ def visualize(args: argparse.Namespace) -> int:
     backend = None
     if not args.no_render:
         try:
-            if _is_mujoco(env):
-                backend = choose_mujoco_gl(user_gl)
+            if render.is_mujoco(env):
+                backend = render.choose_mujoco_gl(user_gl)
         finally:
             env.close()  # the render process makes its own
         env = None
 
     try:
-        import runtime
-
-        runtime.import_tensorflow(args.verbose)  # quietly, unless --verbose
-        import nn
-        import valuerl as valuerl_lib
-
-        nn.configure_tensorflow(None)
-        agent = valuerl_lib.ValueRL(cfg, seed=args.seed)
-        counters = checkpoint.restore_checkpoint(
-            str(ckpts.policy), {roles.ROLE[roles.POLICY].checkpoint_key: agent}, strict=False)
+        agent, model, counters = _load(cfg, ckpts, model_based, args.seed, args.verbose)
         print(f"{label}: {cfg['env']['name']}, {_algorithm(cfg, ve)}; {gpu_note}")
-        print(f"policy      {ckpts.policy} ({_describe_counters(counters)})")
-        model = None
-        if model_based:
-            import worldmodel as worldmodel_lib
-
-            model = worldmodel_lib.WorldModel(cfg, seed=args.seed)
-            wm_counters = checkpoint.restore_checkpoint(
-                str(ckpts.worldmodel), {roles.ROLE[roles.WORLDMODEL].checkpoint_key: model},
-                strict=False)
-            print(f"world model {ckpts.worldmodel} ({_describe_counters(wm_counters)})")
+        print(f"policy      {ckpts.policy} ({_describe_counters(counters['policy'])})")
+        if model is not None:
+            print(f"world model {ckpts.worldmodel} ({_describe_counters(counters['model'])})")
         sys.stdout.flush()
-
         if env is None:
-            path = Path(args.video) if args.video else _default_video(ckpts, counters)
+            path = Path(args.video) if args.video else _default_video(ckpts, counters["policy"])
             env = RenderedEnv(env_config, args.seed, path.resolve(), args.fps, backend, user_gl)
         episodes = run_episodes(env, agent.greedy_action, args.episodes, report=_print_episode)
         if isinstance(env, RenderedEnv):
@@ -819,7 +360,37 @@ def visualize(args: argparse.Namespace) -> int:
     finally:
         if env is not None:
             env.close()
+    _print_summary(episodes, env, backend)
+    _print_weights(agent, model, episodes, ve)
+    return 0
 
+
+def _load(cfg: dict, ckpts: Checkpoints, model_based: bool, seed: int, verbose: bool) -> tuple:
+    """Import TensorFlow (quietly, unless `verbose`) and restore the policy and, for a
+    model-based config, the world model: (agent, world model or None, {"policy": counters,
+    "model": counters})."""
+    import runtime
+
+    runtime.import_tensorflow(verbose)
+    import nn
+    import valuerl as valuerl_lib
+
+    nn.configure_tensorflow(None)
+    agent = valuerl_lib.ValueRL(cfg, seed=seed)
+    counters = {"policy": checkpoint.restore_checkpoint(
+        str(ckpts.policy), {roles.ROLE[roles.POLICY].checkpoint_key: agent}, strict=False)}
+    model = None
+    if model_based:
+        import worldmodel as worldmodel_lib
+
+        model = worldmodel_lib.WorldModel(cfg, seed=seed)
+        counters["model"] = checkpoint.restore_checkpoint(
+            str(ckpts.worldmodel), {roles.ROLE[roles.WORLDMODEL].checkpoint_key: model},
+            strict=False)
+    return agent, model, counters
+
+
+def _print_summary(episodes: list[Episode], env, backend: str | None) -> None:
     lengths = [ep.length for ep in episodes]
     returns = [ep.ret for ep in episodes]
     print(f"mean over {len(episodes)} episodes: length {np.mean(lengths):.1f}, "
@@ -830,7 +401,9 @@ def visualize(args: argparse.Namespace) -> int:
         print(f"video: {env.video_path} ({env.frames} frames for {sum(lengths)} steps, "
               f"{w}x{h}{gl})")
 
-    if not model_based:
+
+def _print_weights(agent, model, episodes: list[Episode], ve: dict) -> None:
+    if model is None:  # model-free
         print("horizon weights: none, this config is model-free (no world model, no rollouts), "
               "so every Q target is r0 + gamma Q'(s1) and there are no STEVE weights.")
     elif not agent.rollout_len:
@@ -838,7 +411,6 @@ def visualize(args: argparse.Namespace) -> int:
               "policy_config.value_expansion, so its Q targets use no rollouts.")
     else:
         print(format_weights(horizon_weights(agent, model, episodes), ve))
-    return 0
 
 
 def _print_episode(number: int, ep: Episode) -> None:
@@ -856,22 +428,6 @@ def _algorithm(cfg: dict, ve: dict) -> str:
     return f"{_reduction_name(ve)} (H = {H})"
 
 
-def _render_failure(name: str, backend: str | None, error: Exception) -> str:
-    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    if backend:
-        fix = f"check the MUJOCO_GL={backend} installation"
-    elif "pygame" in reason.lower():
-        fix = "install pygame with `pip install \"gymnasium[box2d]\"`"
-    else:
-        fix = "install the environment's rendering dependencies"
-    return f"{name} cannot render frames ({reason}); {fix}, or run with --no-render."
-
-
-def _is_user_error(e: Exception) -> bool:
-    names = {"VisualizerError", "ConfigError", "EnvError", "CheckpointError"}
-    return type(e).__name__ in names
-
-
 _ENVIRONMENT_KEYS = ("CUDA_VISIBLE_DEVICES", "MUJOCO_GL", "PYOPENGL_PLATFORM",
                      "TF_CPP_MIN_LOG_LEVEL")
 
@@ -882,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return visualize(args)
     except Exception as e:  # user errors are one sentence; anything else is a real bug
-        if not _is_user_error(e):
+        if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        _apply_environment(saved)  # for callers in the same process (tests)
+        render.apply_environment(saved)  # for callers in the same process (tests)
 
 
 if __name__ == "__main__":

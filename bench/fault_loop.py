@@ -51,6 +51,7 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+import checkpoint  # noqa: E402
 import config as config_lib  # noqa: E402
 from roles import LEARNERS  # noqa: E402
 from rundir import Progress, RunDir  # noqa: E402
@@ -97,7 +98,7 @@ class Snapshot:
         self.updates = {}
         if run.progress_file.exists():
             progress = Progress(run.progress_file)
-            self.updates = {role: progress.get(f"{role}_updates") for role in LEARNERS}
+            self.updates = {role: progress.updates(role) for role in LEARNERS}
 
 
 def _bad_greedy_lines(text: bytes) -> int:
@@ -136,7 +137,7 @@ def _start_master(config: Path, root: Path, seed: int, resume: bool, log: Path):
 
 
 def _checkpoint_updates(run: RunDir, role: str) -> int:
-    pointer = run.checkpoint_dir(role) / "latest.json"
+    pointer = checkpoint.pointer_file(run.checkpoint_dir(role))
     try:
         return int(json.loads(pointer.read_text())["counters"]["updates"])
     except (OSError, ValueError, KeyError):
@@ -145,7 +146,7 @@ def _checkpoint_updates(run: RunDir, role: str) -> int:
 
 def _live_updates(run: RunDir, role: str) -> int:
     try:
-        return Progress(run.progress_file).get(f"{role}_updates")
+        return Progress(run.progress_file).updates(role)
     except (OSError, ValueError):
         return 0
 
@@ -205,7 +206,7 @@ def _rounds(config, rounds, root, seed, kill_after, say, max_seconds, startup_sh
             moment = "training"  # counted from the policy learner's first update of the round
             deadline = time.time() + START_SECONDS
             while not (_live_updates(run, "policy") > resumed_at
-                       and (run.checkpoint_dir("policy") / "latest.json").exists()):
+                       and checkpoint.pointer_file(run.checkpoint_dir("policy")).exists()):
                 if proc.poll() is not None or time.time() > deadline:
                     break
                 time.sleep(0.1)
@@ -268,7 +269,7 @@ def _rounds(config, rounds, root, seed, kill_after, say, max_seconds, startup_sh
             problems.append(f"{bad} unreadable greedy.csv line(s)")
         lost = {}
         for role, every in epoch_every.items():
-            pointer = run.checkpoint_dir(role) / "latest.json"
+            pointer = checkpoint.pointer_file(run.checkpoint_dir(role))
             saved = json.loads(pointer.read_text())["counters"]["updates"] \
                 if pointer.exists() else 0
             lost[role] = max(0, before.updates.get(role, 0) - int(saved))

@@ -180,21 +180,20 @@ def load_run(path: str | Path):
     import agent as acting
     import checkpoint
     import roles
-    import util
+    import rundir
     import valuerl as valuerl_lib
-    import visualizer
 
     given = Path(path)
-    run = util.find_run_folder(given.resolve())
+    run = rundir.find_run_folder(given.resolve())
     if not given.exists() or run is None:
         raise DiagnosticError(
             f"{given} is not a run folder or a checkpoint inside one (no log/hps.json at or "
             "above it); give a folder that master.py wrote, such as output/Hopper-v5/steve."
         )
-    config = json.loads((run / "log" / "hps.json").read_text())
+    config = json.loads(rundir.RunDir.at(run).hps.read_text())
     try:
-        found = visualizer.find_checkpoints(given, config, label=f"{run}'s config")
-    except visualizer.VisualizerError as e:
+        found = rundir.find_checkpoints(given, config, label=f"{run}'s config")
+    except checkpoint.CheckpointError as e:
         raise DiagnosticError(str(e)) from e
     seed = int(config.get("seed", 0) or 0)
     agent = valuerl_lib.ValueRL(config, seed=seed, jit_compile=False)
@@ -284,8 +283,8 @@ def target_errors(agent, model, batch, truth: np.ndarray) -> dict:
     for name, keys in ({} if H == 0 else REDUCTIONS).items():
         if name in ENSEMBLE_ONLY and samples == 1:
             continue
-        w = valuerl_lib.reduction_weights(T, mu, sigma2, keys, agent.variance_epsilon,
-                                          agent.covariance_ridge).numpy()  # [H+1, H+1, B]
+        w = valuerl_lib.reduction_weights(T, mu, sigma2, keys, agent.settings.variance_epsilon,
+                                          agent.settings.covariance_ridge).numpy()  # [H+1, H+1, B]
         y = np.sum(w[0] * mu0, axis=0)  # [B]
         err = y - truth
         entry = {"bias": float(err.mean()), "rmse": float(np.sqrt(np.mean(err ** 2))),
@@ -323,7 +322,7 @@ def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int 
     run_dir, config, agent, model, actor, counters = load_run(path)
     frames = int(counters.get("frames", 0))
     rng = np.random.default_rng(seed)
-    gamma, scale = agent.gamma, agent.reward_scale
+    gamma, scale = agent.gamma, agent.settings.reward_scale
     sim = Simulator(config["env"], seed)
     try:
         batch, left_out = draw_transitions(run_dir, config, states, rng, sim, frames)

@@ -1,5 +1,6 @@
 """master.py end to end: real runs of tiny configs, resume, a killed child, bad inputs, devices."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import devices
 import master
+import preflight
 from master_runs import counters, run_master
 from util import process_alive, process_cmdline, process_descendants
 
@@ -228,15 +231,15 @@ def test_replay_too_big_for_disk(tmp_path):
 
 
 def test_assign_devices(monkeypatch):
-    assert master.assign_devices(0, True, []) [:2] == ("", "")
-    assert master.assign_devices(1, True, ["0", "1", "2", "3"])[:2] == ("1", "2")
-    assert master.assign_devices(2, False, ["0", "1", "2", "3"])[:2] == ("2", "")
-    policy, model, note = master.assign_devices(0, True, ["7"])
+    assert devices.assign_devices(0, True, []) [:2] == ("", "")
+    assert devices.assign_devices(1, True, ["0", "1", "2", "3"])[:2] == ("1", "2")
+    assert devices.assign_devices(2, False, ["0", "1", "2", "3"])[:2] == ("2", "")
+    policy, model, note = devices.assign_devices(0, True, ["7"])
     assert (policy, model) == ("7", "7") and "shares" in note
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert master.visible_gpus() == ["3", "5"]
+    assert devices.visible_gpus() == ["3", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert master.visible_gpus() == []
+    assert devices.visible_gpus() == []
 
 
 @pytest.mark.slow
@@ -271,16 +274,16 @@ def test_children_see_their_devices(tmp_path):
 
 
 def test_learner_threads_follow_the_cores_given(monkeypatch):
-    plan = {"config": {"agent_config": {"count": 1}, "evaluator_config": {"count": 2}},
-            "run": None, "seed": 0, "hours_base": 0.0, "model_based": True,
-            "devices": ("", "")}
+    plan = preflight.Plan(config={"agent_config": {"count": 1}, "evaluator_config": {"count": 2}},
+                          run=None, seed=0, experiment="c", devices=("", ""), device_note="",
+                          model_based=True)
     specs = master.make_specs(plan, master.parse_args(["c.json", "0", "--cpus", "8"]))
     assert [(s.role, s.threads) for s in specs] == [
         ("policy", 4), ("worldmodel", 4), ("interactor", 1), ("evaluator", 1), ("evaluator", 1)]
     # Without --cpus: the cores this process may run on, not the machine's count.
     monkeypatch.setattr(master.os, "sched_getaffinity", lambda pid: {0, 1, 2})
     monkeypatch.setattr(master.os, "cpu_count", lambda: 64)
-    specs = master.make_specs(dict(plan, model_based=False),
+    specs = master.make_specs(dataclasses.replace(plan, model_based=False),
                               master.parse_args(["c.json", "0"]))
     assert [(s.role, s.threads) for s in specs][:1] == [("policy", 3)]
     with pytest.raises(SystemExit):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import master
+import preflight
 from master_runs import IMPL, counting_config, run_master
 from rundir import (
     PHASE_STARTING,
@@ -133,6 +134,7 @@ def test_lock_of_a_refused_start_leaves_nothing_and_overwrite_keeps_the_lock(tmp
 @pytest.mark.slow
 def test_sweep_guard_waits_for_the_same_lock(tmp_path):
     import sweep
+    import sweep_guard
 
     run = RunDir(root=str(tmp_path / "InvertedPendulum-v5/tiny_ddpg.seed0"),
                  name="tiny_ddpg.seed0")
@@ -142,12 +144,12 @@ def test_sweep_guard_waits_for_the_same_lock(tmp_path):
     job = {"key": "k", "attempt": 1, "config": str(TINY_DDPG), "seed": 0, "total_frames": 200,
            "output_root": str(tmp_path), "run": {"root": run.root, "name": run.name},
            "gpus": 0, "cpus": 1, "lock_wait": 1.0, "parent": 0}
-    out = subprocess.run([sys.executable, "-c", "import sys, sweep; "
-                          "sys.exit(sweep._guard_main(sys.argv[1]))", json.dumps(job)],
+    out = subprocess.run([sys.executable, "-c", "import sys, sweep_guard; "
+                          "sys.exit(sweep_guard.main(sys.argv[1]))", json.dumps(job)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     holder.release()
-    assert out.returncode == sweep.GUARD_LOCK_TIMEOUT, out.stderr
+    assert out.returncode == sweep_guard.GUARD_LOCK_TIMEOUT, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert "master.py by hand" in report["message"] and f"pid {os.getpid()}" in report["message"]
     assert not run.has_content()  # nothing was started
@@ -309,8 +311,7 @@ def _status(tmp_path, model_based=True, **progress):
     run.make_dirs()
     buf = replay.ReplayBuffer.create(run.replay, 4, 1, 1000)
     p = Progress(run.progress_file, create=True)
-    plan = {"run": run, "config": config, "model_based": model_based}
-    return master.Status(plan), p, buf
+    return master.Status(run, config, model_based), p, buf
 
 
 def _append(buf, n):
@@ -346,12 +347,12 @@ def test_status_line_names_the_phase(tmp_path):
 def test_hours_so_far_counts_time_after_the_last_checkpoint(tmp_path):
     run = RunDir(root=str(tmp_path / "run"), name="run")
     run.make_dirs()
-    assert master.hours_so_far(run) == 0.0
+    assert preflight.hours_so_far(run) == 0.0
     (run.checkpoint_dir("policy") / "ckpt-3").mkdir(parents=True)
     (run.checkpoint_dir("policy") / "latest.json").write_text(json.dumps(
         {"checkpoint": "ckpt-3", "counters": {"hours": 0.10, "updates": 3, "epoch": 1}}))
-    assert master.hours_so_far(run) == pytest.approx(0.10)
+    assert preflight.hours_so_far(run) == pytest.approx(0.10)
     run.greedy_csv.write_text("0.050000,1,100,3.0\n0.250000,1,150,4.0\n0.2")  # a torn tail
-    assert master.hours_so_far(run) == pytest.approx(0.25)
+    assert preflight.hours_so_far(run) == pytest.approx(0.25)
     (run.hours_file).write_text(json.dumps({"hours": 0.30}))
-    assert master.hours_so_far(run) == pytest.approx(0.30)
+    assert preflight.hours_so_far(run) == pytest.approx(0.30)

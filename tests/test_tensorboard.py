@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import master
+import preflight
 from replay import ReplayBuffer
 
 TESTS = Path(__file__).resolve().parent
@@ -198,9 +199,9 @@ def test_real_tensorflow_starts_quietly():
 
 
 def test_verbose_flag_reaches_every_child():
-    plan = {"config": {"agent_config": {"count": 1}, "evaluator_config": {"count": 1}},
-            "run": None, "seed": 0, "hours_base": 0.0, "devices": ("", ""),
-            "model_based": False}
+    plan = preflight.Plan(config={"agent_config": {"count": 1}, "evaluator_config": {"count": 1}},
+                          run=None, seed=0, experiment="c", devices=("", ""), device_note="",
+                          model_based=False)
     quiet = master.make_specs(plan, master.parse_args(["c.json", "0"]))
     loud = master.make_specs(plan, master.parse_args(["c.json", "0", "--verbose"]))
     assert [s.verbose for s in quiet] == [False] * 3 and [s.verbose for s in loud] == [True] * 3

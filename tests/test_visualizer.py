@@ -19,6 +19,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+import render
 import visualizer
 
 TESTS = Path(__file__).resolve().parent
@@ -307,7 +308,7 @@ def test_egl_failure_falls_back_to_osmesa():
         tried.append(backend)
         return "no EGL display" if backend == "egl" else None
 
-    assert visualizer.choose_mujoco_gl(None, probe) == "osmesa"
+    assert render.choose_mujoco_gl(None, probe) == "osmesa"
     assert tried == ["egl", "osmesa"]
 
 
@@ -319,18 +320,18 @@ def test_preset_backend_is_the_only_one_tried():
         return "cannot open display"
 
     with pytest.raises(visualizer.VisualizerError, match="MUJOCO_GL=glfw failed") as info:
-        visualizer.choose_mujoco_gl("glfw", probe)
+        render.choose_mujoco_gl("glfw", probe)
     assert tried == ["glfw"] and "--no-render" in str(info.value)
 
 
 @pytest.mark.skipif(ctypes.util.find_library("OSMesa") is None,
                     reason="libosmesa6 is not installed")
 def test_osmesa_probe_renders():
-    assert visualizer.probe_mujoco_gl("osmesa") is None
+    assert render.probe_mujoco_gl("osmesa") is None
 
 
 def test_probe_reports_a_broken_backend(no_opengl):
-    reason = visualizer.probe_mujoco_gl("egl", env=no_opengl)
+    reason = render.probe_mujoco_gl("egl", env=no_opengl)
     assert reason is not None and "OpenGL is blocked" in reason
 
 
@@ -358,7 +359,7 @@ def test_a_crashed_render_process_is_one_sentence_and_leaves_no_file(tmp_path):
                                  None, "egl")
     try:
         env.reset()
-        assert visualizer._temporary_video(video, env._process.pid).exists()
+        assert render._temporary_video(video, env._process.pid).exists()
         os.kill(env._process.pid, signal.SIGKILL)
         with pytest.raises(visualizer.VisualizerError, match="was killed by signal 9.*"
                            "--no-render"):
