@@ -3,8 +3,8 @@
 Both run on the CPU (master.py hides every GPU from them).
 - An interactor steps `agent_config.batch_size` environments, acts uniformly at random for the
   first `agent_config.full_random_n` frames and until a policy checkpoint exists, then with the
-  exploring policy (STEVE.md section 5), and appends every frame to the shared replay buffer
-  (`replay/`). With `agent_config.wait_for_learners` it pauses while a learner is behind its
+  exploring policy (docs/algorithm.md section 5), and appends every frame to the shared replay
+  buffer (`replay/`). With `agent_config.wait_for_learners` it pauses while a learner is behind its
   `frames_per_update` ratio, so the update-per-frame ratio holds on any hardware. It checks for
   a newer policy checkpoint every `reload_every_n` steps (a stat of the pointer file; the
   checkpoint itself is read only when it changed). It exits when the buffer holds the frame
@@ -53,9 +53,9 @@ class PolicyActor:
     """The acting view of a policy checkpoint, used by interactors and evaluators.
 
     It restores only the policy (a partial restore) and then acts with a numpy copy of its
-    weights: the same math as ValueRL's greedy and exploring actions (STEVE.md section 5), at a
-    few microseconds per call instead of the ~1 ms a TensorFlow call costs at batch size 8, so
-    acting costs little beyond the simulator.
+    weights: the same math as ValueRL's greedy and exploring actions (docs/algorithm.md section
+    5), at a few microseconds per call instead of the ~1 ms a TensorFlow call costs at batch size
+    8, so acting costs little beyond the simulator.
     """
 
     def __init__(self, config: dict, seed: int):

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import UserError
+
 REPS = 2_000  # bootstrap replications (as rliable's README computes the probability of improvement)
 CONFIDENCE = 0.95
 
 
-class AggregateError(ValueError):
+class AggregateError(UserError, ValueError):
     """The summary lacks what the aggregate needs; the message is one sentence with the fix."""
 
 

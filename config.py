@@ -1,4 +1,4 @@
-"""Strict, inheritable experiment configs (the format of ../shared/spec/CONFIGS.md).
+"""Strict, inheritable experiment configs (the format of docs/configs.md).
 
 Used by every process: `master.py` resolves the config once and hands the resulting plain dict
 to its children; it writes it to `<run>/log/hps.json`. This module reads config files and
@@ -292,7 +292,7 @@ def _check_block(block: dict, schema: dict, path: Path, prefix: str) -> None:
 
 
 def _merge(base: dict, block: dict, *, ghosts_apply: bool) -> dict:
-    """Deep-merge `block` into a copy of `base` (CONFIGS.md rules)."""
+    """Deep-merge `block` into a copy of `base` (docs/configs.md)."""
     out = dict(base)
     for raw_key, value in block.items():
         ghost = raw_key.startswith("*")

@@ -14,7 +14,7 @@ nothing of ours from disk and writes nothing (the simulators read their bundled 
   linearly to the action space's [low, high]. It returns (next_obs, reward, terminal,
   truncated). `terminal` is a real termination (d = 1 in the targets); `truncated` means the
   episode hit `max_frames` steps (or the simulator cut it) without terminating, which is not
-  terminal (STEVE.md section 5), so targets bootstrap through it. We count `max_frames`
+  terminal (docs/algorithm.md section 5), so targets bootstrap through it. We count `max_frames`
   ourselves on the unwrapped env: gymnasium's TimeLimit (e.g. 2000 for
   BipedalWalkerHardcore-v3) never applies. Rewards are raw; the learner applies reward_scale.
 - `EnvBatch` steps n envs in a loop and resets finished ones, for interactors and evaluators.

@@ -8,7 +8,7 @@ frames: every logged value, a per-horizon vector as `<key>/j<j>` scalars plus on
 learning rates; the policy learner also the resolved config as text and hparams) and its update
 counter in `state/progress.bin`.
 
-The loop (STEVE.md section 5):
+The loop (docs/algorithm.md section 5):
 1. restore the newest checkpoint of this role, if any (resume): counters continue;
 2. wait until the buffer holds `frames_before_learning` frames;
 3. `before_learning()` (the policy learner waits here for the first world model);

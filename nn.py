@@ -10,7 +10,7 @@ weight matrices, so L - 1 hidden ReLU layers of width `hidden_dim` and a linear 
 Ensembles hold E members as stacked weights [E, in, out] and biases [E, 1, out], drawn as 2018 drew
 them (Glorot over the 3-D shape, `glorot_uniform(stacked=True)`) or, on request, each member as a
 single net ("per_member"). The three reads of
-STEVE.md section 1 are:
+docs/algorithm.md section 1 are:
 - `random(x, assignment)`: one member per example (see `random_assignment`), [B, out];
 - `mean(x)`: average over all E members, [B, out];
 - `members(x, members)`: keep the member axis for an explicit list of members (all of them when
@@ -163,8 +163,8 @@ def assigned_members(assignment: Assignment, batch_size: int) -> tf.Tensor:
 class EnsembleFeedForward(tf.Module):
     """E independent ReLU MLPs held as stacked weights [E, in, out] and biases [E, 1, out].
 
-    `init` = "stacked" (2018, STEVE.md section 1) draws the weights Glorot-uniform over the 3-D
-    shape, E counted in both fans; "per_member" draws each member as a single net would be.
+    `init` = "stacked" (2018, docs/algorithm.md section 1) draws the weights Glorot-uniform over
+    the 3-D shape, E counted in both fans; "per_member" draws each member as a single net would be.
     """
 
     def __init__(

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import reference
+from errors import UserError
 
 X_CHOICES = ("frames", "hours", "both")
 LABEL_BY_CHOICES = ("algo", "experiment")
@@ -71,7 +72,7 @@ _RUN_NUMBER = re.compile(r"[._-]?\d+$")
 _DIGIT_NAME = re.compile(r"(td3|_h\d+)$")
 
 
-class PlotError(ValueError):
+class PlotError(UserError, ValueError):
     """A problem the user can fix: a missing path, no runs found, a run without evaluations."""
 
 
@@ -643,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             written = plot_runs(runs, out, x=args.x, label_by=args.label_by, band=args.band,
                                 smooth=args.smooth)
-    except (PlotError, reference.UnknownReference) as error:
+    except UserError as error:  # PlotError, reference.UnknownReference
         print(f"plot.py: error: {error}", file=sys.stderr)
         return 2
     for path in written:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import util
+from errors import UserError
 
 ROOT = Path(__file__).resolve().parent
 BENCHMARK_DOCS = ROOT / "docs" / "benchmark"
@@ -46,7 +47,7 @@ WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames bef
 _FRAMES, _SCORE = 2, 3  # columns of a greedy.csv row: hours, epoch, frames, score (plot.COLUMNS)
 
 
-class UnknownReference(ValueError):
+class UnknownReference(UserError, ValueError):
     """A reference the user named does not exist; the message is one sentence with the fix."""
 
 

@@ -25,10 +25,10 @@ other module of the project. master.py builds the topology from the table (`Role
 builds (`impl`) are named "module:name" and imported only in the child that needs them, so
 learner.py and agent.py import this module and nothing imports them back.
 
-The frame-ratio rule (STEVE.md section 5) is `frame_ratio`: with `frames_per_update` = f a learner
-may do update number u (counted after its `pretrain_n` unthrottled pretraining updates) only when
-frames - frames_before_learning > f * u, and interactors with `agent_config.wait_for_learners`
-pause while a learner is behind that rule by more than their slack.
+The frame-ratio rule (docs/algorithm.md section 5) is `frame_ratio`: with `frames_per_update` = f
+a learner may do update number u (counted after its `pretrain_n` unthrottled pretraining updates)
+only when frames - frames_before_learning > f * u, and interactors with
+`agent_config.wait_for_learners` pause while a learner is behind that rule by more than their slack.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ from sweep_plan import (
     plan_runs,
 )
 
-DEFAULT_TOTAL_FRAMES = 1_000_000  # a paper-length run (PLATFORM.md: a GPU job)
+DEFAULT_TOTAL_FRAMES = 1_000_000  # a paper-length run (docs/platform.md: a GPU job)
 STATUS_SECONDS = 5.0
 DEFAULT_RETRIES = 3
 LOCK_WAIT_SECONDS = 180.0  # how long a retry waits for the attempt before it to stop

@@ -4,8 +4,8 @@ Used by the policy learner (`train_step`, `copy_to_target`), and by the interact
 (`greedy_action`, `explore_action`), which restore only the policy from the learner's checkpoints
 (`policy_view`). Nothing here reads or writes files. Importing this module creates no variables.
 
-The value-target code follows STEVE.md section 3 with its symbols. It is split into pure functions
-of tensors so that tests can feed them directly:
+The value-target code follows docs/algorithm.md section 3 with its symbols. It is split into pure
+functions of tensors so that tests can feed them directly:
 - `continuation(dones)` -> C, S;
 - `candidate_targets(rew, dones, V, ...)` -> the grid T[i, j] for every (m, n, k) sample;
 - `target_moments(T)` -> mu, sigma2;
@@ -44,7 +44,7 @@ class _Compiled:
 
 
 # ---------------------------------------------------------------------------------------------
-# Value targets: pure functions of tensors (STEVE.md section 3)
+# Value targets: pure functions of tensors (docs/algorithm.md section 3)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -147,8 +147,9 @@ def reduction_weights(
 ) -> tf.Tensor:
     """The weights w[i, j] that reduce row i to y_i = sum_j w[i, j] mu[i, j] (rows sum to 1).
 
-    Checked in STEVE.md's order: mean_k_return, lambda_return, steve_reweight (with covariances),
-    else MVE (all weight on j = H); no value_expansion (DDPG, H = 0) is MVE with H = 0.
+    Checked in docs/algorithm.md's order: mean_k_return, lambda_return, steve_reweight (with
+    covariances), else MVE (all weight on j = H); no value_expansion (DDPG, H = 0) is MVE with
+    H = 0.
     T [H+1, H+1, M, N, K, B], mu and sigma2 [H+1, H+1, B] -> w [H+1, H+1, B].
     """
     ve = value_expansion or {}
@@ -174,8 +175,8 @@ def reduction_weights(
             samples = target_samples(T)  # [H+1(i), H+1(j), MNK, B]
             centred = samples - mu[:, :, None, :]  # [H+1, H+1, MNK, B]
             # Sigma_i[j, l] = sum_s centred[i, j, s] centred[i, l, s]: the scatter matrix, NOT
-            # divided by the sample count (as 2018 formed it, STEVE.md section 3), so the ridge
-            # below is relative to the sum.
+            # divided by the sample count (as 2018 formed it, docs/algorithm.md section 3), so the
+            # ridge below is relative to the sum.
             Sigma = tf.einsum("ijsb,ilsb->bijl", centred, centred)  # [B, H+1, H+1, H+1]
             A = Sigma + ridge * tf.eye(H1, dtype=dtype)  # [B, H+1, H+1, H+1]
             rhs = tf.ones_like(A[..., :1])  # [B, H+1, H+1, 1]
@@ -258,7 +259,7 @@ class ValueRL(tf.Module):
         self._compiled.train = {}
         self._jit_compile = jit_compile
 
-    # The settings other modules read, by their names in STEVE.md and the config.
+    # The settings other modules read, by their names in docs/algorithm.md and the config.
     @property
     def rollout_len(self) -> int:
         return self.settings.rollout_len
@@ -275,7 +276,7 @@ class ValueRL(tf.Module):
     def _q_in_dims(self) -> int:
         return self.settings.obs_dims + self.settings.action_dims
 
-    # -- acting (STEVE.md section 5) ---------------------------------------------------------
+    # -- acting (docs/algorithm.md section 5) ------------------------------------------------------
 
     def _greedy(self, obs):
         return tf.tanh(self.policy(obs))  # [B, act]
@@ -411,7 +412,7 @@ class ValueRL(tf.Module):
         worldmodel: Any,
         members: dict[str, tf.Tensor],
     ) -> dict[str, tf.Tensor]:
-        """STEVE.md section 3 end to end: rollout, candidate grid, moments, reduction.
+        """docs/algorithm.md section 3 end to end: rollout, candidate grid, moments, reduction.
 
         Returns the rollout tensors plus T [H+1, H+1, M, N, K, B], mu, sigma2, w [H+1, H+1, B],
         y [H+1, B] and reach [H+1, B] (float64).
@@ -435,7 +436,7 @@ class ValueRL(tf.Module):
         out.update(T=T, mu=mu, sigma2=sigma2, w=w, y=y, reach=reach_weights(C))
         return out
 
-    # -- losses (STEVE.md section 4) ---------------------------------------------------------
+    # -- losses (docs/algorithm.md section 4) ------------------------------------------------------
 
     def q_loss(
         self,

@@ -1,4 +1,4 @@
-"""The policy learner: trains the policy and the Q ensemble (STEVE.md sections 3 and 4).
+"""The policy learner: trains the policy and the Q ensemble (docs/algorithm.md sections 3 and 4).
 
 Runs in its own process on GPU `GPU` (master.py). The loop, counters, logging
 (`log/valuerl.log`) and checkpoints (`checkpoints/policy/`) are learner.Learner's; this class

@@ -1,9 +1,9 @@
 """The learned world model of STEVE: transition, done and reward ensembles (TensorFlow 2).
 
-Trained by the world-model learner process (`train_step`, STEVE.md section 2); read by the policy
-learner, which restores it from the world-model learner's checkpoints and rolls it forward to build
-value targets (`step`, `rewards`, STEVE.md section 3). Nothing here reads or writes files:
-checkpointing is `checkpoint.py`'s job. Importing this module creates no variables.
+Trained by the world-model learner process (`train_step`, docs/algorithm.md section 2); read by the
+policy learner, which restores it from the world-model learner's checkpoints and rolls it forward to
+build value targets (`step`, `rewards`, docs/algorithm.md section 3). Nothing here reads or writes
+files: checkpointing is `checkpoint.py`'s job. Importing this module creates no variables.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, and under `model_config`:
 `transition_hidden_dim`, `transition_layers`, `aux_hidden_dim`, `aux_layers`, `ensemble_init`,
@@ -85,7 +85,7 @@ class WorldModel(tf.Module):
         self._compiled.train = tf.function(self._train_step, jit_compile=jit_compile)
         self._jit_compile = jit_compile
 
-    # -- training (STEVE.md section 2) -------------------------------------------------------
+    # -- training (docs/algorithm.md section 2) ----------------------------------------------------
 
     def losses(
         self,
@@ -171,7 +171,7 @@ class WorldModel(tf.Module):
                 lambda *tensors: nn.repeat_step(one, tensors), jit_compile=self._jit_compile)
         return self._compiled.train_chunk(*nn.batch_tensors(batches))
 
-    # -- rollout interface (STEVE.md section 3) -----------------------------------------------
+    # -- rollout interface (docs/algorithm.md section 3) -------------------------------------------
 
     def step(self, x: tf.Tensor, a: tf.Tensor, members: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One model step per rollout, rollout m using transition (and done) member members[m].

@@ -1,4 +1,5 @@
-"""The world-model learner: trains the transition, reward and done ensembles (STEVE.md section 2).
+"""The world-model learner: trains the transition, reward and done ensembles (docs/algorithm.md
+section 2).
 
 Runs in its own process on GPU `GPU+1` (master.py), only for configs with a `model_config`.
 The loop, counters, logging (`log/worldmodel.log`) and checkpoints (`checkpoints/worldmodel/`)

@@ -68,6 +68,7 @@ import plot  # noqa: E402
 import reference  # noqa: E402
 import sweep  # noqa: E402
 import util  # noqa: E402
+from errors import UserError  # noqa: E402
 
 WINDOW = reference.WINDOW  # a score at F averages the episodes in the last 10% of frames before F
 CURVE_POINTS = 20  # frame counts averaged by the mean score over the budget
@@ -76,7 +77,7 @@ REPORT_NAME = "sample_efficiency.md"  # default report, in the output root
 REPORT_DIR = ROOT / "docs" / "benchmark"  # where the committed reports live
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UserError):
     """A problem with the benchmark's input or runs; the message is one sentence with the fix."""
 
     exit_status = 2  # of the command line
@@ -140,7 +141,7 @@ def _cpu_configs(envs: Sequence[str]) -> tuple[str, ...]:
                  for env in envs for algo in ("ddpg", "mve_tdk", "steve"))
 
 
-# The paper's eight environments, with its kept runs (CONFIGS.md: goodruns/<env>/).
+# The paper's eight environments, with its kept runs (docs/configs.md: goodruns/<env>/).
 _GOODRUNS = {"halfcheetah": ("ddpg3", "mve_tdk1", "steve3"),
              "hopper": ("ddpg0", "mve_tdk0", "steve3"),
              "walker2d": ("ddpg1", "mve_tdk1", "steve1"),
@@ -1124,7 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = benchmark_from_args(args)
         run_benchmark(bench, address=args.address, cpus_per_run=args.cpus_per_run,
                       report_only=args.report_only, partial=args.partial)
-    except (BenchmarkError, sweep.SweepError, config_lib.ConfigError) as e:
+    except UserError as e:  # BenchmarkError, SweepError, ConfigError, AggregateError, ...
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_status", 2)
     except KeyboardInterrupt:

@@ -15,9 +15,9 @@ learner draws them, it computes, with the run's own policy pi, target Q' and wor
   into s1 from the observation, so only MuJoCo environments whose observation holds the whole
   state (Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...) are supported. The
   reproduction is checked: stepping a0 from s0 must give the stored s1 and r0 (`replay check`);
-- the candidates of STEVE.md section 3: mu[0, j] for j = 0..H (j = 0 is DDPG's target) and the
-  reductions MVE (j = H), mean of the k-step returns, TD(lambda = 0.25), STEVE (inverse variance)
-  and STEVE with covariances, each as bias (mean of y - y*) and RMSE against y*;
+- the candidates of docs/algorithm.md section 3: mu[0, j] for j = 0..H (j = 0 is DDPG's target)
+  and the reductions MVE (j = H), mean of the k-step returns, TD(lambda = 0.25), STEVE (inverse
+  variance) and STEVE with covariances, each as bias (mean of y - y*) and RMSE against y*;
 - for ensembles (STEVE configs): the mean STEVE weight w[0, j], the spread the ensembles predict
   for each candidate (root of the mean of sigma2[0, j]) against its actual RMSE, and the rank
   correlation over states between sigma2[0, j] and the actual squared error: STEVE's premise is

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/tensorboard_png.py RUN_DIR [--out PATH.png] [--smoothing 0.6]
 
-Run by hand (the README's screenshot in docs/ was made with it). Reads every process's summaries
+Run by hand (the screenshot in docs/output.md was made with it). Reads every process's summaries
 under `RUN_DIR/tensorboard/<process>/` with the tensorboard package's event reader, and draws the
 tags a researcher looks at first, one panel each, against environment frames as TensorBoard does
 (the raw points faint, an exponential moving average with TensorBoard's `--smoothing` weight

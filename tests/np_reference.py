@@ -1,4 +1,5 @@
-"""An independent numpy implementation of STEVE.md section 3, and numpy forward passes of the nets.
+"""An independent numpy implementation of docs/algorithm.md section 3, and numpy forward passes of
+the nets.
 
 Written from the spec with plain loops; it shares no code with valuerl.py, worldmodel.py or nn.py.
 The target tests (test_targets.py, test_td3.py, test_full_batch.py, test_nn.py) check the
@@ -55,7 +56,7 @@ def np_reference(rew, dones, V, gamma, reward_scale, ve, eps=1e-8, ridge=1e-3):
                 w[i, H, b] = lam ** (H - i)
             elif ve.get("steve_reweight"):
                 if ve.get("covariances"):
-                    # STEVE.md: Sigma_i = SUM over the samples of (T - mu)(T - mu)^T (the
+                    # docs/algorithm.md: Sigma_i = SUM over the samples of (T - mu)(T - mu)^T (the
                     # scatter matrix, not divided by the count), as a loop of outer products.
                     Sigma = np.zeros((H1, H1))
                     for sample in range(M * N * K):

@@ -25,8 +25,8 @@ def write(path: Path, obj: dict) -> Path:
 
 
 def test_tree_is_complete():
-    # The 54 files of CONFIGS.md, plus cpu.json, the InvertedPendulum env, the quick-starts,
-    # the benchmark's configs and the TD3 backbone's files.
+    # The 54 files of the 2018 tree (docs/configs.md), plus cpu.json, the InvertedPendulum env,
+    # the quick-starts, the benchmark's configs and the TD3 backbone's files.
     names = {str(p.relative_to(CONFIG)) for p in ALL_FILES}
     ported = {n for n in names
               if not n.startswith(("experiments/quickstart/", "experiments/benchmark/"))}

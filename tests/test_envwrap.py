@@ -16,7 +16,7 @@ from envwrap import EnvBatch, EnvError, make_env
 
 REPO = Path(__file__).resolve().parents[1]
 
-# id -> (obs_dims, action_dims, action bound): the sizes in PLATFORM.md.
+# id -> (obs_dims, action_dims, action bound): the sizes in docs/platform.md.
 SIZES = {
     "Hopper-v5": (11, 3, 1.0),
     "Walker2d-v5": (17, 6, 1.0),

@@ -1,5 +1,5 @@
 """bench/fault_loop.py for 3 rounds on the tiny DDPG config: SIGKILL a random process of the run,
-resume, check. (The 50-round figure in the README is a benchmark, not a test.)"""
+resume, check. (The 50-round figure in docs/reliability.md is a benchmark, not a test.)"""
 
 import os
 import re

@@ -1,4 +1,5 @@
-"""Value targets of valuerl.py against an independent numpy implementation of STEVE.md section 3.
+"""Value targets of valuerl.py against an independent numpy implementation of docs/algorithm.md
+section 3.
 
 The reference (np_reference.py) is written from the spec with plain loops; it shares no code
 with valuerl.py.

@@ -133,9 +133,9 @@ def test_xla_targets_match_eager_and_xla_updates_repeat(make_batch):
 
     eager = losses(*args)
     xla = tf.function(losses, jit_compile=True)(*args)
-    # w comes from solving (Sigma + 1e-3 I) w = 1 with Sigma the scatter matrix (STEVE.md): the
-    # float32 round-off between XLA's and TensorFlow's net outputs (~1e-7) reaches the smallest
-    # weights (~1e-3) at a few 1e-6, hence their absolute tolerance.
+    # w comes from solving (Sigma + 1e-3 I) w = 1 with Sigma the scatter matrix
+    # (docs/algorithm.md): the float32 round-off between XLA's and TensorFlow's net outputs
+    # (~1e-7) reaches the smallest weights (~1e-3) at a few 1e-6, hence their absolute tolerance.
     for name, x, y in zip(("y", "w", "q_loss", "policy_loss"), eager, xla, strict=True):
         np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-4,
                                    atol=1e-5 if name == "w" else 1e-6, err_msg=name)
@@ -233,8 +233,9 @@ def test_several_updates_in_one_call_equal_one_call_each(make_batch, stack_batch
 
 
 def test_ensemble_init_key_reaches_every_ensemble():
-    # STEVE.md section 1: 2018's stacked init gives E = 4 members half a single net's scale;
-    # "per_member" draws each member as a single net. DDPG's one-member Q is the same either way.
+    # docs/algorithm.md section 1: 2018's stacked init gives E = 4 members half a single net's
+    # scale; "per_member" draws each member as a single net. DDPG's one-member Q is the same
+    # either way.
     per_member = copy.deepcopy(STEVE)
     per_member["policy_config"]["ensemble_init"] = "per_member"
     per_member["model_config"]["ensemble_init"] = "per_member"
