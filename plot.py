@@ -478,33 +478,6 @@ def _draw(groups, data, kind: str, band: str, window: float = 0.0):
     return figure
 
 
-def reference_algorithms(summary: dict, groups, chosen: str | None = None) -> dict[str, str]:
-    """{environment: the reference algorithm drawn beneath its runs}: `chosen` when given, else
-    reference.match_algorithm on the panel's first run. Raises reference.UnknownReference (one
-    sentence) for an environment the preset lacks or a run it cannot place."""
-    out = {}
-    for env, by_label in groups.items():
-        if env not in summary["environments"]:
-            reference.band(summary, env, "")  # raises with the environments it has
-        if chosen is not None:
-            out[env] = chosen
-            continue
-        label, runs = next(iter(by_label.items()))
-        hps_path = Path(runs[0]) / "log" / "hps.json"
-        try:
-            hps = json.loads(hps_path.read_text()) if hps_path.is_file() else None
-        except (OSError, ValueError):
-            hps = None
-        algo = reference.match_algorithm(summary, env, hps, label)
-        if algo is None:
-            names = ", ".join(sorted(summary["environments"][env]["algorithms"]))
-            raise reference.UnknownReference(
-                f"The run {runs[0]} matches no algorithm of the reference on {env} (neither its "
-                f"config nor its label {label!r} is one of {names}); name one with --algorithm.")
-        out[env] = algo
-    return out
-
-
 def plot_with_reference(run_dirs: Sequence[str | os.PathLike], preset: str,
                         out_path: str | os.PathLike, algorithm: str | None = None,
                         band: str = "minmax", smooth: float | None = None) -> str:
@@ -517,7 +490,7 @@ def plot_with_reference(run_dirs: Sequence[str | os.PathLike], preset: str,
     if not run_dirs:
         raise PlotError("no run folders were given to plot: name at least one.")
     groups = group_runs(run_dirs)
-    chosen = reference_algorithms(summary, groups, algorithm)
+    chosen = reference.algorithms_for(summary, groups, algorithm)
     bands = {env: reference.band(summary, env, algo) for env, algo in chosen.items()}
     data = {run: load_greedy(run) for run in run_dirs}
     window = default_window(data.values()) if smooth is None else float(smooth)

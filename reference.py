@@ -26,6 +26,7 @@ docs/benchmark/runs/README.md.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 
 import util
 from errors import UserError
+from rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent
 BENCHMARK_DOCS = ROOT / "docs" / "benchmark"
@@ -158,6 +160,34 @@ def match_algorithm(summary: dict, env: str, hps: dict | None, label: str) -> st
     return label if label in algorithms else None
 
 
+def algorithms_for(summary: dict, groups: dict, chosen: str | None = None) -> dict[str, str]:
+    """{environment: the reference algorithm to draw beneath its runs}, for plot.group_runs's
+    {environment: {label: [run folders]}}: `chosen` when given, else match_algorithm on each
+    environment's first run. Raises UnknownReference (one sentence) for an environment the
+    preset lacks or a run it cannot place."""
+    out = {}
+    for env, by_label in groups.items():
+        if env not in summary["environments"]:
+            band(summary, env, "")  # raises with the environments it has
+        if chosen is not None:
+            out[env] = chosen
+            continue
+        label, runs = next(iter(by_label.items()))
+        hps_path = Path(runs[0]) / "log" / "hps.json"
+        try:
+            hps = json.loads(hps_path.read_text()) if hps_path.is_file() else None
+        except (OSError, ValueError):
+            hps = None
+        algo = match_algorithm(summary, env, hps, label)
+        if algo is None:
+            names = ", ".join(sorted(summary["environments"][env]["algorithms"]))
+            raise UnknownReference(
+                f"The run {runs[0]} matches no algorithm of the reference on {env} (neither its "
+                f"config nor its label {label!r} is one of {names}); name one with --algorithm.")
+        out[env] = algo
+    return out
+
+
 def current_commit() -> str | None:
     """The project's commit (with "-dirty" when tracked files have changes); None outside git."""
     try:
@@ -177,18 +207,17 @@ def export_run(run_dir: str | os.PathLike, dest_root: str | os.PathLike,
     (a preset's committed runs: `runs_root(preset)`) and return the copy's folder. The run is
     only read. Each file is written whole (temporary name, then rename); a copy whose greedy.csv
     and finished state are unchanged is left as it is, provenance included."""
-    source = Path(run_dir).resolve()
-    dest = Path(dest_root) / _env_of(source) / source.name
-    greedy = source / "log" / f"{source.name}.greedy.csv"
-    files = [greedy, source / "log" / "hps.json", source / "state" / "finished.json"]
-    copied_greedy = dest / "log" / greedy.name
-    if (copied_greedy.is_file() and greedy.is_file()
-            and copied_greedy.read_bytes() == greedy.read_bytes()
-            and (dest / "state" / "finished.json").is_file()
-            == (source / "state" / "finished.json").is_file()):
+    source = RunDir.at(Path(run_dir).resolve())
+    copy = RunDir.at(Path(dest_root) / _env_of(source) / source.name)
+    pairs = [(source.greedy_csv, copy.greedy_csv), (source.hps, copy.hps),
+             (source.finished_file, copy.finished_file)]
+    unchanged = (copy.greedy_csv.is_file() and source.greedy_csv.is_file()
+                 and copy.greedy_csv.read_bytes() == source.greedy_csv.read_bytes()
+                 and copy.finished_file.is_file() == source.finished_file.is_file())
+    dest = copy.path
+    if unchanged:
         return dest
-    for path in files:
-        target = dest / path.relative_to(source)
+    for path, target in pairs:
         if path.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             util.atomic_write_bytes(target, path.read_bytes())
@@ -197,17 +226,17 @@ def export_run(run_dir: str | os.PathLike, dest_root: str | os.PathLike,
     util.atomic_write_json(dest / PROVENANCE, {
         "commit": commit if commit is not None else current_commit(),
         "copied": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "source": str(source)})
+        "source": str(source.path)})
     return dest
 
 
-def _env_of(run_dir: Path) -> str:
-    hps = util.read_json(run_dir / "log" / "hps.json")
+def _env_of(run: RunDir) -> str:
+    hps = util.read_json(run.hps)
     if isinstance(hps, dict) and isinstance(hps.get("env"), dict):
         name = hps["env"].get("name")
         if isinstance(name, str):
             return name
-    return run_dir.parent.name
+    return run.path.parent.name
 
 
 def _display(path: Path) -> str:
