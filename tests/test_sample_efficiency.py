@@ -593,3 +593,19 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     out.rename(tmp_path / "elsewhere")
     se.write_report(bench, when="today")
     assert report.with_suffix(".json").read_text() == first
+
+
+def test_the_committed_runs_rebuild_the_committed_summary(tmp_path):
+    # anyone with the repository alone: --report-only over the committed runs of cpu_win4 (no
+    # run folder under the output root) gives the committed summary, number for number
+    committed = ROOT / "docs/benchmark/cpu_win4.json"
+    bench = se.dataclasses.replace(se.preset("cpu_win4"), output_root=str(tmp_path / "none"),
+                                   report=str(tmp_path / "cpu_win4.md"))
+    kept = Path(bench.reference_runs)
+    before = sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file())
+    assert before, "docs/benchmark/runs/cpu_win4 holds no committed run"
+    se.write_report(bench, when="today", partial=True)
+    assert json.loads((tmp_path / "cpu_win4.json").read_text()) == json.loads(
+        committed.read_text())
+    # the committed copies were read, not written
+    assert sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file()) == before
