@@ -926,6 +926,41 @@ def budget_groups(bench: Benchmark) -> list[tuple[int, tuple[str, ...]]]:
     return [(total, tuple(configs)) for total, configs in groups.items()]
 
 
+def finished_copies(bench: Benchmark) -> set[tuple[str, int]]:
+    """(config, seed) of the runs that have no folder under the output root but a committed copy
+    that reached the run's budget (a benchmark continued on another machine)."""
+    if not bench.reference_runs:
+        return set()
+    done = set()
+    for r in sweep.plan_runs(bench.configs, bench.seed_list(), bench.output_root):
+        copy = committed_copy(bench, r.run.path)
+        if r.run.path.is_dir() or copy is None:
+            continue
+        record = util.read_json(copy / "state" / "finished.json")
+        total = bench.budget(r.run.path.parent.name)[0]
+        if isinstance(record, dict) and int(record.get("total_frames", 0)) >= total:
+            done.add((r.config, r.seed))
+    return done
+
+
+def sweep_groups(bench: Benchmark, skip: set[tuple[str, int]] = frozenset()
+                 ) -> list[tuple[int, tuple[str, ...], int | list[int]]]:
+    """(frame budget, configs, seeds) of each sweep to start: one per frame budget, split further
+    by the seeds left to run when `skip` names (config, seed) pairs not to run. Seeds are a
+    count when they are 0..N-1 (the sweep's own form), else a list."""
+    groups = []
+    for total_frames, configs in budget_groups(bench):
+        by_seeds: dict[tuple[int, ...], list[str]] = {}
+        for c in configs:
+            left = tuple(s for s in bench.seed_list() if (str(Path(c).resolve()), s) not in skip)
+            if left:
+                by_seeds.setdefault(left, []).append(c)
+        for left, group in by_seeds.items():
+            seeds = len(left) if left == tuple(range(len(left))) else list(left)
+            groups.append((total_frames, tuple(group), seeds))
+    return groups
+
+
 def run_benchmark(bench: Benchmark, address: str | None = None,
                   cpus_per_run: float | None = None, report_only: bool = False,
                   partial: bool = False,
@@ -939,9 +974,13 @@ def run_benchmark(bench: Benchmark, address: str | None = None,
     """
     say = out or (lambda text: print(text, flush=True))
     if not report_only:
-        seeds = bench.seeds if bench.first_seed == 0 else bench.seed_list()
+        committed = finished_copies(bench)
+        if committed:
+            say(f"{len(committed)} run(s) finished in the committed copies under "
+                f"{_display(bench.reference_runs)} and have no folder under the output root: "
+                f"not run again (their copies are reported)")
         results = []
-        for total_frames, configs in budget_groups(bench):  # one sweep per frame budget
+        for total_frames, configs, seeds in sweep_groups(bench, committed):
             results += sweep.run_sweep(configs, seeds, total_frames=total_frames,
                                        output_root=bench.output_root, address=address,
                                        max_parallel=bench.max_parallel,

@@ -609,3 +609,32 @@ def test_the_committed_runs_rebuild_the_committed_summary(tmp_path):
         committed.read_text())
     # the committed copies were read, not written
     assert sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file()) == before
+
+
+def test_runs_finished_in_the_committed_copies_are_not_run_again(tmp_path, monkeypatch):
+    # a benchmark continued on a new machine: the output root is empty, the repository holds a
+    # finished copy of tiny_ddpg seed 1 and an unfinished one of tiny_steve seed 0
+    kept = tmp_path / "kept"
+    bench = tiny_bench(tmp_path, reference_runs=str(kept))
+    rows = [(450, 10.0), (500, 20.0), (950, 30.0), (1000, 40.0)]
+    fake_run(kept, "tiny_ddpg", 1, rows, finished_at=1000)
+    fake_run(kept, "tiny_steve", 0, rows, finished_at=None)
+    fake_run(kept, "tiny_steve", 1, rows, finished_at=500)  # a smaller budget: not finished
+    assert se.finished_copies(bench) == {(str(TINY_DDPG.resolve()), 1)}
+    assert se.sweep_groups(bench, se.finished_copies(bench)) == [
+        (1000, (str(TINY_DDPG),), 1), (1000, (str(TINY_STEVE),), 2)]  # seed 0 only, both
+    assert se.sweep_groups(bench) == [(1000, bench.configs, 2)]  # nothing committed: one sweep
+    calls, said = [], []
+
+    def fake_sweep(configs, seeds, **kwargs):
+        calls.append((tuple(configs), seeds))
+        return []
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    with pytest.raises(se.BenchmarkError, match="do not exist"):  # the sweep ran nothing here
+        se.run_benchmark(bench, out=said.append)
+    assert calls == [((str(TINY_DDPG),), 1), ((str(TINY_STEVE),), 2)]
+    assert said[0].startswith("1 run(s) finished in the committed copies")
+    # a folder under the output root wins over the copy: the sweep decides about it
+    fake_run(tmp_path / "out", "tiny_ddpg", 1, rows[:2], finished_at=None)
+    assert se.finished_copies(bench) == set()
