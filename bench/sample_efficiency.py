@@ -74,7 +74,6 @@ WINDOW = reference.WINDOW  # a score at F averages the episodes in the last 10% 
 CURVE_POINTS = 20  # frame counts averaged by the mean score over the budget
 DEFAULT_MARKS = 4  # table columns when --checkpoints-at is not given: N/4, N/2, 3N/4, N
 REPORT_NAME = "sample_efficiency.md"  # default report, in the output root
-REPORT_DIR = ROOT / "docs" / "benchmark"  # where the committed reports live
 
 
 class BenchmarkError(UserError):
@@ -557,7 +556,8 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     lines += _table(["environment", "A", "B", "A - B", "p", "seeds"], rows) + [""]
     if summary is not None:
         profile = [f for f in figures if str(f).endswith("_profile.png")]
-        lines += _carried_section(summary) + _aggregate_section(summary, profile)
+        lines += (_carried_section(summary, Path(bench.report).parent)
+                  + _aggregate_section(summary, profile))
         figures = [f for f in figures if f not in profile]
 
     lines += ["## Wall-clock time", "",
@@ -606,12 +606,13 @@ def _frame_cost(bench: Benchmark, groups: dict[tuple[str, str], list[RunSummary]
     if not parts:
         return []
     return [f"What a frame costs on this machine: a {algo} frame against a {backbone} frame "
-            f"(wall-clock time per frame up to the last evaluation, mean over seeds; two runs "
-            f"shared the 2 cores): " + "; ".join(parts) + ".", ""]
+            f"(wall-clock time per frame up to the last evaluation, mean over seeds, on the "
+            f"machine and with the parallelism the runs had): " + "; ".join(parts) + ".", ""]
 
 
-def _carried_section(summary: dict) -> list[str]:
-    """The environments carried from earlier reports: their mean scores over the budget."""
+def _carried_section(summary: dict, report_dir: Path) -> list[str]:
+    """The environments carried from earlier reports: their mean scores over the budget (links
+    relative to `report_dir`, the report's folder)."""
     carried = {env: block for env, block in summary["environments"].items()
                if "carried_from" in block}
     if not carried:
@@ -626,7 +627,8 @@ def _carried_section(summary: dict) -> list[str]:
         for algo, entry in block["algorithms"].items():
             values = [s.get("mean_score") for s in entry["seeds"].values()]
             rows.append([env, algo, str(len(values)), _cell(values),
-                         f"[{Path(block['carried_from']).stem}]({_carried_link(block)})"])
+                         f"[{Path(block['carried_from']).stem}]"
+                         f"({_carried_link(block, report_dir)})"])
     lines += _table(["environment", "algorithm", "seeds", "mean score", "from"], rows) + [""]
     rows = [[env, p["a"], p["b"], _num(p["diff"]), f"{p['p']:.3f}"]
             for env, block in sorted(carried.items()) for p in block.get("pairs", [])]
@@ -634,13 +636,13 @@ def _carried_section(summary: dict) -> list[str]:
     return lines
 
 
-def _carried_link(block: dict) -> str:
+def _carried_link(block: dict, report_dir: Path) -> str:
     """The report a carried environment came from (its .md beside the summary, else the
-    summary), relative to the committed reports' folder."""
+    summary), relative to `report_dir`."""
     source = ROOT / block["carried_from"]
     if source.with_suffix(".md").is_file():
         source = source.with_suffix(".md")
-    return os.path.relpath(source, REPORT_DIR)
+    return Path(os.path.relpath(source, report_dir)).as_posix()
 
 
 def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> list[str]:
@@ -674,9 +676,9 @@ def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> l
             for a, v in block["iqm"].items()]
     lines += _table(["algorithm", "IQM (normalised)", f"{block['confidence']:.0%} interval"],
                     rows) + [""]
-    lines += [f"![performance profile]({Path(f).as_posix()})" for f in profile]
-    lines += ["" if profile else None]
-    return [line for line in lines if line is not None]
+    for f in profile:
+        lines += [f"![performance profile]({Path(f).as_posix()})", ""]
+    return lines
 
 
 def pairs(groups: dict[tuple[str, str], list[RunSummary]], env: str) -> list[dict]:

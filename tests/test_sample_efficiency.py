@@ -486,6 +486,9 @@ def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path)
     assert "seeds 100-101" in text and "1k frames on InvertedPendulum-v5" in text
     assert "| environment | algorithm | seeds | 500 | 1k |" in text  # one table per env
     assert "| environment | algorithm | seeds | 1k | 2k |" in text
+    # the cost of a headline frame against a backbone frame (fake hours: 1/36000 h per frame)
+    assert ("What a frame costs on this machine: a tiny_steve frame against a tiny_ddpg frame"
+            in text and "InvertedPendulum-v5 1.0x (100 against 100 ms per frame)" in text)
 
 
 def test_cpu_win_preset(tmp_path):
