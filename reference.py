@@ -1,7 +1,7 @@
 """Committed reference results: the benchmark summaries and runs a new run is compared with.
 
 Read by `plot.py --reference` and by bench/sample_efficiency.py, which also writes them when it
-writes a report. Nothing here trains, starts processes or touches a live run: runs are copied
+writes a report; `score_at` is the reports' score of a run at a frame count, shared by both. Nothing here trains, starts processes or touches a live run: runs are copied
 from, never written to.
 
 On disk, all inside the repository:
@@ -39,12 +39,9 @@ from rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent
 BENCHMARK_DOCS = ROOT / "docs" / "benchmark"
-RUNS = BENCHMARK_DOCS / "runs"
 PROVENANCE = "provenance.json"
 # keys of log/hps.json that belong to one run, not to its config (master.py adds name and seed)
 RUN_KEYS = ("name", "seed", "output_root")
-
-
 WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames before F
 _FRAMES, _SCORE = 2, 3  # columns of a greedy.csv row: hours, epoch, frames, score (plot.COLUMNS)
 
@@ -72,11 +69,6 @@ def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
 
 def summary_path(preset: str) -> Path:
     return BENCHMARK_DOCS / f"{preset}.json"
-
-
-def runs_root(preset: str) -> Path:
-    """Where a preset's committed runs live: docs/benchmark/runs/<PRESET>/."""
-    return RUNS / preset
 
 
 def presets() -> list[str]:
@@ -204,7 +196,7 @@ def current_commit() -> str | None:
 def export_run(run_dir: str | os.PathLike, dest_root: str | os.PathLike,
                commit: str | None = None) -> Path:
     """Copy the files a report reads from one run folder to `dest_root`/<ENV>/<run folder name>
-    (a preset's committed runs: `runs_root(preset)`) and return the copy's folder. The run is
+    (a preset's committed runs: docs/benchmark/runs/<PRESET>) and return the copy's folder. The run is
     only read. Each file is written whole (temporary name, then rename); a copy whose greedy.csv
     and finished state are unchanged is left as it is, provenance included."""
     source = RunDir.at(Path(run_dir).resolve())
