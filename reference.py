@@ -1,8 +1,9 @@
 """Committed reference results: the benchmark summaries and runs a new run is compared with.
 
 Read by `plot.py --reference` and by bench/sample_efficiency.py, which also writes them when it
-writes a report; `score_at` is the reports' score of a run at a frame count, shared by both. Nothing here trains, starts processes or touches a live run: runs are copied
-from, never written to.
+writes a report; `score_at` is the reports' score of a run at a frame count, shared by both.
+Nothing here trains, starts processes or touches a live run: runs are copied from, never
+written to.
 
 On disk, all inside the repository:
 
@@ -196,9 +197,9 @@ def current_commit() -> str | None:
 def export_run(run_dir: str | os.PathLike, dest_root: str | os.PathLike,
                commit: str | None = None) -> Path:
     """Copy the files a report reads from one run folder to `dest_root`/<ENV>/<run folder name>
-    (a preset's committed runs: docs/benchmark/runs/<PRESET>) and return the copy's folder. The run is
-    only read. Each file is written whole (temporary name, then rename); a copy whose greedy.csv
-    and finished state are unchanged is left as it is, provenance included."""
+    (a preset's committed runs: docs/benchmark/runs/<PRESET>) and return the copy's folder. The
+    run is only read. Each file is written whole (temporary name, then rename); a copy whose
+    greedy.csv and finished state are unchanged is left as it is, provenance included."""
     source = RunDir.at(Path(run_dir).resolve())
     copy = RunDir.at(Path(dest_root) / _env_of(source) / source.name)
     pairs = [(source.greedy_csv, copy.greedy_csv), (source.hps, copy.hps),
