@@ -150,6 +150,10 @@ _GOODRUNS = {"halfcheetah": ("ddpg3", "mve_tdk1", "steve3"),
              "rshum": ("ddpg2", "mve_tdk3", "steve1"),
              "flagrun": ("ddpg3", "mve_tdk0", "steve0")}
 
+# cpu_win's algorithms, as (setup folder, config name): the headline STEVE-TD3 and its backbone
+# TD3 (config/experiments/benchmark/cpu_win/), the paper-faithful DDPG and STEVE (.../cpu/).
+_CPU_WIN_ALGOS = (("cpu_win", "steve_td3"), ("cpu_win", "td3"), ("cpu", "ddpg"), ("cpu", "steve"))
+
 # Each preset: keyword arguments of Benchmark (name and command are filled in).
 PRESETS: dict[str, dict] = {
     # A CPU machine (2 cores here): 3 algorithms x 2 tasks x 3 seeds = 18 runs, one at a time
@@ -217,8 +221,7 @@ PRESETS: dict[str, dict] = {
     "cpu_win": dict(
         configs=tuple(f"config/experiments/benchmark/{setup}/{env}/{algo}.json"
                       for env in ("invertedpendulum", "hopper")
-                      for setup, algo in (("cpu_win", "steve_td3"), ("cpu_win", "td3"),
-                                          ("cpu", "ddpg"), ("cpu", "steve"))),
+                      for setup, algo in _CPU_WIN_ALGOS),
         seeds=5,
         total_frames=60_000,
         marks=tuple(range(5_000, 60_001, 5_000)),
@@ -243,8 +246,7 @@ PRESETS: dict[str, dict] = {
     "cpu_win4": dict(
         configs=tuple(f"config/experiments/benchmark/{setup}/{env}/{algo}.json"
                       for env in ("halfcheetah", "walker2d")
-                      for setup, algo in (("cpu_win", "steve_td3"), ("cpu_win", "td3"),
-                                          ("cpu", "ddpg"), ("cpu", "steve"))),
+                      for setup, algo in _CPU_WIN_ALGOS),
         seeds=5,
         total_frames=60_000,
         marks=tuple(range(5_000, 60_001, 5_000)),
@@ -838,10 +840,11 @@ def _read_carried(bench: Benchmark) -> dict[str, dict]:
 
 def collect_runs(bench: Benchmark, window: float = WINDOW,
                  partial: bool = False) -> tuple[list[RunSummary], list[Path]]:
-    """(summaries of the runs with evaluations, pending run folders). A planned folder that does
-    not exist is read from its committed copy when there is one. Raises BenchmarkError for a
-    missing or unevaluated run unless `partial`."""
-    runs = [r if r.is_dir() else committed_copy(bench, r) or r for r in run_dirs(bench)]
+    """(summaries of the runs with evaluations, pending run folders). A run with a committed
+    copy is read from the copy (write_report has just refreshed the copies of the runs under
+    the output root, so the report counts exactly what is committed). Raises BenchmarkError for
+    a missing or unevaluated run unless `partial`."""
+    runs = [committed_copy(bench, r) or r for r in run_dirs(bench)]
     missing = [r for r in runs if not r.is_dir()]
     if missing and not partial:
         raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
@@ -865,28 +868,33 @@ def collect_runs(bench: Benchmark, window: float = WINDOW,
     return summaries, pending
 
 
-def export_runs(bench: Benchmark, summaries: Sequence[RunSummary]) -> list[Path]:
-    """Copy every reported run that is not already a committed copy into
-    `bench.reference_runs` (reference.export_run); the copies' folders."""
+def export_runs(bench: Benchmark) -> list[Path]:
+    """Copy every planned run under the output root that has an evaluation into
+    `bench.reference_runs` (reference.export_run); the copies' folders. A live run is read at
+    one moment: the copy is what the report then counts."""
     if not bench.reference_runs:
         return []
     keep = Path(bench.reference_runs).resolve()
     commit = reference.current_commit()
-    return [reference.export_run(s.path, keep, commit) for s in summaries
-            if keep not in Path(s.path).resolve().parents]
+    return [reference.export_run(r, keep, commit) for r in run_dirs(bench)
+            if r.is_dir() and plot.greedy_csv_path(r) is not None
+            and plot.greedy_csv_path(r).stat().st_size > 0]
 
 
 def write_report(bench: Benchmark, window: float = WINDOW,
                  when: str | None = None, partial: bool = False) -> tuple[Path, list[Path]]:
-    """Compute the report from the run folders and write it with its figures; copy the runs into
-    `bench.reference_runs` when the benchmark keeps them.
+    """Copy the runs into `bench.reference_runs` when the benchmark keeps them, then compute the
+    report from the copies (and from the run folders of any other run) and write it with its
+    figures.
 
-    Returns (report path, figure paths). Raises BenchmarkError, before writing anything, when a
-    run folder is missing or a run has no evaluations; with `partial`, such runs are listed as
-    pending instead (an error only when no run has evaluations).
+    Returns (report path, figure paths). Raises BenchmarkError, before writing the report, its
+    figures or its summary (the copies may have been refreshed), when a run folder is missing or
+    a run has no evaluations; with `partial`, such runs are listed as pending instead (an error
+    only when no run has evaluations).
     """
     notes = _read_notes(bench)
     carried = _read_carried(bench)
+    export_runs(bench)
     summaries, pending = collect_runs(bench, window, partial)
     report = Path(bench.report)
     figure_base = report.with_name(f"{report.stem}_curves.png")
@@ -901,7 +909,6 @@ def write_report(bench: Benchmark, window: float = WINDOW,
         profile = report.with_name(f"{report.stem}_profile.png")
         figures.append(Path(aggregate.draw_performance_profile(summary["environments"], spec,
                                                                profile)))
-    export_runs(bench, summaries)
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
                                                  notes, pending, summary))
