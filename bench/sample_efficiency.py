@@ -473,14 +473,15 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                   figures: Sequence[str | os.PathLike], window: float = WINDOW,
                   when: str | None = None, notes: str = "",
                   pending: Sequence[str | os.PathLike] = (),
-                  summary: dict | None = None) -> str:
+                  summary: dict | None = None, commit: str | None = None) -> str:
     """The markdown report (figures given as paths relative to the report's folder; `notes`:
     markdown put in after the first paragraph; `pending`: run folders not started or without an
     evaluation yet, left out of every number; `summary`: the summary_json written beside it,
-    whose carried environments and aggregate block get a section)."""
+    whose carried environments and aggregate block get a section; `commit`: the code's commit,
+    named in the first paragraph (default: the checkout's now))."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    commit = reference.current_commit() or "unknown (not a git checkout)"
+    commit = commit or reference.current_commit() or "unknown (not a git checkout)"
     unfinished = [s for s in summaries if not s.finished]
     lines = [f"# Sample efficiency: {bench.name}", "",
              f"Produced by `{bench.command}` at commit `{commit}` on {when} from "
@@ -868,14 +869,14 @@ def collect_runs(bench: Benchmark, window: float = WINDOW,
     return summaries, pending
 
 
-def export_runs(bench: Benchmark) -> list[Path]:
+def export_runs(bench: Benchmark, commit: str | None = None) -> list[Path]:
     """Copy every planned run under the output root that has an evaluation into
     `bench.reference_runs` (reference.export_run); the copies' folders. A live run is read at
     one moment: the copy is what the report then counts."""
     if not bench.reference_runs:
         return []
     keep = Path(bench.reference_runs).resolve()
-    commit = reference.current_commit()
+    commit = commit or reference.current_commit()
     return [reference.export_run(r, keep, commit) for r in run_dirs(bench)
             if r.is_dir() and plot.greedy_csv_path(r) is not None
             and plot.greedy_csv_path(r).stat().st_size > 0]
@@ -894,7 +895,8 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     """
     notes = _read_notes(bench)
     carried = _read_carried(bench)
-    export_runs(bench)
+    commit = reference.current_commit()  # before the copies change tracked files ("-dirty")
+    export_runs(bench, commit)
     summaries, pending = collect_runs(bench, window, partial)
     report = Path(bench.report)
     figure_base = report.with_name(f"{report.stem}_curves.png")
@@ -911,7 +913,7 @@ def write_report(bench: Benchmark, window: float = WINDOW,
                                                                profile)))
     relative = [os.path.relpath(f, report.parent) for f in figures]
     util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
-                                                 notes, pending, summary))
+                                                 notes, pending, summary, commit))
     summary_path = report.with_suffix(".json")
     util.atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
