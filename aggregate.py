@@ -168,13 +168,14 @@ def recompute(summary: dict) -> dict:
     return aggregate_block(summary["environments"], spec)
 
 
-def performance_profile(environments: dict, spec: AggregateSpec,
-                        taus: np.ndarray) -> tuple[dict, dict]:
-    """({algo: [t] share of runs with normalised score > tau}, {algo: [2, t] its interval})."""
+def performance_profile(environments: dict, spec: AggregateSpec, taus: np.ndarray,
+                        scores: dict | None = None) -> tuple[dict, dict]:
+    """({algo: [t] share of runs with normalised score > tau}, {algo: [2, t] its interval});
+    `scores`: the algorithms' normalised_scores when the caller has them already."""
     from rliable import library as rly
 
-    scores = {a: normalised_scores(environments, a, spec.tasks, spec.normalisation)
-              for a in spec.algorithms}
+    scores = scores or {a: normalised_scores(environments, a, spec.tasks, spec.normalisation)
+                        for a in spec.algorithms}
     return rly.create_performance_profile(scores, taus, reps=min(spec.reps, 2_000),
                                           confidence_interval_size=CONFIDENCE)
 
@@ -187,11 +188,11 @@ def draw_performance_profile(environments: dict, spec: AggregateSpec,
 
     import plot
 
-    values = np.concatenate([normalised_scores(environments, a, spec.tasks,
-                                               spec.normalisation).ravel()
-                             for a in spec.algorithms])
+    scores = {a: normalised_scores(environments, a, spec.tasks, spec.normalisation)
+              for a in spec.algorithms}
+    values = np.concatenate([v.ravel() for v in scores.values()])
     taus = np.linspace(min(0.0, values.min()), max(1.0, values.max()), 101)  # [t]
-    profiles, intervals = performance_profile(environments, spec, taus)
+    profiles, intervals = performance_profile(environments, spec, taus, scores)
     figure = Figure(figsize=(6.0, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()
