@@ -211,29 +211,45 @@ def load_run(path: str | Path):
     return run, config, agent, model, actor, counters
 
 
+# Draws per transition asked for before giving up on finding observable ones (Walker2d-v5 runs
+# that fall a lot can have fewer than 1 in 4 replayed states below the velocity clip).
+MAX_DRAWS_PER_STATE = 64
+
+
 def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Generator,
                      sim: Simulator, frames: int):
     """`count` transitions drawn uniformly from the run's replay buffer as the learner saw it at
     `frames` frames (its window of the newest replay_size), leaving out those whose s0 or s1 the
-    simulator cannot be set to (see Simulator.observable). Returns the batch and how many draws
-    were left out."""
+    simulator cannot be set to (see Simulator.observable). Draws in rounds of 4 * count until
+    `count` are kept, at most MAX_DRAWS_PER_STATE * count draws. Returns the batch and how many
+    draws were left out before the count-th kept one."""
     import replay
 
     path = Path(run_dir) / "replay"
     if not replay.ReplayBuffer.exists(path):
         raise DiagnosticError(f"{run_dir} has no replay buffer (replay/); give a run folder that "
                               "has collected frames.")
+    rounds, kept, drawn = [], 0, 0
     with replay.ReplayBuffer.open(path, sync=False) as buf:
         newest = int(config["policy_config"].get("replay_size") or buf.capacity)
-        batch = buf.sample(4 * count, newest, rng, end=max(frames, 1))
-    keep = [b for b in range(len(batch.reward))
-            if sim.observable(batch.obs[b]) and sim.observable(batch.next_obs[b])]
-    if len(keep) < count:
-        raise DiagnosticError(f"fewer than {count} of {len(batch.reward)} replayed transitions "
-                              "have fully observed states; ask for fewer --states.")
-    left_out = keep[count - 1] + 1 - count  # draws skipped before the count-th kept one
-    idx = np.asarray(keep[:count])
-    return type(batch)(*(field[idx] for field in batch)), left_out
+        while kept < count and drawn < MAX_DRAWS_PER_STATE * count:
+            batch = buf.sample(4 * count, newest, rng, end=max(frames, 1))
+            keep = np.asarray([b for b in range(len(batch.reward))
+                               if sim.observable(batch.obs[b])
+                               and sim.observable(batch.next_obs[b])], dtype=np.int64)
+            rounds.append((batch, keep, drawn))
+            kept, drawn = kept + len(keep), drawn + len(batch.reward)
+    if kept < count:
+        raise DiagnosticError(
+            f"only {kept} of {drawn} replayed transitions have fully observed states (no velocity "
+            f"at the observation clip), fewer than the {count} asked for; ask for fewer --states.")
+    fields, positions = [], []
+    for batch, keep, offset in rounds:
+        fields.append([field[keep] for field in batch])
+        positions.extend(offset + keep)
+    joined = type(rounds[0][0])(*(np.concatenate(col)[:count] for col in zip(*fields)))
+    left_out = int(positions[count - 1]) + 1 - count  # draws skipped before the count-th kept
+    return joined, left_out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,6 +93,33 @@ def test_clipped_velocities_are_not_observable():
     sim.close()
 
 
+class _RareStates:
+    """A stand-in for Simulator.observable: only states whose cart position is in its top tenth
+    count as observable, fewer than the 1 in 4 a single round of draws would find."""
+
+    def __init__(self, cutoff):
+        self.cutoff = cutoff
+
+    def observable(self, obs):
+        return bool(obs[0] >= self.cutoff)
+
+
+def test_draws_go_on_until_enough_states_are_observable(tmp_path):
+    run, config = make_run(tmp_path, TINY_DDPG)
+    with replay.ReplayBuffer.open(run / "replay", sync=False) as buf:
+        every = buf.sample(400, 10_000, np.random.default_rng(0))
+    both = np.minimum(every.obs[:, 0], every.next_obs[:, 0])
+    sim = _RareStates(float(np.quantile(both, 0.9)))
+    batch, left_out = tq.draw_transitions(run, config, 16, np.random.default_rng(2), sim, 400)
+    assert len(batch.reward) == 16
+    assert all(sim.observable(o) and sim.observable(n) for o, n in zip(batch.obs, batch.next_obs))
+    assert left_out > 3 * 16  # more than the first round of 4 x 16 draws could have given
+    sim.cutoff = float(both.max()) + 1.0  # nothing is observable: one sentence, with the fix
+    with pytest.raises(tq.DiagnosticError, match=r"only 0 of 1024 replayed transitions .* fewer "
+                       r"--states"):
+        tq.draw_transitions(run, config, 16, np.random.default_rng(2), sim, 400)
+
+
 def test_candidates_match_a_direct_computation(tmp_path):
     run, config = make_run(tmp_path, TINY_STEVE)
     _, _, agent, model, _, _ = tq.load_run(run)
