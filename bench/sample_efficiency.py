@@ -648,6 +648,47 @@ def _carried_link(block: dict, report_dir: Path) -> str:
     return Path(os.path.relpath(source, report_dir)).as_posix()
 
 
+def headline_table(summary: dict) -> list[str]:
+    """The table over the aggregate's tasks that README.md shows (a test keeps the two equal):
+    per algorithm, its mean score over the budget on each task (mean ± std over seeds, with the
+    number of seeds when some are missing) and its IQM of normalised scores over the complete
+    tasks; then each pair's probability of improvement. [] without an aggregate block."""
+    block = summary.get("aggregate")
+    if not block:
+        return []
+    envs = summary["environments"]
+    tasks = list(block["normalisation"])
+    seeds = len(summary["seeds"])
+    header = ["algorithm"] + [f"{t}, {_frames(envs[t]['marks'][-1])} frames" if t in envs
+                              else t for t in tasks]
+    header.append(f"IQM, normalised, over {len(block['tasks'])} tasks" if block["tasks"]
+                  else "IQM, normalised")
+    rows = []
+    for algo in block["algorithms"]:
+        row = [f"`{algo}`"]
+        for t in tasks:
+            entry = envs.get(t, {}).get("algorithms", {}).get(algo)
+            values = [v.get("mean_score") for v in entry["seeds"].values()] if entry else []
+            s = spread(values)
+            if s is None:
+                row.append("not run yet")
+                continue
+            cell = f"{s['mean']:,.0f} ± {s['std']:,.0f}"
+            row.append(cell if s["n"] == seeds else f"{cell} ({s['n']} of {seeds} seeds)")
+        iqm = block["iqm"].get(algo)
+        row.append(f"{iqm['estimate']:.2f} [{iqm['ci'][0]:.2f}, {iqm['ci'][1]:.2f}]" if iqm
+                   else "-")
+        rows.append(row)
+    lines = _table(header, rows) + [""]
+    for p in block["probability_of_improvement"]:
+        lines.append(f"- Probability of improvement of `{p['a']}` over `{p['b']}` over "
+                     f"{len(block['tasks'])} tasks ({', '.join(block['tasks'])}): "
+                     f"**{p['estimate']:.2f}** [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+    if block["probability_of_improvement"]:
+        lines.append("")
+    return lines
+
+
 def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> list[str]:
     """Probability of improvement, IQM and the performance profile (aggregate.py)."""
     block = summary.get("aggregate")
@@ -666,6 +707,9 @@ def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> l
     if block.get("pending_tasks"):
         lines += [f"**Not yet in the aggregate** (some seeds have no mean score yet): "
                   f"{', '.join(block['pending_tasks'])}.", ""]
+    lines += ["Mean score over the budget on each task, mean ± std over seeds (of the seeds "
+              "finished so far where fewer), and the aggregate:", ""]
+    lines += headline_table(summary)
     if not block["tasks"]:
         return lines + ["No task has every seed of every algorithm yet.", ""]
     rows = [[t, _num(lo), _num(hi)] for t, (lo, hi) in block["normalisation"].items()

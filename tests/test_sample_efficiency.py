@@ -583,6 +583,16 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     text = report.read_text()
     assert "## Across tasks" in text and "Not yet in the aggregate" in text
     assert "## Tasks carried from earlier reports" in text
+    # the headline table (README.md shows cpu_win4's): Hopper's carried 30, 40, 50 -> 40 ± 8;
+    # Walker2d-v5 has no run; the IQM over the two complete tasks
+    table = se.headline_table(summary)
+    assert table[0].startswith(f"| algorithm | {ENV}, 1k frames | Hopper-v5, 1k frames | "
+                               "Walker2d-v5 | IQM, normalised, over 2 tasks |")
+    steve_row = [c.strip() for c in table[2].strip("|").split("|")]
+    assert steve_row[0] == "`tiny_steve`" and steve_row[2:4] == ["40 ± 8", "not run yet"]
+    iqm = block["iqm"]["tiny_steve"]
+    assert steve_row[4] == f"{iqm['estimate']:.2f} [{iqm['ci'][0]:.2f}, {iqm['ci'][1]:.2f}]"
+    assert f"**{poi['estimate']:.2f}**" in table[-2] and all(line in text for line in table)
     assert "What a frame costs on this machine" not in text  # no headline pair here
     assert any(f.name == "agg_profile.png" for f in figures)
     assert "![performance profile](agg_profile.png)" in text
@@ -611,6 +621,20 @@ def test_the_committed_runs_rebuild_the_committed_summary(tmp_path):
         committed.read_text())
     # the committed copies were read, not written
     assert sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file()) == before
+
+
+def test_the_readme_table_is_the_committed_summarys():
+    # README.md shows headline_table of docs/benchmark/cpu_win4.json between its two markers;
+    # regenerating the report without updating README.md (or editing its numbers) fails here
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- cpu_win4 table")
+    shown = readme[readme.index("\n", start) + 1:readme.index("<!-- end of cpu_win4 table -->")]
+    summary = json.loads((ROOT / "docs/benchmark/cpu_win4.json").read_text())
+    table = se.headline_table(summary)
+    assert shown.rstrip("\n").splitlines() == "\n".join(table).rstrip("\n").splitlines()
+    # the table holds the summary's numbers: the IQM of the headline algorithm, for one
+    iqm = summary["aggregate"]["iqm"][summary["headline"]["algorithm"]]
+    assert f"{iqm['estimate']:.2f} [{iqm['ci'][0]:.2f}, {iqm['ci'][1]:.2f}]" in shown
 
 
 def test_runs_finished_in_the_committed_copies_are_not_run_again(tmp_path, monkeypatch):
