@@ -247,7 +247,7 @@ def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Gen
     for batch, keep, offset in rounds:
         fields.append([field[keep] for field in batch])
         positions.extend(offset + keep)
-    joined = type(rounds[0][0])(*(np.concatenate(col)[:count] for col in zip(*fields)))
+    joined = type(rounds[0][0])(*(np.concatenate(col)[:count] for col in zip(*fields, strict=True)))
     left_out = int(positions[count - 1]) + 1 - count  # draws skipped before the count-th kept
     return joined, left_out
 

@@ -112,7 +112,8 @@ def test_draws_go_on_until_enough_states_are_observable(tmp_path):
     sim = _RareStates(float(np.quantile(both, 0.9)))
     batch, left_out = tq.draw_transitions(run, config, 16, np.random.default_rng(2), sim, 400)
     assert len(batch.reward) == 16
-    assert all(sim.observable(o) and sim.observable(n) for o, n in zip(batch.obs, batch.next_obs))
+    assert all(sim.observable(o) and sim.observable(n)
+               for o, n in zip(batch.obs, batch.next_obs, strict=True))
     assert left_out > 3 * 16  # more than the first round of 4 x 16 draws could have given
     sim.cutoff = float(both.max()) + 1.0  # nothing is observable: one sentence, with the fix
     with pytest.raises(tq.DiagnosticError, match=r"only 0 of 1024 replayed transitions .* fewer "
