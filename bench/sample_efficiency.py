@@ -30,7 +30,8 @@ How the report's numbers are defined (also written into the report):
   run's score at F (as above) is >= T; "not reached" otherwise;
 - mean score over the budget: the mean of the run's scores (as above) at CURVE_POINTS evenly
   spaced frame counts up to the budget, over those that have a value: the area under its
-  learning curve divided by the budget, one number for its sample efficiency;
+  learning curve divided by the budget, one number for its sample efficiency; none for a run
+  that has not finished its budget (the mean over the part it covered is not comparable);
 - hours: the largest `hours` of the run's greedy.csv, i.e. the training wall-clock time up to its
   last evaluation (time spent stopped between an interruption and the resume is not counted).
 Across the seeds of one (environment, algorithm): mean, standard deviation (numpy's, ddof 0),
@@ -399,14 +400,15 @@ def summarize_run(run_dir: str | os.PathLike, marks: Sequence[int],
     threshold = thresholds.get(info.env)
     last_frames = int(data[:, plot.FRAMES].max())
     # An unfinished run has no score at a mark it has not reached: that window is incomplete.
+    # Nor has it a mean score over the budget: the mean over the part it has covered would not
+    # be comparable with a finished run's (and would enter the pairs and the aggregate).
     reached = None if finished else last_frames
     return RunSummary(
         path=run_dir, env=info.env, algo=info.algo, seed=_seed_of(run_dir), finished=finished,
         last_frames=last_frames, episodes=len(data), hours=float(data[:, plot.HOURS].max()),
         scores=tuple(score_at(data, m, window, min_episodes, reached) for m in marks),
-        mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes,
-                               reached=reached)
-                    if total_frames is not None else None),
+        mean_score=(mean_score(data, total_frames, window=window, min_episodes=min_episodes)
+                    if total_frames is not None and finished else None),
         to_threshold=(frames_to_threshold(data, threshold, window, min_episodes)
                       if threshold is not None else None))
 
