@@ -127,6 +127,10 @@ class Benchmark:
     carried: tuple[str, ...] = ()
     # the evidence across tasks (aggregate.py); None: none
     aggregate: aggregate.AggregateSpec | None = None
+    # a markdown file (README.md) showing the summary's headline_table between the lines
+    # `<!-- NAME table ...` and `<!-- end of NAME table -->`: rewritten with every report;
+    # None: none
+    readme: str | None = None
 
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
@@ -259,6 +263,7 @@ PRESETS: dict[str, dict] = {
         report="docs/benchmark/cpu_win4.md",
         reference_runs="docs/benchmark/runs/cpu_win4",
         carried=("docs/benchmark/cpu_win.json",),
+        readme="README.md",
         aggregate=aggregate.AggregateSpec(
             tasks=("InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"),
             normalisation={"InvertedPendulum-v5": (5.23, 1000.0),
@@ -291,8 +296,9 @@ def preset(name: str) -> Benchmark:
     p["report"] = str(ROOT / p["report"])
     if p.get("notes"):
         p["notes"] = str(ROOT / p["notes"])
-    if p.get("reference_runs"):
-        p["reference_runs"] = str(ROOT / p["reference_runs"])
+    for key in ("reference_runs", "readme"):
+        if p.get(key):
+            p[key] = str(ROOT / p[key])
     p["carried"] = tuple(str(ROOT / c) for c in p.get("carried", ()))
     p["thresholds"] = dict(p["thresholds"])
     p["budgets"] = dict(p.get("budgets", {}))
@@ -941,6 +947,7 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     """
     notes = _read_notes(bench)
     carried = _read_carried(bench)
+    readme = _readme_table_span(bench)  # checked before anything is written
     commit = reference.current_commit()  # before the copies change tracked files ("-dirty")
     export_runs(bench, commit)
     summaries, pending = collect_runs(bench, window, partial)
@@ -966,7 +973,42 @@ def write_report(bench: Benchmark, window: float = WINDOW,
     os.umask(umask)
     for path in (report, summary_path):
         os.chmod(path, 0o666 & ~umask)
+    if readme is not None:
+        _write_readme_table(bench, summary)
     return report, figures
+
+
+def _readme_table_span(bench: Benchmark) -> tuple[str, int, int] | None:
+    """(text of bench.readme, start, end) of the lines between its table markers (see
+    Benchmark.readme); None without a readme. Raises BenchmarkError when a marker is missing."""
+    if not bench.readme:
+        return None
+    path = Path(bench.readme)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BenchmarkError(f"{_display(path)} cannot be read ({e.strerror}); restore it from "
+                             f"git.") from None
+    opening, closing = f"<!-- {bench.name} table", f"<!-- end of {bench.name} table -->"
+    first = text.find(opening)
+    end = text.find(closing, first) if first >= 0 else -1
+    if first < 0 or end < 0:
+        raise BenchmarkError(f"{_display(path)} has no line starting with {opening!r} followed "
+                             f"by one with {closing!r}; put them back around the table (it is "
+                             f"rewritten with every report).")
+    start = text.find("\n", first) + 1
+    return text, start, end
+
+
+def _write_readme_table(bench: Benchmark, summary: dict) -> None:
+    """Rewrite the table between bench.readme's markers with headline_table(summary)."""
+    text, start, end = _readme_table_span(bench)
+    table = "\n".join(headline_table(summary)).rstrip("\n") + "\n"
+    if text[start:end] != table:
+        path = Path(bench.readme)
+        mode = path.stat().st_mode & 0o777
+        util.atomic_write_text(path, text[:start] + table + text[end:])
+        os.chmod(path, mode)
 
 
 # ------------------------------------------------------------------------------ running
@@ -1127,6 +1169,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What makes a preset's runs another benchmark than the committed one.
+_VARIED = ("seeds", "first_seed", "total_frames", "marks", "budgets", "thresholds")
+
+
+def _off_the_record(bench: Benchmark, changes: dict, args: argparse.Namespace) -> dict:
+    """The further changes for a preset run with other seeds, budgets, marks or thresholds than
+    its own (tuning seeds, a short trial): its report goes under the output root (unless
+    --report), and its notes, committed run copies and README table are left alone. A report
+    written elsewhere (--report) of the preset's own runs leaves the README table alone."""
+    varied = any(key in changes and changes[key] != getattr(bench, key) for key in _VARIED)
+    if not varied:
+        return {"readme": None} if args.report else {}
+    out = {"notes": None, "reference_runs": None, "readme": None}
+    if not args.report:  # never over the committed report
+        root = Path(args.output_root or bench.output_root).resolve()
+        out["report"] = str(root / REPORT_NAME)
+    return out
+
+
 def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
     """The Benchmark named by the command line (a preset with overrides, or explicit)."""
     if args.preset and args.configs:
@@ -1164,10 +1225,6 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
         if args.first_seed < 0:
             raise BenchmarkError(f"--first-seed {args.first_seed} must be 0 or more.")
         changes["first_seed"] = args.first_seed
-        if args.preset and not args.report and args.first_seed != bench.first_seed:
-            root = Path(args.output_root or bench.output_root).resolve()
-            changes["report"] = str(root / REPORT_NAME)  # never over the committed report
-            changes["notes"] = None  # they describe the held-out runs, not these
     if args.checkpoints_at:
         changes["marks"] = args.checkpoints_at
     if args.threshold:
@@ -1180,6 +1237,8 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
         changes["report"] = str(Path(args.report).resolve())
     if args.max_parallel is not None:
         changes["max_parallel"] = args.max_parallel
+    if args.preset:
+        changes.update(_off_the_record(bench, changes, args))
     bench = dataclasses.replace(bench, **changes)
     if bench.seeds < 1:
         raise BenchmarkError(f"--seeds {bench.seeds} gives no runs; use 1 or more.")

@@ -313,7 +313,20 @@ def test_command_line_presets_and_overrides(tmp_path):
                   "--seeds", "1", "--output-root", str(tmp_path))
     assert small.marks == (6000, 8000) and small.seeds == 1
     assert small.thresholds["Hopper-v5"] == 300 and small.output_root == str(tmp_path)
-    assert small.report == cpu.report
+    # another budget and seeds: not the committed benchmark, so its report goes under the output
+    # root and it leaves the preset's notes, run copies and README table alone
+    assert small.report == str(tmp_path / se.REPORT_NAME) and small.notes is None
+    win4 = bench("--preset", "cpu_win4")
+    assert win4.readme == str(ROOT / "README.md") and win4.reference_runs and win4.notes
+    trial = bench("--preset", "cpu_win4", "--total-frames", "3000", "--output-root", str(tmp_path))
+    assert (trial.readme, trial.reference_runs, trial.notes) == (None, None, None)
+    assert trial.report == str(tmp_path / se.REPORT_NAME)
+    assert bench("--preset", "cpu_win4", "--threshold", "Walker2d-v5=500").readme is None
+    # the preset's own runs under another output root: still the committed benchmark
+    moved = bench("--preset", "cpu_win4", "--output-root", str(tmp_path))
+    assert (moved.report, moved.readme) == (win4.report, win4.readme)
+    elsewhere = bench("--preset", "cpu_win4", "--report", str(tmp_path / "r.md"))
+    assert elsewhere.readme is None and elsewhere.reference_runs == win4.reference_runs
     explicit = bench(str(TINY_DDPG), "--seeds", "2", "--total-frames", "400",
                      "--output-root", str(tmp_path), "--checkpoints-at", "300,100")
     assert explicit.marks == (100, 300) and explicit.report == str(tmp_path / se.REPORT_NAME)
@@ -558,7 +571,15 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
         name="agg", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=3, total_frames=1000,
         marks=(500, 1000), thresholds={ENV: 50.0}, output_root=str(out),
         report=str(tmp_path / "docs/agg.md"), command="python bench/x", first_seed=100,
-        reference_runs=str(kept), carried=(str(tmp_path / "docs/old.json"),), aggregate=spec)
+        reference_runs=str(kept), carried=(str(tmp_path / "docs/old.json"),), aggregate=spec,
+        readme=str(tmp_path / "README.md"))
+    (tmp_path / "README.md").write_text("# Title\n\nno markers\n")
+    with pytest.raises(se.BenchmarkError, match="README.md has no line starting with "
+                                                "'<!-- agg table' followed by one with"):
+        se.write_report(bench)  # before anything is written
+    assert not kept.exists() and not (tmp_path / "docs/agg.md").exists()
+    (tmp_path / "README.md").write_text("# Title\n<!-- agg table (generated) -->\nold\n"
+                                        "<!-- end of agg table -->\nafter\n")
     for seed, (low, high) in zip((100, 101, 102), ((10, 30), (20, 60), (40, 50)), strict=True):
         fake_run(out, "tiny_ddpg", seed, [(450, low), (500, low), (950, high), (1000, high)],
                  1000)
@@ -598,6 +619,9 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     iqm = block["iqm"]["tiny_steve"]
     assert steve_row[4] == f"{iqm['estimate']:.2f} [{iqm['ci'][0]:.2f}, {iqm['ci'][1]:.2f}]"
     assert f"**{poi['estimate']:.2f}**" in table[-2] and all(line in text for line in table)
+    assert (tmp_path / "README.md").read_text() == (
+        "# Title\n<!-- agg table (generated) -->\n" + "\n".join(table).rstrip("\n")
+        + "\n<!-- end of agg table -->\nafter\n")
     assert "What a frame costs on this machine" not in text  # no headline pair here
     assert any(f.name == "agg_profile.png" for f in figures)
     assert "![performance profile](agg_profile.png)" in text
@@ -617,7 +641,7 @@ def test_the_committed_runs_rebuild_the_committed_summary(tmp_path):
     # run folder under the output root) gives the committed summary, number for number
     committed = ROOT / "docs/benchmark/cpu_win4.json"
     bench = se.dataclasses.replace(se.preset("cpu_win4"), output_root=str(tmp_path / "none"),
-                                   report=str(tmp_path / "cpu_win4.md"))
+                                   report=str(tmp_path / "cpu_win4.md"), readme=None)
     kept = Path(bench.reference_runs)
     before = sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file())
     assert before, "docs/benchmark/runs/cpu_win4 holds no committed run"
