@@ -329,11 +329,10 @@ def frames_to_threshold(data: np.ndarray, threshold: float,
 
 
 def mean_score(data: np.ndarray, total_frames: int, points: int = CURVE_POINTS,
-               window: float = WINDOW, min_episodes: int = 1,
-               reached: float | None = None) -> float | None:
+               window: float = WINDOW, min_episodes: int = 1) -> float | None:
     """The mean of score_at at `points` evenly spaced frame counts up to `total_frames`, over
-    those that have a value; None when none has. `reached`: as for score_at."""
-    values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes, reached)
+    those that have a value; None when none has (a finished run's: see summarize_run)."""
+    values = [score_at(data, total_frames * (i + 1) / points, window, min_episodes)
               for i in range(points)]
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
