@@ -678,7 +678,7 @@ def headline_table(summary: dict) -> list[str]:
             values = [v.get("mean_score") for v in entry["seeds"].values()] if entry else []
             s = spread(values)
             if s is None:
-                row.append("not run yet")
+                row.append("no finished run")
                 continue
             cell = f"{s['mean']:,.0f} ± {s['std']:,.0f}"
             row.append(cell if s["n"] == seeds else f"{cell} ({s['n']} of {seeds} seeds)")

@@ -615,7 +615,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     assert table[0].startswith(f"| algorithm | {ENV}, 1k frames | Hopper-v5, 1k frames | "
                                "Walker2d-v5 | IQM, normalised, over 2 tasks |")
     steve_row = [c.strip() for c in table[2].strip("|").split("|")]
-    assert steve_row[0] == "`tiny_steve`" and steve_row[2:4] == ["40 ± 8", "not run yet"]
+    assert steve_row[0] == "`tiny_steve`" and steve_row[2:4] == ["40 ± 8", "no finished run"]
     iqm = block["iqm"]["tiny_steve"]
     assert steve_row[4] == f"{iqm['estimate']:.2f} [{iqm['ci'][0]:.2f}, {iqm['ci'][1]:.2f}]"
     assert f"**{poi['estimate']:.2f}**" in table[-2] and all(line in text for line in table)
