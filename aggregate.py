@@ -11,7 +11,7 @@ are normalised, (score - low) / (high - low), with the task's `normalisation` [l
 (here: a uniformly random policy and a published 1M-frame score). Then, over the tasks:
 - probability of improvement of A over B: the mean over tasks of P(X_A > X_B) + P(X_A = X_B) / 2
   for a random run of each (the Mann-Whitney U statistic over the seeds divided by n_A n_B);
-  it does not depend on the normalisation;
+  it does not depend on the normalisation; the block also gives it on each task alone;
 - IQM: the interquartile mean of all runs' normalised values over all tasks (the mean of the
   middle 50%, scipy's trim_mean with 25% cut at each end);
 - each with a 95% percentile interval from a stratified bootstrap: runs resampled with
@@ -110,26 +110,38 @@ def aggregate_block(environments: dict, spec: AggregateSpec) -> dict:
     {"tasks": [ENV, ...], "normalisation": {ENV: [low, high]}, "score": ..., "pairs": [[A, B]],
      "algorithms": [ALGO, ...], "reps": N, "seed": S, "confidence": 0.95,
      "probability_of_improvement": [{"a": A, "b": B, "estimate": x, "ci": [lo, hi]}, ...],
-     "iqm": {ALGO: {"estimate": x, "ci": [lo, hi]}, ...}}
+     "iqm": {ALGO: {"estimate": x, "ci": [lo, hi]}, ...},
+     "probability_of_improvement_by_task": {ENV: [{"a": A, ...}, ...]}}
+
+    `probability_of_improvement_by_task` is the same statistic on each task alone (its
+    estimates average to the one over the tasks; its intervals, over one task's seeds, are
+    wide).
     """
     from rliable import metrics
 
     tasks = list(spec.tasks)
     scores = {algo: normalised_scores(environments, algo, tasks, spec.normalisation)
               for algo in dict.fromkeys([*spec.algorithms, *(a for p in spec.pairs for a in p)])}
-    improvement = []
-    for a, b in spec.pairs:
-        key = f"{a},{b}"
-        point, interval = _interval({key: (scores[a], scores[b])},
-                                    metrics.probability_of_improvement, spec.reps, spec.seed)
-        improvement.append({"a": a, "b": b, "estimate": float(point[key]),
-                            "ci": [float(v) for v in np.ravel(interval[key])]})
+
+    def improvement(columns: slice) -> list[dict]:
+        out = []
+        for a, b in spec.pairs:
+            key = f"{a},{b}"
+            point, interval = _interval({key: (scores[a][:, columns], scores[b][:, columns])},
+                                        metrics.probability_of_improvement, spec.reps,
+                                        spec.seed)
+            out.append({"a": a, "b": b, "estimate": float(point[key]),
+                        "ci": [float(v) for v in np.ravel(interval[key])]})
+        return out
+
+    by_task = {t: improvement(slice(i, i + 1)) for i, t in enumerate(tasks)}
     point, interval = _interval({a: scores[a] for a in spec.algorithms}, _iqm, spec.reps,
                                 spec.seed)
     iqm = {a: {"estimate": float(np.ravel(point[a])[0]),
                "ci": [float(v) for v in np.ravel(interval[a])]} for a in spec.algorithms}
     return dict(empty_block(dataclasses.replace(spec, tasks=tuple(tasks))),
-                probability_of_improvement=improvement, iqm=iqm)
+                probability_of_improvement=improvement(slice(None)), iqm=iqm,
+                probability_of_improvement_by_task=by_task)
 
 
 def empty_block(spec: AggregateSpec) -> dict:
@@ -139,7 +151,8 @@ def empty_block(spec: AggregateSpec) -> dict:
             "score": "mean score over the budget, normalised per task",
             "pairs": [list(p) for p in spec.pairs], "algorithms": list(spec.algorithms),
             "reps": spec.reps, "seed": spec.seed, "confidence": CONFIDENCE,
-            "probability_of_improvement": [], "iqm": {}}
+            "probability_of_improvement": [], "iqm": {},
+            "probability_of_improvement_by_task": {}}
 
 
 def spec_of(block: dict) -> AggregateSpec:

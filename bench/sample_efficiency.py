@@ -726,6 +726,22 @@ def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> l
             for p in block["probability_of_improvement"]]
     lines += [f"Over {len(block['tasks'])} tasks ({', '.join(block['tasks'])}):", ""]
     lines += _table(["A", "B", "P(A > B)", f"{block['confidence']:.0%} interval"], rows) + [""]
+    by_task = block.get("probability_of_improvement_by_task", {})
+    if len(by_task) > 1:
+        lines += ["On each task alone (the same statistic over that task's seeds, whose mean "
+                  "over the tasks is the number above; the permutation p of the difference in "
+                  "mean score is the one in the tables above):", ""]
+        rows = []
+        for t, entries in by_task.items():
+            p_values = {(q["a"], q["b"]): q["p"]
+                        for q in summary["environments"].get(t, {}).get("pairs", [])}
+            for p in entries:
+                p_value = p_values.get((p["a"], p["b"]), p_values.get((p["b"], p["a"])))
+                rows.append([t, p["a"], p["b"], f"{p['estimate']:.2f}",
+                             f"[{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]",
+                             "-" if p_value is None else f"{p_value:.3f}"])
+        lines += _table(["task", "A", "B", "P(A > B)", f"{block['confidence']:.0%} interval",
+                         "permutation p"], rows) + [""]
     rows = [[a, f"{v['estimate']:.3f}", f"[{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"]
             for a, v in block["iqm"].items()]
     lines += _table(["algorithm", "IQM (normalised)", f"{block['confidence']:.0%} interval"],

@@ -42,6 +42,12 @@ def test_probability_of_improvement_counts_ties_half_and_averages_over_tasks():
     assert block["probability_of_improvement"][0]["estimate"] == pytest.approx(0.75)
     lo, hi = block["probability_of_improvement"][0]["ci"]
     assert lo <= 0.75 <= hi
+    # each task alone: a wins every draw on T1, ties every draw on T2
+    by_task = block["probability_of_improvement_by_task"]
+    assert list(by_task) == ["T1", "T2"]
+    assert [(p["a"], p["b"], p["estimate"], p["ci"]) for p in by_task["T1"]] == \
+        [("a", "b", 1.0, [1.0, 1.0])]
+    assert [(p["estimate"], p["ci"]) for p in by_task["T2"]] == [(0.5, [0.5, 0.5])]
 
 
 def test_iqm_of_a_known_array_with_normalisation():
@@ -68,6 +74,10 @@ def test_block_shape_and_recompute_from_the_summary_alone():
     assert block["tasks"] == ["T1", "T2"]
     assert block["normalisation"] == {"T1": [0.0, 4.0], "T2": [-1.0, 9.0]}
     assert set(block["iqm"]) == {"a", "b"}
+    # the per-task estimates average to the one over the tasks
+    overall = block["probability_of_improvement"][0]["estimate"]
+    assert np.mean([block["probability_of_improvement_by_task"][t][0]["estimate"]
+                    for t in ("T1", "T2")]) == pytest.approx(overall)
     # what a reader does with the committed JSON: the same numbers from the file alone
     summary = json.loads(json.dumps({"environments": env, "aggregate": block}))
     assert aggregate.recompute(summary) == block

@@ -556,7 +556,8 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     # the runs of two algorithms, three seeds, on one task; a second task carried from a
     # committed summary; the report copies the runs, and rebuilds from the copies alone
     out, kept = tmp_path / "out", tmp_path / "docs/runs"
-    carried = {"environments": {"Hopper-v5": {"marks": [1000], "pairs": [], "algorithms": {
+    carried = {"environments": {"Hopper-v5": {"marks": [1000], "pairs": [
+        {"a": "tiny_ddpg", "b": "tiny_steve", "diff": -10.0, "p": 0.7}], "algorithms": {
         algo: {"seeds": {str(s): {"scores": {"1000": v}, "frames_to_threshold": None,
                                   "mean_score": v} for s, v in enumerate(values, start=100)}}
         for algo, values in (("tiny_steve", [30.0, 40.0, 50.0]),
@@ -609,6 +610,11 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     text = report.read_text()
     assert "## Across tasks" in text and "Not yet in the aggregate" in text
     assert "## Tasks carried from earlier reports" in text
+    # each task alone, beside its permutation p: Hopper's 6 of 9 and the carried p
+    hop_poi = block["probability_of_improvement_by_task"]["Hopper-v5"][0]
+    assert hop_poi["estimate"] == pytest.approx(6 / 9)
+    assert (f"| Hopper-v5 | tiny_steve | tiny_ddpg | 0.67 | [{hop_poi['ci'][0]:.2f}, "
+            f"{hop_poi['ci'][1]:.2f}] | 0.700 |") in text
     # the headline table (README.md shows cpu_win4's): Hopper's carried 30, 40, 50 -> 40 ± 8;
     # Walker2d-v5 has no run; the IQM over the two complete tasks
     table = se.headline_table(summary)
