@@ -22,6 +22,7 @@ are normalised, (score - low) / (high - low), with the task's `normalisation` [l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -88,20 +89,27 @@ def _iqm(scores: np.ndarray) -> np.ndarray:
     return np.array([metrics.aggregate_iqm(scores)])
 
 
-def _interval(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict]:
-    """rliable's point estimates and intervals, the same for the same `seed`. rliable 1.2.0
-    draws its resampled indices from numpy's global generator (its `random_state` reaches only
-    arch's, which the percentile interval does not use, and is deprecated there), so that
-    generator is seeded here and put back as it was afterwards."""
-    from rliable import library as rly
-
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """numpy's global generator seeded with `seed`, and put back as it was afterwards. rliable
+    1.2.0 draws its resampled indices from that generator (its `random_state` reaches only
+    arch's, which the percentile interval does not use, and is deprecated there), so this is
+    what makes its intervals the same for the same seed."""
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        return rly.get_interval_estimates(score_dict, func, reps=reps,
-                                          confidence_interval_size=CONFIDENCE)
+        yield
     finally:
         np.random.set_state(state)
+
+
+def _interval(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict]:
+    """rliable's point estimates and intervals, the same for the same `seed`."""
+    from rliable import library as rly
+
+    with _seeded(seed):
+        return rly.get_interval_estimates(score_dict, func, reps=reps,
+                                          confidence_interval_size=CONFIDENCE)
 
 
 def aggregate_block(environments: dict, spec: AggregateSpec) -> dict:
@@ -189,8 +197,9 @@ def performance_profile(environments: dict, spec: AggregateSpec, taus: np.ndarra
 
     scores = scores or {a: normalised_scores(environments, a, spec.tasks, spec.normalisation)
                         for a in spec.algorithms}
-    return rly.create_performance_profile(scores, taus, reps=min(spec.reps, 2_000),
-                                          confidence_interval_size=CONFIDENCE)
+    with _seeded(spec.seed):
+        return rly.create_performance_profile(scores, taus, reps=min(spec.reps, 2_000),
+                                              confidence_interval_size=CONFIDENCE)
 
 
 def draw_performance_profile(environments: dict, spec: AggregateSpec,
