@@ -207,7 +207,8 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         else:
             actions = watcher.actor.explore_action(obs, explore)
         step = envs.step(actions)
-        frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal)
+        states = (step.state, step.next_state) if replay.state_dims else ()
+        frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal, *states)
         obs = step.obs
         steps += 1
         pending.extend((frames, float(ret), int(length)) for _, ret, length in step.finished)

@@ -143,6 +143,8 @@ SCHEMA: dict = {
             "lambda_return": NUMBER_OR_FALSE,
             "steve_reweight": BOOL,
             "covariances": BOOL,
+            # Roll out the simulator itself (envs/mujoco_oracle.py) instead of a learned model.
+            "oracle": BOOL,
         },
     },
     "model_config": {
@@ -380,11 +382,17 @@ def _check_semantics(config: dict, top: Path) -> None:
                                   f"between 1 and {key}.ensemble_size ({size}).")
     _check_backbone(pc, name)
     ve = pc.get("value_expansion")
+    if ve and ve.get("oracle") and mc:
+        raise ConfigError(
+            f"{name}: policy_config.value_expansion.oracle rolls out the simulator instead of a "
+            f"learned world model, so the config must not train one; set model_config to false."
+        )
     if ve:
-        if not mc:
+        if not mc and not ve.get("oracle"):
             raise ConfigError(
                 f"{name}: policy_config.value_expansion needs a world model, but the config "
-                f"has no model_config; inherit config/core/model.json or drop value_expansion."
+                f"has no model_config; inherit config/core/model.json, set value_expansion.oracle "
+                f"(the simulator as the model) or drop value_expansion."
             )
         if ve["rollout_len"] < 1:
             raise ConfigError(f"{name}: policy_config.value_expansion.rollout_len must be at "
@@ -490,3 +498,9 @@ def experiment_name(path: str | os.PathLike) -> str:
 def is_model_based(config: dict) -> bool:
     """True when the config trains a world model (has a model_config that is not false)."""
     return bool(config.get("model_config"))
+
+
+def uses_oracle(config: dict) -> bool:
+    """True when value expansion rolls out the simulator (`value_expansion.oracle`), not a
+    learned world model."""
+    return bool((config["policy_config"].get("value_expansion") or {}).get("oracle"))

@@ -18,6 +18,13 @@ nothing of ours from disk and writes nothing (the simulators read their bundled 
   ourselves on the unwrapped env: gymnasium's TimeLimit (e.g. 2000 for
   BipedalWalkerHardcore-v3) never applies. Rewards are raw; the learner applies reward_scale.
 - `EnvBatch` steps n envs in a loop and resets finished ones, for interactors and evaluators.
+- `Env.sim_state()`: a MuJoCo env's exact simulator state, qpos then qvel (float64
+  [state_dims]); `state_dims` is 0 for other simulators (Box2D, Bullet), which have none.
+  `EnvBatch.step` returns the state every step started from and the one it reached, which the
+  interactors store in the replay buffer so that `envs.mujoco_oracle` can replay the step. For
+  the v5 tasks qpos and qvel are the whole state that matters (no actuator activations, mocap
+  bodies or plugins; time is read by none of their rewards): tests/test_oracle.py checks that
+  setting them and stepping gives next_obs, reward and termination back.
 - Observation and action sizes come from the env; a config that states other sizes is refused
   with an `EnvError`, as are unknown ids and missing simulator packages.
 """
@@ -191,6 +198,8 @@ class Env:
                 "them; choose an environment with a bounded action space."
             )
         self._act_dtype = act_space.dtype
+        model = getattr(self.gym_env, "model", None)  # a MuJoCo env's MjModel
+        self.state_dims = int(model.nq + model.nv) if _is_mujoco_model(model) else 0
         for key, actual, what in (
             ("obs_dims", self.obs_dims, "observations"),
             ("action_dims", self.action_dims, "action dimensions"),
@@ -225,6 +234,14 @@ class Env:
 
     def _obs(self, obs) -> np.ndarray:
         return np.asarray(obs, dtype=np.float32).reshape(self.obs_dims)
+
+    def sim_state(self) -> np.ndarray | None:
+        """The simulator's exact state now, qpos then qvel, float64 [state_dims]; None where
+        the env is not a MuJoCo one (state_dims 0)."""
+        if not self.state_dims:
+            return None
+        data = self.gym_env.data
+        return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
 
     def reset(self) -> np.ndarray:
         """Start an episode; returns the first observation, float32 [obs_dims]."""
@@ -276,6 +293,14 @@ class Env:
         )
 
 
+def _is_mujoco_model(model: Any) -> bool:
+    try:
+        import mujoco
+    except ImportError:
+        return False
+    return isinstance(model, mujoco.MjModel)
+
+
 def make_env(env_config: dict, seed: int | None = None, render_mode: str | None = None) -> Env:
     """Build the environment a resolved config's "env" section names (raises EnvError)."""
     return Env(env_config, seed=seed, render_mode=render_mode)
@@ -290,6 +315,10 @@ class BatchStep(NamedTuple):
     truncated: np.ndarray  # [n] bool: episode hit max_frames (or the sim cut it), not terminal
     obs: np.ndarray  # [n, obs_dims] float32: what to act from next (reset obs where finished)
     finished: list[tuple[int, float, int]]  # (env_index, episode_return, episode_length)
+    # MuJoCo envs only (None otherwise): the simulator state each step started from and the one
+    # it reached (before any reset), float64 [n, state_dims] (Env.sim_state).
+    state: np.ndarray | None = None
+    next_state: np.ndarray | None = None
 
 
 class EnvBatch:
@@ -324,6 +353,7 @@ class EnvBatch:
         self.obs_dims = first.obs_dims
         self.action_dims = first.action_dims
         self.max_frames = first.max_frames
+        self.state_dims = first.state_dims
         self._obs = np.zeros((n, self.obs_dims), dtype=np.float32)
         self._returns = np.zeros(n, dtype=np.float64)
         self._lengths = np.zeros(n, dtype=np.int64)
@@ -354,8 +384,15 @@ class EnvBatch:
         truncated = np.zeros(self.n, dtype=bool)
         finished: list[tuple[int, float, int]] = []
         scaled = self.envs[0].scale_actions(actions)  # every env has the same action space
+        sd = self.state_dims
+        state = np.empty((self.n, sd)) if sd else None  # [n, state_dims] float64
+        next_state = np.empty((self.n, sd)) if sd else None
         for i, env in enumerate(self.envs):
+            if sd:
+                state[i] = env.sim_state()
             o2, r, d, t = env.step_scaled(scaled[i])
+            if sd:
+                next_state[i] = env.sim_state()
             next_obs[i] = o2
             reward[i] = r
             terminal[i] = 1.0 if d else 0.0
@@ -369,7 +406,8 @@ class EnvBatch:
                 self._obs[i] = env.reset()
             else:
                 self._obs[i] = o2
-        return BatchStep(next_obs, reward, terminal, truncated, self._obs.copy(), finished)
+        return BatchStep(next_obs, reward, terminal, truncated, self._obs.copy(), finished,
+                         state, next_state)
 
     def close(self) -> None:
         for env in self.envs:

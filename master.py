@@ -124,7 +124,8 @@ def create_run(plan: Plan, args: argparse.Namespace) -> None:
         util.atomic_write_json(run.hps, preflight.run_hps(plan))
         env = config["env"]
         replay.ReplayBuffer.create(run.replay, env["obs_dims"], env["action_dims"],
-                                   preflight.replay_capacity(config)).close()
+                                   preflight.replay_capacity(config),
+                                   state_dims=plan.state_dims).close()
     progress = Progress(run.progress_file, create=True)
     for role in LEARNERS:
         progress.set_phase(role, PHASE_STARTING)

@@ -47,6 +47,7 @@ class Plan:
     devices: tuple[str, str]  # CUDA_VISIBLE_DEVICES of the policy and world-model learners
     device_note: str  # how the GPUs were assigned, for the start line
     model_based: bool
+    state_dims: int = 0  # the simulator state stored with every frame (envwrap.Env.state_dims)
     hours_base: float = 0.0  # the run's hours before this start (a resume's, from check_run)
     notes: tuple[str, ...] = ()  # lines printed before the run starts (from check_run)
 
@@ -83,12 +84,12 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _check_disk(run: RunDir, config: dict) -> None:
+def _check_disk(run: RunDir, config: dict, state_dims: int) -> None:
     import replay
 
     env = config["env"]
     need = replay.required_bytes(env["obs_dims"], env["action_dims"],
-                                 replay_capacity(config))
+                                 replay_capacity(config), state_dims=state_dims)
     probe = _existing_ancestor(run.path)
     free = shutil.disk_usage(probe).free
     if need > free:
@@ -97,11 +98,20 @@ def _check_disk(run: RunDir, config: dict) -> None:
                         f"--output-root.")
 
 
-def _check_env(config: dict) -> None:
+def _check_env(config: dict) -> int:
+    """Build the env once (refusing unknown ids and wrong sizes) and, with
+    `value_expansion.oracle`, its oracle; returns the env's `state_dims`."""
     import envwrap
 
     env = envwrap.make_env(config["env"])
-    env.close()
+    try:
+        if config_lib.uses_oracle(config):
+            from envs import mujoco_oracle
+
+            mujoco_oracle.check_supported(env)
+        return env.state_dims
+    finally:
+        env.close()
 
 
 def _check_seed(seed, source: str) -> None:
@@ -151,7 +161,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     _check_total_frames(config, args.total_frames)
     model_based = config_lib.is_model_based(config)
     policy_dev, model_dev, device_note = assign_devices(args.gpu, model_based, visible_gpus())
-    _check_env(config)
+    state_dims = _check_env(config)
     import replay
 
     if config["agent_config"]["batch_size"] > replay.DEFAULT_MAX_APPEND:
@@ -159,10 +169,10 @@ def prepare(args: argparse.Namespace) -> Plan:
                         f"an interactor steps at most {replay.DEFAULT_MAX_APPEND} environments; "
                         f"use more interactors (agent_config.count) instead.")
     if not args.resume:
-        _check_disk(run, config)
+        _check_disk(run, config, state_dims)
     return Plan(config=config, run=run, seed=0 if seed is None else int(seed),
                 experiment=experiment, devices=(policy_dev, model_dev), device_note=device_note,
-                model_based=model_based)
+                model_based=model_based, state_dims=state_dims)
 
 
 def run_hps(plan: Plan) -> dict:

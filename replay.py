@@ -11,11 +11,18 @@ Files under the buffer's folder (e.g. `<run>/replay/`):
 - `header.bin`  4096 bytes, little-endian uint64 fields:
   0 magic `b"STEVERB1"`, 8 version, 16 obs_dims, 24 action_dims, 32 capacity (what the caller
   asked for), 40 slots (ring size = capacity + margin), 48 max_append (largest single append),
-  56 crc32 of bytes 0..55, 64 count (frames ever made visible). Bytes 0..63 are written once, at
-  creation; afterwards the count is the only field that ever changes, and it changes by one
-  aligned 8-byte store, so a torn header cannot happen.
+  56 crc32 of bytes 0..55, 64 count (frames ever made visible); version 2 only: 72 state_dims,
+  80 crc32 of bytes 72..79. Everything but the count is written once, at creation; afterwards
+  the count is the only field that ever changes, and it changes by one aligned 8-byte store, so
+  a torn header cannot happen.
 - `frames.f32`  `slots` rows of float32, one row per frame laid out as
-  `[obs (obs_dims) | next_obs (obs_dims) | action (action_dims) | reward | terminal]`.
+  `[obs (obs_dims) | next_obs (obs_dims) | action (action_dims) | reward | terminal]`, and in a
+  version 2 buffer then `[state (2 state_dims) | next_state (2 state_dims)]`: the simulator state
+  the step started from and the one it reached (MuJoCo's qpos and qvel, envwrap.Env.sim_state),
+  each float64 value x stored exactly enough for replaying the step (to about 1e-14 relative)
+  as two float32 numbers, hi = float32(x) and lo = float32(x - hi), all the his then all the
+  los. A buffer without states (state_dims 0, e.g. the Bullet humanoids) is version 1, byte for
+  byte the format that came before, and this code reads both.
   Created sparse at full size (`truncate`), so blocks are taken only as frames arrive. Frame
   number f (0-based, counted since creation) lives in row `f % slots`.
 - `writer.lock`  empty; writers hold an exclusive `portalocker` (flock) lock on it while they
@@ -87,7 +94,8 @@ import portalocker
 
 from errors import UserError
 
-VERSION = 1
+VERSION = 1  # the format without simulator states
+VERSION_STATES = 2  # with simulator states (state_dims > 0)
 MAGIC = b"STEVERB1"
 HEADER_BYTES = 4096
 DEFAULT_MAX_APPEND = 1024
@@ -100,6 +108,8 @@ _LAYOUT_FILE = "layout.json"
 _STATIC = struct.Struct("<8sQQQQQQ")  # magic, version, obs, act, capacity, slots, max_append
 _CRC_OFFSET = _STATIC.size  # 56
 _COUNT_OFFSET = 64
+_STATE_DIMS = struct.Struct("<QQ")  # version 2: state_dims, crc32 of the state_dims field
+_STATE_DIMS_OFFSET = 72
 _OPTIMISTIC_TRIES = 4
 
 
@@ -117,6 +127,18 @@ class Batch(NamedTuple):
     terminal: np.ndarray  # [B], 1.0 where the episode terminated (not on a time-out)
 
 
+class StateBatch(NamedTuple):
+    """A sampled batch of a buffer with simulator states: Batch's fields, then the states."""
+
+    obs: np.ndarray  # [B, obs_dims] float32
+    next_obs: np.ndarray  # [B, obs_dims] float32
+    action: np.ndarray  # [B, action_dims] float32
+    reward: np.ndarray  # [B] float32
+    terminal: np.ndarray  # [B] float32
+    state: np.ndarray  # [B, state_dims] float64: the simulator state of obs
+    next_state: np.ndarray  # [B, state_dims] float64: the simulator state of next_obs
+
+
 def _margin_for(max_append: int, margin: int | None) -> int:
     if max_append < 1:
         raise ValueError(f"max_append must be at least 1, not {max_append}")
@@ -126,8 +148,22 @@ def _margin_for(max_append: int, margin: int | None) -> int:
     return margin
 
 
-def _row_floats(obs_dims: int, action_dims: int) -> int:
-    return 2 * obs_dims + action_dims + 2
+def _row_floats(obs_dims: int, action_dims: int, state_dims: int = 0) -> int:
+    return 2 * obs_dims + action_dims + 2 + 4 * state_dims
+
+
+def split_float64(x: np.ndarray) -> np.ndarray:
+    """float64 [..., S] -> float32 [..., 2 S]: hi = float32(x), then lo = float32(x - hi)."""
+    x = np.asarray(x, np.float64)
+    hi = x.astype(np.float32)
+    lo = (x - hi.astype(np.float64)).astype(np.float32)
+    return np.concatenate([hi, lo], axis=-1)
+
+
+def join_float64(halves: np.ndarray) -> np.ndarray:
+    """The inverse of split_float64: float32 [..., 2 S] -> float64 [..., S]."""
+    half = halves.shape[-1] // 2
+    return halves[..., :half].astype(np.float64) + halves[..., half:].astype(np.float64)
 
 
 def required_bytes(
@@ -137,10 +173,13 @@ def required_bytes(
     *,
     max_append: int = DEFAULT_MAX_APPEND,
     margin: int | None = None,
+    state_dims: int = 0,
 ) -> int:
-    """Bytes on disk of a full buffer of `capacity` frames (ring margin and header included)."""
+    """Bytes on disk of a full buffer of `capacity` frames (ring margin and header included);
+    simulator states add 16 bytes per frame and state dimension."""
     slots = int(capacity) + _margin_for(max_append, margin)
-    return HEADER_BYTES + slots * _row_floats(int(obs_dims), int(action_dims)) * 4
+    return HEADER_BYTES + slots * _row_floats(int(obs_dims), int(action_dims),
+                                              int(state_dims)) * 4
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -163,26 +202,37 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_header(folder: Path, obs_dims: int, action_dims: int, capacity: int, slots: int,
-                  max_append: int) -> None:
+                  max_append: int, state_dims: int) -> None:
     """Write `layout.json` and `header.bin` (count 0, fsynced) of a new buffer into `folder`."""
+    version = VERSION_STATES if state_dims else VERSION
+    row = "[obs | next_obs | action | reward | terminal"
+    if state_dims:
+        row += (" | state hi | state lo | next_state hi | next_state lo (state_dims each; "
+                "float64 = hi + lo)")
     layout = {
-        "version": VERSION,
+        "version": version,
         "obs_dims": obs_dims,
         "action_dims": action_dims,
         "capacity": capacity,
         "slots": slots,
         "max_append": max_append,
-        "row": "[obs | next_obs | action | reward | terminal] float32 little-endian",
+        "row": row + "] float32 little-endian",
         "frame f is in row": "f % slots",
         "count": "uint64 at byte 64 of header.bin; the only field that changes",
     }
+    if state_dims:
+        layout["state_dims"] = state_dims
+        layout["state"] = "the simulator's qpos then qvel (envwrap.Env.sim_state)"
     (folder / _LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
-    static = _STATIC.pack(MAGIC, VERSION, obs_dims, action_dims, capacity, slots,
+    static = _STATIC.pack(MAGIC, version, obs_dims, action_dims, capacity, slots,
                           max_append)
     header = bytearray(HEADER_BYTES)
     header[: _STATIC.size] = static
     struct.pack_into("<Q", header, _CRC_OFFSET, zlib.crc32(static))
     struct.pack_into("<Q", header, _COUNT_OFFSET, 0)
+    if state_dims:
+        field = struct.pack("<Q", state_dims)
+        _STATE_DIMS.pack_into(header, _STATE_DIMS_OFFSET, state_dims, zlib.crc32(field))
     with open(folder / _HEADER_FILE, "wb") as f:
         f.write(header)
         os.fsync(f.fileno())
@@ -220,14 +270,17 @@ class ReplayBuffer:
         max_append: int = DEFAULT_MAX_APPEND,
         margin: int | None = None,
         sync: bool = True,
+        state_dims: int = 0,
     ) -> ReplayBuffer:
-        """Create an empty buffer folder at `path` and return a handle on it."""
+        """Create an empty buffer folder at `path` and return a handle on it; `state_dims` > 0
+        adds the simulator state of every frame (a version 2 buffer)."""
         path = Path(path)
         obs_dims, action_dims, capacity = int(obs_dims), int(action_dims), int(capacity)
-        if obs_dims < 1 or action_dims < 1 or capacity < 1:
+        state_dims = int(state_dims)
+        if obs_dims < 1 or action_dims < 1 or capacity < 1 or state_dims < 0:
             raise ValueError(
-                f"obs_dims, action_dims and capacity must be positive, not "
-                f"{obs_dims}, {action_dims}, {capacity}"
+                f"obs_dims, action_dims and capacity must be positive and state_dims 0 or more, "
+                f"not {obs_dims}, {action_dims}, {capacity}, {state_dims}"
             )
         margin = _margin_for(max_append, margin)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -236,7 +289,7 @@ class ReplayBuffer:
                 "resume the run or choose another output folder."
             )
         need = required_bytes(obs_dims, action_dims, capacity, max_append=max_append,
-                              margin=margin)
+                              margin=margin, state_dims=state_dims)
         where = _existing_ancestor(path)
         free = shutil.disk_usage(where).free
         if free < need:
@@ -250,10 +303,10 @@ class ReplayBuffer:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.creating-", dir=path.parent))
         try:
             with open(tmp / _FRAMES_FILE, "wb") as f:
-                f.truncate(slots * _row_floats(obs_dims, action_dims) * 4)
+                f.truncate(slots * _row_floats(obs_dims, action_dims, state_dims) * 4)
                 os.fsync(f.fileno())
             (tmp / _LOCK_FILE).touch()
-            _write_header(tmp, obs_dims, action_dims, capacity, slots, max_append)
+            _write_header(tmp, obs_dims, action_dims, capacity, slots, max_append, state_dims)
             _fsync_dir(tmp)
             os.rename(tmp, path)  # replaces an empty folder, fails on a non-empty one
         except BaseException:
@@ -305,10 +358,17 @@ class ReplayBuffer:
         _, version, self.obs_dims, self.action_dims, self.capacity, self.slots, self.max_append = (
             fields
         )
-        if version != VERSION:
+        self.state_dims = 0
+        if version == VERSION_STATES:
+            self.state_dims, crc = _STATE_DIMS.unpack_from(raw, _STATE_DIMS_OFFSET)
+            if crc != zlib.crc32(raw[_STATE_DIMS_OFFSET : _STATE_DIMS_OFFSET + 8]):
+                raise ReplayError(f"{hpath} is corrupt (checksum mismatch); the buffer cannot "
+                                  "be trusted, start a new run.")
+        elif version != VERSION:
             raise ReplayError(f"{hpath} has format version {version}, this code reads "
-                              f"{VERSION}; use the matching code version or start a new run.")
-        self._row = _row_floats(self.obs_dims, self.action_dims)
+                              f"{VERSION} and {VERSION_STATES}; use the matching code version "
+                              "or start a new run.")
+        self._row = _row_floats(self.obs_dims, self.action_dims, self.state_dims)
         fpath = self.path / _FRAMES_FILE
         frame_bytes = self.slots * self._row * 4
         st = os.stat(fpath) if fpath.exists() else None
@@ -378,10 +438,12 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------------- writing
 
-    def append(self, obs, next_obs, action, reward, terminal) -> int:
+    def append(self, obs, next_obs, action, reward, terminal, state=None,
+               next_state=None) -> int:
         """Append n frames as one unit (all visible together, or none); return the new count.
 
-        Shapes: obs, next_obs [n, obs_dims]; action [n, action_dims]; reward, terminal [n].
+        Shapes: obs, next_obs [n, obs_dims]; action [n, action_dims]; reward, terminal [n];
+        state, next_state [n, state_dims] float64, given exactly when the buffer has states.
         """
         self._check_open()
         obs = np.asarray(obs, np.float32)
@@ -393,6 +455,15 @@ class ReplayBuffer:
             "reward": (np.asarray(reward, np.float32), (n,)),
             "terminal": (np.asarray(terminal, np.float32), (n,)),
         }
+        if (state is None) != (next_state is None) or (state is not None) != (
+                self.state_dims > 0):
+            raise ValueError(
+                f"append: this buffer has state_dims={self.state_dims}, so give state and "
+                f"next_state {'both' if self.state_dims else 'neither'}"
+            )
+        if self.state_dims:
+            expect["state"] = (np.asarray(state, np.float64), (n, self.state_dims))
+            expect["next_state"] = (np.asarray(next_state, np.float64), (n, self.state_dims))
         for name, (arr, shape) in expect.items():
             if arr.shape != shape or n < 1:
                 raise ValueError(
@@ -404,13 +475,17 @@ class ReplayBuffer:
                 f"one append of {n} frames exceeds this replay buffer's limit of "
                 f"{self.max_append}; use fewer environments per interactor or append in parts."
             )
-        od, ad = self.obs_dims, self.action_dims
+        od, ad, sd = self.obs_dims, self.action_dims, self.state_dims
         rows = np.empty((n, self._row), "<f4")  # [n, row]
         rows[:, :od] = expect["obs"][0]
         rows[:, od : 2 * od] = expect["next_obs"][0]
         rows[:, 2 * od : 2 * od + ad] = expect["action"][0]
-        rows[:, -2] = expect["reward"][0]
-        rows[:, -1] = expect["terminal"][0]
+        end = 2 * od + ad  # reward, terminal, then the states
+        rows[:, end] = expect["reward"][0]
+        rows[:, end + 1] = expect["terminal"][0]
+        if sd:
+            rows[:, end + 2 : end + 2 + 2 * sd] = split_float64(expect["state"][0])
+            rows[:, end + 2 + 2 * sd :] = split_float64(expect["next_state"][0])
 
         with self._thread_lock:
             portalocker.lock(self._lock_file, portalocker.LockFlags.EXCLUSIVE)
@@ -469,7 +544,7 @@ class ReplayBuffer:
         return visible
 
     def sample(self, batch_size: int, newest: int, rng: np.random.Generator,
-               end: int | None = None) -> Batch:
+               end: int | None = None) -> Batch | StateBatch:
         """Draw `batch_size` frames uniformly, with replacement, from the newest
         min(newest, count, capacity) frames. With `end`: as the buffer was when it held `end`
         frames (count = min(count, end)); for diagnostics of earlier checkpoints."""
@@ -504,12 +579,18 @@ class ReplayBuffer:
         self.locked_samples += 1
         return self._split(rows)
 
-    def _split(self, rows: np.ndarray) -> Batch:
-        od, ad = self.obs_dims, self.action_dims
-        return Batch(
+    def _split(self, rows: np.ndarray) -> Batch | StateBatch:
+        """Rows -> a Batch, or a StateBatch when the buffer has simulator states."""
+        od, ad, sd = self.obs_dims, self.action_dims, self.state_dims
+        end = 2 * od + ad
+        batch = Batch(
             obs=np.ascontiguousarray(rows[:, :od]),
             next_obs=np.ascontiguousarray(rows[:, od : 2 * od]),
-            action=np.ascontiguousarray(rows[:, 2 * od : 2 * od + ad]),
-            reward=np.ascontiguousarray(rows[:, -2]),
-            terminal=np.ascontiguousarray(rows[:, -1]),
+            action=np.ascontiguousarray(rows[:, 2 * od : end]),
+            reward=np.ascontiguousarray(rows[:, end]),
+            terminal=np.ascontiguousarray(rows[:, end + 1]),
         )
+        if not sd:
+            return batch
+        return StateBatch(*batch, state=join_float64(rows[:, end + 2 : end + 2 + 2 * sd]),
+                          next_state=join_float64(rows[:, end + 2 + 2 * sd :]))

@@ -257,7 +257,8 @@ class ValueRL(tf.Module):
             self._explore, input_signature=[spec_obs, tf.TensorSpec([], tf.float32)]
         )
         self._compiled.train = {}
-        self._jit_compile = jit_compile
+        # XLA cannot compile the oracle's simulator call (a tf.numpy_function).
+        self._jit_compile = jit_compile and not st.oracle
 
     # The settings other modules read, by their names in docs/algorithm.md and the config.
     @property
@@ -334,8 +335,13 @@ class ValueRL(tf.Module):
         d1: tf.Tensor,
         worldmodel: Any,
         members: dict[str, tf.Tensor],
+        s1_state: tf.Tensor | None = None,
     ) -> dict[str, tf.Tensor]:
         """Roll the model H steps from s1 (H = 0 without value expansion: DDPG).
+
+        `worldmodel.imagine` makes each step: the learned WorldModel's, or with
+        `value_expansion.oracle` the simulator's (envs/mujoco_oracle.py), which starts from
+        s1's simulator state `s1_state` [B, state_dims] (float64) and has M = N = 1.
 
         Returns rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] (float64), and the
         rollout states x [H+1, M, B, obs] and actions a [H+1, M, B, act] (float32).
@@ -356,14 +362,16 @@ class ValueRL(tf.Module):
         xs, acts = [x_t], []
         done_list = [tf.tile(d1[None], [M, 1])]  # done_0 = d1: [M, B]
         rew_list = [tf.tile(r0[None, None], [M, N, 1])]  # rew_0 = r0: [M, N, B]
+        # The oracle's simulator state of x_t: [M, B, state_dims] (None for a learned model).
+        carry = None if s1_state is None else tf.tile(s1_state[None], [M, 1, 1])
         for _ in range(H):
             a_t = self._target_action(x_t, noises)  # [M, B, act]
-            x_next, done_next = worldmodel.step(x_t, a_t, members["transition"])  # [M,B,obs],[M,B]
-            r_hat = worldmodel.rewards(x_next, x_t, a_t, members["reward"])  # [N, M, B]
+            # x_next [M, B, obs], done_next [M, B], rew_next [M, N, B]
+            x_next, done_next, rew_next, carry = worldmodel.imagine(x_t, a_t, members, carry)
             acts.append(a_t)
             xs.append(x_next)
             done_list.append(done_next)
-            rew_list.append(tf.transpose(r_hat, [1, 0, 2]))  # [M, N, B]
+            rew_list.append(rew_next)
             x_t = x_next
         acts.append(self._target_action(x_t, noises))  # a_H: [M, B, act]
         x = tf.stack(xs)  # [H+1, M, B, obs]
@@ -411,13 +419,15 @@ class ValueRL(tf.Module):
         d1: tf.Tensor,
         worldmodel: Any,
         members: dict[str, tf.Tensor],
+        s1_state: tf.Tensor | None = None,
     ) -> dict[str, tf.Tensor]:
-        """docs/algorithm.md section 3 end to end: rollout, candidate grid, moments, reduction.
+        """docs/algorithm.md section 3 end to end: rollout, candidate grid, moments, reduction
+        (`s1_state`: the oracle's start, see `rollout`).
 
         Returns the rollout tensors plus T [H+1, H+1, M, N, K, B], mu, sigma2, w [H+1, H+1, B],
         y [H+1, B] and reach [H+1, B] (float64).
         """
-        out = self.rollout(r0, s1, d1, worldmodel, members)
+        out = self.rollout(r0, s1, d1, worldmodel, members, s1_state)
         T = candidate_targets(
             out["rew"],
             out["dones"],
@@ -498,16 +508,18 @@ class ValueRL(tf.Module):
             self.settings.q_sizes.train_sample_count
         )
 
-    def _train_step(self, s0, a0, r0, s1, d1, worldmodel, update_q, update_policy):
+    def _train_step(self, s0, a0, r0, s1, d1, worldmodel, update_q, update_policy,
+                    s1_state=None):
         logs = {}
-        q_grads = self._q_gradients(s0, a0, r0, s1, d1, worldmodel, logs) if update_q else None
+        q_grads = (self._q_gradients(s0, a0, r0, s1, d1, worldmodel, logs, s1_state)
+                   if update_q else None)
         self._after_q_step(s0, q_grads, update_policy, logs)
         return logs
 
-    def _q_gradients(self, s0, a0, r0, s1, d1, worldmodel, logs: dict) -> list:
+    def _q_gradients(self, s0, a0, r0, s1, d1, worldmodel, logs: dict, s1_state=None) -> list:
         """The gradient of the Q loss on the STEVE targets (nothing applied yet); the Q loss,
         the mean target and, with value expansion, the horizon weights go to `logs`."""
-        targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members())
+        targets = self.value_targets(r0, s1, d1, worldmodel, self.draw_members(), s1_state)
         assignment = None if self.settings.q_full_batch else self.q_assignment(s0)
         q_vars = self.q.trainable_variables
         with tf.GradientTape(watch_accessed_variables=False) as q_tape:
@@ -601,13 +613,13 @@ class ValueRL(tf.Module):
         fn = self._compiled.train.get(key)
         if fn is None:
 
-            def step(s0, a0, r0, s1, d1):
-                return self._train_step(s0, a0, r0, s1, d1, wm, update_q, update_policy)
+            def step(s0, a0, r0, s1, d1, *s1_state):
+                return self._train_step(s0, a0, r0, s1, d1, wm, update_q, update_policy,
+                                        *s1_state)
 
             fn = tf.function(step, jit_compile=self._jit_compile)
             self._compiled.train[key] = fn
-        s0, a0, r0, s1, d1 = nn.batch_tensors(batch)
-        return fn(s0, a0, r0, s1, d1)
+        return fn(*self._batch_tensors(batch))
 
     def train_steps(self, batches: Any, worldmodel: Any = None) -> dict[str, tf.Tensor]:
         """K successive `train_step`s in one compiled call, on batches stacked as [K, B, ...]
@@ -625,12 +637,28 @@ class ValueRL(tf.Module):
         if fn is None:
 
             def one(tensors, k):
-                return self._train_step(*(t[k] for t in tensors), wm, True, True)
+                s0, a0, r0, s1, d1, *s1_state = (t[k] for t in tensors)
+                return self._train_step(s0, a0, r0, s1, d1, wm, True, True, *s1_state)
 
             fn = tf.function(lambda *tensors: nn.repeat_step(one, tensors),
                              jit_compile=self._jit_compile)
             self._compiled.train[key] = fn
-        return fn(*nn.batch_tensors(batches))
+        return fn(*self._batch_tensors(batches))
+
+    def _batch_tensors(self, batch: Any) -> tuple[tf.Tensor, ...]:
+        """nn.batch_tensors (s0, a0, r0, s1, d1), and with the oracle also s1's simulator state
+        (the batch's `next_state`, float64), where its imagined rollouts start."""
+        tensors = nn.batch_tensors(batch)
+        if not (self.settings.oracle and self.rollout_len):
+            return tensors
+        state = getattr(batch, "next_state", None)
+        if state is None:
+            raise ValueError(
+                "policy_config.value_expansion.oracle rolls out from the simulator states stored "
+                "in the replay buffer, but this batch has none (a replay made without states, or "
+                "a non-MuJoCo env); start a new run of a MuJoCo task."
+            )
+        return (*tensors, tf.convert_to_tensor(np.asarray(state, np.float64)))
 
     def copy_to_target(self) -> None:
         """Q' <- Q (hard copy): the DDPG backbone's target, refreshed at every epoch (the TD3

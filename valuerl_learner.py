@@ -6,13 +6,16 @@ adds the ValueRL module, its update, and what happens at each epoch: the hard co
 target Q' (DDPG backbone; the TD3 backbone updates its targets by Polyak averaging in its update)
 and, for model-based configs, a reload of the newest world-model checkpoint
 (`checkpoints/worldmodel/`). A model-based policy learner starts only once the world model has
-finished its `pretrain_n` updates and written a checkpoint.
+finished its `pretrain_n` updates and written a checkpoint. With `value_expansion.oracle` there is
+no world-model learner: the model is the simulator (envs/mujoco_oracle.py), stepped from the
+states the replay buffer stores, and learning starts at the policy's own warm-up.
 
 Interactors and evaluators act with agent.PolicyActor, restored from this learner's checkpoints.
 """
 
 from __future__ import annotations
 
+import config as config_lib
 from learner import Learner
 from roles import POLICY, ROLE, WORLDMODEL
 from rundir import PHASE_WAITING_FOR_MODEL
@@ -27,10 +30,15 @@ class ValueRLLearner(Learner):
         self.valuerl = valuerl.ValueRL(self.config, seed=self.spec.seed)
         self.worldmodel = None
         self._model_path = None
+        self.oracle = None
         if self.spec.model_based:
             import worldmodel
 
             self.worldmodel = worldmodel.WorldModel(self.config, seed=self.spec.seed)
+        elif config_lib.uses_oracle(self.config):
+            from envs import mujoco_oracle
+
+            self.oracle = mujoco_oracle.MujocoOracle(self.config["env"])
         return {self.row.checkpoint_key: self.valuerl}
 
     def _reload_worldmodel(self) -> bool:
@@ -54,6 +62,9 @@ class ValueRLLearner(Learner):
         return True
 
     def before_learning(self) -> bool:
+        if self.oracle is not None:
+            self._check_replay_states()
+            return True
         if self.worldmodel is None:
             return True
         self.set_phase(PHASE_WAITING_FOR_MODEL)
@@ -66,15 +77,31 @@ class ValueRLLearner(Learner):
                 break
         return True
 
+    def _check_replay_states(self) -> None:
+        from envs.mujoco_oracle import OracleError
+
+        have, want = self.replay.state_dims, self.oracle.state_dims
+        if have != want:
+            raise OracleError(
+                f"value_expansion.oracle steps the simulator from the states in the replay "
+                f"buffer, but {self.run.replay} stores {have} state numbers per frame, not "
+                f"{want} (a run made before states were recorded, or another env); start a new "
+                f"run.")
+
     def learning_rates(self) -> dict[str, float]:
         return {"charts/learning_rate/q": self.valuerl.q_optimizer.learning_rate,
                 "charts/learning_rate/policy": self.valuerl.policy_optimizer.learning_rate}
 
+    @property
+    def model(self):
+        """What the rollouts step: the learned world model, the oracle, or None (model-free)."""
+        return self.oracle if self.oracle is not None else self.worldmodel
+
     def update(self, batch) -> dict:
-        return self.valuerl.train_step(batch, self.worldmodel)
+        return self.valuerl.train_step(batch, self.model)
 
     def update_many(self, batches) -> dict:
-        return self.valuerl.train_steps(batches, self.worldmodel)
+        return self.valuerl.train_steps(batches, self.model)
 
     def on_epoch(self) -> None:
         if self.valuerl.td3 is None:  # the TD3 backbone's targets follow by Polyak averaging

@@ -8,7 +8,8 @@ Config keys read: `env.obs_dims`, `env.action_dims`, `env.reward_scale`, `env.di
 `policy_config.{hidden_dim, hidden_layers, ensemble_init, ensemble_batch, backbone, td3,
 explore_noise, learning_rate, pretanh_penalty, variance_epsilon, covariance_ridge, bayesian,
 value_expansion}`;
-`model_config.bayesian` (member counts M and N).
+`model_config.bayesian` (member counts M and N; one each without a model_config, as with
+`value_expansion.oracle`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Settings:
     rollout_len: int  # H
     transition_sizes: nn.EnsembleSizes  # M (the model's transition and done members)
     reward_sizes: nn.EnsembleSizes  # N
+    oracle: bool  # value_expansion.oracle: the simulator is the model (M = N = 1)
     td3: Td3 | None  # the TD3 backbone's settings (docs/BACKBONES.md), None for DDPG
 
     @classmethod
@@ -75,10 +77,11 @@ class Settings:
         env, pc = config["env"], config["policy_config"]
         model = config.get("model_config") or {}
         value_expansion = dict(pc.get("value_expansion") or {})
-        if value_expansion and not model:
+        oracle = bool(value_expansion.get("oracle"))
+        if value_expansion and not model and not oracle:
             raise ValueError(
                 "policy_config.value_expansion needs a model_config block (a world model to roll "
-                "out); add one or remove value_expansion."
+                "out) or value_expansion.oracle; add one or remove value_expansion."
             )
         q_sizes = nn.ensemble_sizes(pc.get("bayesian"), "policy_config.bayesian")
         bayes = (model.get("bayesian") or {}) if model else {}
@@ -104,5 +107,6 @@ class Settings:
             transition_sizes=nn.ensemble_sizes(bayes.get("transition"),
                                                "model_config.bayesian.transition"),
             reward_sizes=nn.ensemble_sizes(bayes.get("reward"), "model_config.bayesian.reward"),
+            oracle=oracle,
             td3=td3,
         )

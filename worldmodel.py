@@ -185,6 +185,16 @@ class WorldModel(tf.Module):
         logit = self.done.members(tf.concat([x_next, x, a], -1), members, stop_gradient=True)
         return x_next, tf.sigmoid(logit[..., 0])  # [M, B, obs], [M, B]
 
+    def imagine(self, x: tf.Tensor, a: tf.Tensor, members: dict[str, tf.Tensor],
+                carry: Any = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, Any]:
+        """One imagined step of ValueRL.rollout: `step`, then `rewards` of the drawn reward
+        members. x [M, B, obs], a [M, B, act], members {"transition": [M], "reward": [N]} ->
+        x_next [M, B, obs], done_prob [M, B], rew [M, N, B], and `carry` unchanged (the learned
+        model's state is x itself; envs/mujoco_oracle.py's oracle carries the simulator's)."""
+        x_next, done_next = self.step(x, a, members["transition"])  # [M, B, obs], [M, B]
+        r_hat = self.rewards(x_next, x, a, members["reward"])  # [N, M, B]
+        return x_next, done_next, tf.transpose(r_hat, [1, 0, 2]), carry
+
     def rewards(
         self, x_next: tf.Tensor, x: tf.Tensor, a: tf.Tensor, members: tf.Tensor
     ) -> tf.Tensor:
