@@ -1,0 +1,137 @@
+"""Run a list of benchmark runs one after another, each resumed where it stopped.
+
+    .venv/bin/python bench/run_queue.py QUEUE_FILE --output-root DIR [--cpus 1] [--dry-run]
+
+For long campaigns on a small machine (docs/benchmark/oracle_notes.md: two queues side by side,
+two runs at a time, one core each). QUEUE_FILE holds one run per line, `CONFIG SEED FRAMES SUBDIR`
+(`#` starts a comment), e.g.
+
+    config/experiments/benchmark/oracle/hopper/steve_td3_oracle.json 0 60000 runs
+
+For each line, in order, the run `DIR/SUBDIR/<ENV>/<EXPERIMENT>.seed<SEED>` is:
+- skipped when its `state/finished.json` exists (master.py says so and exits 0);
+- resumed (`master.py --resume`) when its folder exists, else started, with `--seed SEED
+  --total-frames FRAMES --cpus C --output-root DIR/SUBDIR`;
+- skipped when another process holds it (master.py refuses: "is in use by"), so two queues may
+  list the same runs, one from each end: whichever reaches a run first takes it.
+A run that fails is reported and the queue goes on. The same command again continues the queue
+(finished runs are skipped, interrupted ones resumed); run it again after a machine restart.
+Prints one line per run (start, end, exit status, minutes); writes nothing but what master.py
+writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+LIVE_ELSEWHERE = "is in use by"
+
+
+class QueueError(Exception):
+    """A queue file that cannot be read; the message names the line and the fix."""
+
+
+class Entry(NamedTuple):
+    config: str
+    seed: int
+    frames: int
+    subdir: str
+
+
+def read_queue(path: Path) -> list[Entry]:
+    """The runs of a queue file, in order (QueueError on a bad line)."""
+    entries = []
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
+            raise QueueError(f"line {number} of {path} is {raw.strip()!r}, not 'CONFIG SEED "
+                             f"FRAMES SUBDIR' (seed and frames whole numbers); fix that line.")
+        config = fields[0]
+        if not (ROOT / config).is_file():
+            raise QueueError(f"line {number} of {path} names {config}, which does not exist "
+                             f"under {ROOT}; fix the path.")
+        entries.append(Entry(config, int(fields[1]), int(fields[2]), fields[3]))
+    return entries
+
+
+def master_argv(entry: Entry, output_root: Path, cpus: int, resume: bool) -> list[str]:
+    argv = [sys.executable, str(ROOT / "master.py"), str(ROOT / entry.config), "0",
+            "--seed", str(entry.seed), "--total-frames", str(entry.frames),
+            "--cpus", str(cpus), "--output-root", str(output_root / entry.subdir)]
+    return argv + (["--resume"] if resume else [])
+
+
+def run_folder(entry: Entry, output_root: Path) -> Path | None:
+    """The run's folder if master.py made one (found by its name; the env folder varies)."""
+    name = f"{Path(entry.config).stem}.seed{entry.seed}"
+    found = sorted((output_root / entry.subdir).glob(f"*/{name}"))
+    return found[0] if found else None
+
+
+def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
+    """Run (or resume, or skip) one entry; returns 'finished', 'skipped', 'elsewhere' or
+    'failed'."""
+    say = say or (lambda text: print(text, flush=True))
+    folder = run_folder(entry, output_root)
+    label = f"{entry.config} seed {entry.seed}"
+    if folder is not None and (folder / "state/finished.json").is_file():
+        say(f"{label}: finished before, skipped")
+        return "skipped"
+    argv = master_argv(entry, output_root, cpus, resume=folder is not None)
+    start = time.time()
+    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: "
+        f"{'resuming' if folder is not None else 'starting'}")
+    log = output_root / entry.subdir / "queue_logs" / f"{Path(entry.config).parent.name}_" \
+        f"{Path(entry.config).stem}.seed{entry.seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        proc = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        out.write(proc.stderr)
+    minutes = (time.time() - start) / 60
+    if proc.returncode == 2 and LIVE_ELSEWHERE in proc.stderr:
+        say(f"{label}: live in another process, skipped")
+        return "elsewhere"
+    status = "finished" if proc.returncode == 0 else "failed"
+    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: {status} (exit {proc.returncode}, "
+        f"{minutes:.1f} min; log {log})")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("queue", type=Path, help="the queue file (CONFIG SEED FRAMES SUBDIR)")
+    parser.add_argument("--output-root", type=Path, required=True,
+                        help="base folder of the runs (outside the repository)")
+    parser.add_argument("--cpus", type=int, default=1, help="master.py --cpus (default 1)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each run's master.py command and run nothing")
+    args = parser.parse_args(argv)
+    try:
+        entries = read_queue(args.queue)
+    except (OSError, QueueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for entry in entries:
+            folder = run_folder(entry, args.output_root)
+            print(" ".join(master_argv(entry, args.output_root, args.cpus, folder is not None)))
+        return 0
+    outcomes = [run_entry(entry, args.output_root, args.cpus) for entry in entries]
+    failed = outcomes.count("failed")
+    print(f"queue {args.queue}: {len(entries)} runs, {outcomes.count('finished')} finished now, "
+          f"{outcomes.count('skipped')} finished before, {outcomes.count('elsewhere')} live "
+          f"elsewhere, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""bench/run_queue.py: the queue file is read strictly, finished runs are skipped, folders resume.
+
+No run is started here (a run through master.py is what the tests of master.py cover)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Loaded by path: bench/ is not a package.
+_spec = importlib.util.spec_from_file_location("run_queue", ROOT / "bench/run_queue.py")
+bench_queue = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_queue)
+
+CONFIG = "config/experiments/benchmark/oracle/hopper/steve_td3_oracle.json"
+
+
+def test_the_committed_queues_read(tmp_path):
+    for name in ("oracle_a.txt", "oracle_b.txt"):
+        entries = bench_queue.read_queue(ROOT / "bench/queues" / name)
+        assert entries and all((ROOT / e.config).is_file() for e in entries)
+    a = bench_queue.read_queue(ROOT / "bench/queues/oracle_a.txt")
+    assert {(e.config, e.seed) for e in a} == {
+        (f"config/experiments/benchmark/oracle/{env}/steve_td3_oracle.json", seed)
+        for env in ("hopper", "halfcheetah") for seed in range(5)}
+
+
+def test_a_bad_line_is_named(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text(f"# comment\n{CONFIG} 0 60000 runs\n{CONFIG} zero 60000 runs\n")
+    with pytest.raises(bench_queue.QueueError, match="line 3 of .* not 'CONFIG SEED FRAMES"):
+        bench_queue.read_queue(path)
+    path.write_text("config/nope.json 0 100 runs\n")
+    with pytest.raises(bench_queue.QueueError, match="names config/nope.json, which does not"):
+        bench_queue.read_queue(path)
+
+
+def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path):
+    entry = bench_queue.Entry(CONFIG, 3, 60000, "runs")
+    argv = bench_queue.master_argv(entry, tmp_path, 1, resume=False)
+    assert argv[-8:] == ["--seed", "3", "--total-frames", "60000", "--cpus", "1",
+                         "--output-root", str(tmp_path / "runs")]
+    folder = tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed3"
+    (folder / "state").mkdir(parents=True)
+    assert bench_queue.run_folder(entry, tmp_path) == folder
+    assert bench_queue.master_argv(entry, tmp_path, 1, resume=True)[-1] == "--resume"
+    (folder / "state/finished.json").write_text("{}")
+    said = []
+    assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "skipped"
+    assert said == [f"{CONFIG} seed 3: finished before, skipped"]
