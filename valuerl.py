@@ -371,7 +371,7 @@ class ValueRL(tf.Module):
             acts.append(a_t)
             xs.append(x_next)
             done_list.append(done_next)
-            rew_list.append(rew_next)
+            rew_list.append(tf.broadcast_to(rew_next, [M, N, B]))  # the oracle's N is 1
             x_t = x_next
         acts.append(self._target_action(x_t, noises))  # a_H: [M, B, act]
         x = tf.stack(xs)  # [H+1, M, B, obs]

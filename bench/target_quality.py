@@ -1,20 +1,24 @@
 """How close are a trained run's value targets to the true value of its policy?
 
 Run: `.venv/bin/python bench/target_quality.py RUN_DIR [RUN_DIR ...] [--states 256]
-[--horizon 500] [--seed 0] [--json PATH]`. RUN_DIR is a run folder (its newest checkpoints) or a
-checkpoint folder inside one, such as `checkpoints/backups/policy/8000` (runs keep such backups
-every `backup_every_n` updates). Reads the run's `log/hps.json`, the checkpoints and the replay
-buffer (as it was at the checkpoint's frame count); writes nothing but the optional `--json`.
+[--horizon 500] [--seed 0] [--horizons 0,1,3,5,10,30] [--json PATH]`. RUN_DIR is a run folder
+(its newest checkpoints) or a checkpoint folder inside one, such as
+`checkpoints/backups/policy/8000` (runs keep such backups every `backup_every_n` updates).
+Reads the run's `log/hps.json`, the checkpoints and the replay buffer (as it was at the
+checkpoint's frame count); writes nothing but the optional `--json`.
 
 The diagnostic behind the CPU benchmark's STEVE-versus-MVE question (docs/benchmark/cpu.md). For
 `--states` transitions (s0, a0, r0, s1, d1) drawn uniformly from the run's replay buffer, as the
 learner draws them, it computes, with the run's own policy pi, target Q' and world model:
 - the truth: y* = reward_scale r0 + gamma (1 - d1) V(s1), V(s1) the discounted return of the
   greedy policy from s1 in the real simulator, followed for `--horizon` steps (the env's time limit
-  ignored, as the targets ignore it; gamma^horizon bounds what is cut off). The simulator is put
-  into s1 from the observation, so only MuJoCo environments whose observation holds the whole
-  state (Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...) are supported. The
-  reproduction is checked: stepping a0 from s0 must give the stored s1 and r0 (`replay check`);
+  ignored, as the targets ignore it; gamma^horizon bounds what is cut off), every state stepped
+  together by envs/mujoco_oracle.py (so only its tasks are supported: Hopper-v5, Walker2d-v5,
+  HalfCheetah-v5, Swimmer-v5, InvertedPendulum-v5). The simulator starts from s1's exact state
+  where the replay buffer stores it (runs made since the states were recorded). For older runs it
+  is rebuilt from the observation (the dropped x position set to its initial value), and states
+  whose observation clips a velocity are left out (`Simulator.observable`). The reproduction is
+  checked: stepping a0 from s0 must give the stored s1 and r0 (`replay check`);
 - the candidates of docs/algorithm.md section 3: mu[0, j] for j = 0..H (j = 0 is DDPG's target)
   and the reductions MVE (j = H), mean of the k-step returns, TD(lambda = 0.25), STEVE (inverse
   variance) and STEVE with covariances, each as bias (mean of y - y*) and RMSE against y*;
@@ -24,7 +28,10 @@ learner draws them, it computes, with the run's own policy pi, target Q' and wor
   that the first tracks the second;
 - the model alone: along the same H steps from s1 under pi, the model's states (each of the M
   rollouts) against the real ones (mean squared error per dimension, relative to the variance of
-  the sampled states) and its predicted rewards against the real ones.
+  the sampled states) and its predicted rewards against the real ones;
+- with `--horizons`: the candidates of every H listed, under the learned model and under the
+  simulator side by side, each error split into a model part and a value part
+  (bench/oracle_candidates.py; the offline table of docs/benchmark/oracle_notes.md).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -95,13 +103,16 @@ class Simulator:
             )
         self.nq, self.nv = nq, nv
 
-    def set(self, obs: np.ndarray) -> None:
-        """Put the simulator into the state of `obs` [obs_dims]."""
+    def state_of(self, obs: np.ndarray) -> np.ndarray:
+        """The simulator state (qpos then qvel) behind `obs` [obs_dims] -> [nq + nv] float64."""
         k = self.dropped
         obs = np.asarray(obs, np.float64)
-        qpos = np.concatenate([self.sim.init_qpos[:k], obs[: self.nq - k]])
-        qvel = obs[self.nq - k :].copy()
-        self.sim.set_state(qpos, qvel)
+        return np.concatenate([self.sim.init_qpos[:k], obs])
+
+    def set(self, obs: np.ndarray) -> None:
+        """Put the simulator into the state of `obs` [obs_dims]."""
+        state = self.state_of(obs)
+        self.sim.set_state(state[: self.nq], state[self.nq :])
 
     def observable(self, obs: np.ndarray) -> bool:
         """Whether `obs` pins down the state: False where the environment clips a velocity in
@@ -113,58 +124,18 @@ class Simulator:
         seen = np.asarray(self.sim._get_obs(), np.float64)[self.nq - self.dropped :]
         return bool(np.allclose(seen, qvel * 1.01, rtol=1e-6, atol=1e-9))
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        """One step of a policy action in [-1, 1], ignoring the time limit:
-        (next_obs [obs_dims], reward, terminated)."""
-        obs, reward, terminated, _, _ = self.sim.step(self.env.scale_action(action))
-        return np.asarray(obs, np.float32).reshape(-1), float(reward), bool(terminated)
-
     def close(self) -> None:
         self.env.close()
 
 
-def replay_check(sim: Simulator, s0, a0, r0, s1) -> dict[str, float]:
-    """Median and largest |next obs - stored s1| and |reward - stored r0| when stepping a0 from
-    s0, over the transitions."""
-    obs_err, rew_err = np.zeros(len(r0)), np.zeros(len(r0))
-    for b in range(len(r0)):
-        sim.set(s0[b])
-        obs, reward, _ = sim.step(a0[b])
-        obs_err[b] = np.max(np.abs(obs - s1[b]))
-        rew_err[b] = abs(reward - float(r0[b]))
+def replay_check(oracle, state, action, reward, next_obs) -> dict[str, float]:
+    """Median and largest |next obs - stored s1| and |reward - stored r0| when the simulator
+    steps a0 from s0's state, over the transitions (all stepped together)."""
+    out = oracle.step(state, action)
+    obs_err = np.max(np.abs(out.next_obs - next_obs), axis=1)
+    rew_err = np.abs(out.reward - reward)
     return {"obs_median": float(np.median(obs_err)), "obs_max": float(obs_err.max()),
             "reward_median": float(np.median(rew_err)), "reward_max": float(rew_err.max())}
-
-
-def real_rollouts(sim: Simulator, act, starts: np.ndarray, horizon: int, keep: int,
-                  gamma: float, reward_scale: float) -> dict[str, np.ndarray]:
-    """Follow the greedy policy `act` (obs [1, obs] -> action [1, act]) from each start state.
-
-    starts [B, obs] -> value [B] (discounted, scaled return over `horizon` steps, 0 after a
-    termination), and the first `keep` steps: x [keep+1, B, obs] (x_0 = start), reward
-    [keep, B] (reward of the step into x_t+1), alive [keep+1, B] (1 while not terminated).
-    """
-    B, obs_dims = starts.shape
-    value = np.zeros(B)
-    x = np.zeros((keep + 1, B, obs_dims), np.float32)
-    rew = np.zeros((keep, B))
-    alive = np.zeros((keep + 1, B))
-    for b in range(B):
-        sim.set(starts[b])
-        obs = starts[b]
-        x[0, b], alive[0, b] = obs, 1.0
-        ret, discount = 0.0, 1.0
-        for t in range(horizon):
-            obs, reward, terminated = sim.step(act(obs[None])[0])
-            ret += discount * reward_scale * reward
-            discount *= gamma
-            if t < keep:
-                x[t + 1, b], rew[t, b] = obs, reward
-                alive[t + 1, b] = 0.0 if terminated else 1.0
-            if terminated:
-                break
-        value[b] = ret
-    return {"value": value, "x": x, "reward": rew, "alive": alive}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,11 +143,20 @@ def real_rollouts(sim: Simulator, act, starts: np.ndarray, horizon: int, keep: i
 # ---------------------------------------------------------------------------------------------
 
 
-def load_run(path: str | Path):
+class LoadedRun(NamedTuple):
+    run: Path  # the run folder
+    config: dict  # its log/hps.json
+    agent: Any  # the ValueRL restored from the policy checkpoint
+    model: Any  # the WorldModel restored beside it, or None (model-free)
+    actor: Any  # agent.PolicyActor of the same checkpoint (the greedy policy)
+    counters: dict  # the policy checkpoint's counters
+    policy_path: Path  # the policy checkpoint folder
+
+
+def load_run(path: str | Path) -> LoadedRun:
     """Restore a run's agent from a run folder (its newest checkpoints) or from one checkpoint
     folder inside it (such as checkpoints/backups/policy/<updates>, with the world model saved
-    closest before it). Returns (run folder, config, ValueRL, WorldModel or None, PolicyActor,
-    the policy checkpoint's counters)."""
+    nearest it in frames)."""
     import agent as acting
     import checkpoint
     import roles
@@ -208,7 +188,7 @@ def load_run(path: str | Path):
         checkpoint.restore_checkpoint(str(found.worldmodel), {key: model}, strict=True)
     actor = acting.PolicyActor(config, seed)
     actor.restore(str(found.policy))
-    return run, config, agent, model, actor, counters
+    return LoadedRun(run, config, agent, model, actor, counters, Path(found.policy))
 
 
 # Draws per transition asked for before giving up on finding observable ones (Walker2d-v5 runs
@@ -219,10 +199,11 @@ MAX_DRAWS_PER_STATE = 64
 def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Generator,
                      sim: Simulator, frames: int):
     """`count` transitions drawn uniformly from the run's replay buffer as the learner saw it at
-    `frames` frames (its window of the newest replay_size), leaving out those whose s0 or s1 the
-    simulator cannot be set to (see Simulator.observable). Draws in rounds of 4 * count until
-    `count` are kept, at most MAX_DRAWS_PER_STATE * count draws. Returns the batch and how many
-    draws were left out before the count-th kept one."""
+    `frames` frames (its window of the newest replay_size). From a buffer without simulator
+    states, those whose s0 or s1 the simulator cannot be set to (see Simulator.observable) are
+    left out: it draws in rounds of 4 * count until `count` are kept, at most
+    MAX_DRAWS_PER_STATE * count draws. Returns the batch (a replay.StateBatch when the buffer has
+    states) and how many draws were left out before the count-th kept one."""
     import replay
 
     path = Path(run_dir) / "replay"
@@ -232,6 +213,8 @@ def draw_transitions(run_dir: Path, config: dict, count: int, rng: np.random.Gen
     rounds, kept, drawn = [], 0, 0
     with replay.ReplayBuffer.open(path, sync=False) as buf:
         newest = int(config["policy_config"].get("replay_size") or buf.capacity)
+        if buf.state_dims:  # exact states: every transition can be replayed
+            return buf.sample(count, newest, rng, end=max(frames, 1)), 0
         while kept < count and drawn < MAX_DRAWS_PER_STATE * count:
             batch = buf.sample(4 * count, newest, rng, end=max(frames, 1))
             keep = np.asarray([b for b in range(len(batch.reward))
@@ -332,34 +315,60 @@ def model_errors(rollout: dict, real: dict, states_var: np.ndarray) -> list[dict
     return rows
 
 
-def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int = 0) -> dict:
+def _states(batch, sim: Simulator) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator states of s0 and s1 [B, nq + nv]: stored, or rebuilt from observations."""
+    if hasattr(batch, "next_state"):
+        return batch.state, batch.next_state
+    return (np.stack([sim.state_of(o) for o in batch.obs]),
+            np.stack([sim.state_of(o) for o in batch.next_obs]))
+
+
+def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int = 0,
+             horizons: tuple[int, ...] = ()) -> dict:
     """The whole diagnostic for one run folder or checkpoint folder (see load_run), as a dict
-    (see the module doc)."""
-    run_dir, config, agent, model, actor, counters = load_run(path)
-    frames = int(counters.get("frames", 0))
+    (see the module doc); with `horizons`, also the learned-versus-oracle tables of those H."""
+    from bench import oracle_candidates
+    from envs import mujoco_oracle
+
+    loaded = load_run(path)
+    run_dir, config, agent, model = loaded.run, loaded.config, loaded.agent, loaded.model
+    frames = int(loaded.counters.get("frames", 0))
     rng = np.random.default_rng(seed)
     gamma, scale = agent.gamma, agent.settings.reward_scale
     sim = Simulator(config["env"], seed)
     try:
+        oracle = mujoco_oracle.MujocoOracle(config["env"])
+    except mujoco_oracle.OracleError as e:
+        sim.close()
+        raise DiagnosticError(str(e)) from e
+    try:
         batch, left_out = draw_transitions(run_dir, config, states, rng, sim, frames)
-        check = replay_check(sim, batch.obs, batch.action, batch.reward, batch.next_obs)
-        real = real_rollouts(sim, actor.greedy_action, batch.next_obs, horizon,
-                             agent.rollout_len, gamma, scale)
+        s0_state, s1_state = _states(batch, sim)
+        check = replay_check(oracle, s0_state, batch.action, batch.reward, batch.next_obs)
+        real = oracle_candidates.true_values(oracle, loaded.actor.greedy_action, s1_state,
+                                             horizon, gamma, scale, keep=agent.rollout_len)
+        truth = scale * batch.reward + gamma * (1.0 - batch.terminal) * real["value"]  # [B]
+        errors = target_errors(agent, model, batch, truth)
+        horizon_tables = None
+        if horizons:
+            horizon_tables = oracle_candidates.compare(
+                config, str(loaded.policy_path), model, oracle, batch, s1_state, truth,
+                tuple(horizons), seed)
     finally:
         sim.close()
-    truth = scale * batch.reward + gamma * (1.0 - batch.terminal) * real["value"]  # [B]
-    errors = target_errors(agent, model, batch, truth)
+        oracle.close()
     rollout = errors.pop("rollout")
     report = {
         "run": str(run_dir),
         "checkpoint": str(path),
         "env": config["env"]["name"],
         "frames": frames,
-        "updates": int(counters.get("updates", 0)),
+        "updates": int(loaded.counters.get("updates", 0)),
         "states": states,
         "horizon": horizon,
         "cutoff_bound": float(gamma ** horizon),
         "left_out": left_out,
+        "exact_states": hasattr(batch, "next_state"),
         "replay_check": check,
         "truth_mean": float(truth.mean()),
         "truth_std": float(truth.std()),
@@ -368,6 +377,8 @@ def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int 
     if model is not None:
         states_var = np.var(batch.next_obs, axis=0)  # [obs]
         report["model"] = model_errors(rollout, real, states_var)
+    if horizon_tables is not None:
+        report["oracle"] = horizon_tables
     return report
 
 
@@ -387,7 +398,8 @@ def format_report(r: dict) -> str:
         "",
         f"{r['env']}, {r['frames']} frames, {r['updates']} policy updates; {r['states']} replayed "
         f"transitions ({r['left_out']} draws with a clipped observation left out); truth y* = "
-        f"{_f(r['truth_mean'])} +- {_f(r['truth_std'])} (returns over {r['horizon']} steps, "
+        f"{_f(r['truth_mean'])} +- {_f(r['truth_std'])} (returns over {r['horizon']} steps "
+        f"from {'the stored' if r.get('exact_states') else 'rebuilt'} simulator states, "
         f"cut-off below {r['cutoff_bound']:.3f} of the value); replay check: next obs off by "
         f"{c['obs_median']:.1e} (median), {c['obs_max']:.1e} (max), reward by "
         f"{c['reward_median']:.1e}, {c['reward_max']:.1e}.",
@@ -411,6 +423,12 @@ def format_report(r: dict) -> str:
         for m in r["model"]:
             lines.append(f"| {m['t']} | {_f(m['state_err'], 3)} | {_f(m['reward_rmse'], 3)} | "
                          f"{m['alive']} |")
+    if "oracle" in r:
+        from bench import oracle_candidates
+
+        lines += ["", "Candidates under the learned model and under the simulator "
+                  "(bench/oracle_candidates.py):", ""]
+        lines += oracle_candidates.format_tables(r["oracle"])
     return "\n".join(lines)
 
 
@@ -458,6 +476,18 @@ def summarise(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _horizons(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers such as "
+                                         "0,1,3,5,10,30") from None
+    if not values or values[0] < 0 or values[-1] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give horizons of 0 or more, at least one "
+                                         "of them 1 or more")
+    return values
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
@@ -466,6 +496,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--horizon", type=int, default=500,
                    help="real steps per true value (the cut-off is at most gamma^horizon of it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the replay draw and members")
+    p.add_argument("--horizons", type=_horizons, default=(), metavar="H1,H2,...",
+                   help="also compare the learned model's candidates with the simulator's for "
+                        "these H (e.g. 0,1,3,5,10,30)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     args = p.parse_args(argv)
     if args.states < 2 or args.horizon < 1:
@@ -484,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for run in args.runs:
         try:
-            r = diagnose(run, args.states, args.horizon, args.seed)
+            r = diagnose(run, args.states, args.horizon, args.seed, args.horizons)
         except (DiagnosticError, replay.ReplayError, checkpoint.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -15,16 +15,24 @@ import config as config_lib
 import replay
 import valuerl
 import worldmodel
+from bench import oracle_candidates
 from bench import target_quality as tq
+from envs import mujoco_oracle
 
 TINY_STEVE = "tests/configs/tiny_steve.json"
 TINY_DDPG = "tests/configs/tiny_ddpg.json"
 
 
-def make_run(tmp_path, config_path, frames=400, name="run"):
+def make_run(tmp_path, config_path, frames=400, name="run", states=False, env_name=None):
     """A run folder as master.py leaves it: log/hps.json, policy (and world-model) checkpoints
-    and a replay buffer of `frames` real frames taken with random actions."""
+    and a replay buffer of `frames` real frames taken with random actions (InvertedPendulum-v5,
+    or `env_name`); with `states`, the buffer also stores each frame's simulator states."""
     config = config_lib.load_config(config_path)
+    if env_name is not None:
+        probe = gymnasium.make(env_name)
+        config["env"].update(name=env_name, obs_dims=probe.observation_space.shape[0],
+                             action_dims=probe.action_space.shape[0])
+        probe.close()
     config["seed"] = 3
     run = tmp_path / name
     (run / "log").mkdir(parents=True)
@@ -36,20 +44,28 @@ def make_run(tmp_path, config_path, frames=400, name="run"):
         model = worldmodel.WorldModel(config, seed=3, jit_compile=False)
         checkpoint.save_checkpoint(str(run / "checkpoints" / "worldmodel"),
                                    {"worldmodel": model}, counters)
-    env = gymnasium.make("InvertedPendulum-v5")
+    env = gymnasium.make(config["env"]["name"])
+    sim = env.unwrapped
+    high = env.action_space.high  # symmetric bounds: a policy action times high
     rng = np.random.default_rng(0)
     rows = []
     obs, _ = env.reset(seed=0)
     for _ in range(frames):
-        action = rng.uniform(-1.0, 1.0, size=1)
-        next_obs, reward, terminated, truncated, _ = env.step(3.0 * action)  # bounds +-3
-        rows.append((obs, next_obs, action, reward, float(terminated)))
+        action = rng.uniform(-1.0, 1.0, size=env.action_space.shape)
+        state = np.concatenate([sim.data.qpos, sim.data.qvel])
+        next_obs, reward, terminated, truncated, _ = env.step(high * action)
+        next_state = np.concatenate([sim.data.qpos, sim.data.qvel])
+        rows.append((obs, next_obs, action, reward, float(terminated), state, next_state))
         obs = next_obs
         if terminated or truncated:
             obs, _ = env.reset()
     env.close()
-    buf = replay.ReplayBuffer.create(run / "replay", 4, 1, 10_000, sync=False)
+    e = config["env"]
+    buf = replay.ReplayBuffer.create(run / "replay", e["obs_dims"], e["action_dims"], 10_000,
+                                     sync=False, state_dims=len(rows[0][5]) if states else 0)
     columns = [np.asarray([r[k] for r in rows], np.float32) for k in range(5)]
+    if states:
+        columns += [np.asarray([r[k] for r in rows]) for k in (5, 6)]
     buf.append(*columns)
     buf.close()
     return run, config
@@ -73,8 +89,10 @@ def test_simulator_reproduces_gymnasium_and_true_values(tmp_path):
         if terminated:
             break
     env.close()
-    real = tq.real_rollouts(sim, lambda o: np.full((1, 1), 0.5, np.float32), start[None],
-                            horizon, keep=2, gamma=gamma, reward_scale=2.0)
+    oracle = mujoco_oracle.MujocoOracle(config["env"])
+    real = oracle_candidates.true_values(
+        oracle, lambda o: np.full((len(o), 1), 0.5, np.float32), sim.state_of(start)[None],
+        horizon, gamma=gamma, reward_scale=2.0, keep=2)
     assert real["value"][0] == pytest.approx(expected, rel=1e-4)
     assert real["x"].shape == (3, 1, 4) and np.allclose(real["x"][0, 0], start)
     assert sim.observable(start)
@@ -123,7 +141,8 @@ def test_draws_go_on_until_enough_states_are_observable(tmp_path):
 
 def test_candidates_match_a_direct_computation(tmp_path):
     run, config = make_run(tmp_path, TINY_STEVE)
-    _, _, agent, model, _, _ = tq.load_run(run)
+    loaded = tq.load_run(run)
+    agent, model = loaded.agent, loaded.model
     with replay.ReplayBuffer.open(run / "replay", sync=False) as buf:
         batch = buf.sample(16, 10_000, np.random.default_rng(1))
     truth = np.zeros(16)
@@ -186,3 +205,70 @@ def test_clear_errors(tmp_path, capsys):
     with pytest.raises(tq.DiagnosticError, match="not a MuJoCo environment"):
         tq.Simulator({"name": "BipedalWalker-v3", "obs_dims": 24, "action_dims": 4,
                       "max_frames": 1000}, seed=0)
+
+
+def test_exact_states_are_replayed_and_walker2d_is_not_refused(tmp_path):
+    # Random actions make Walker2d-v5 fall and spin: velocities at its +-10 observation clip,
+    # which an observation cannot be set back from, but a stored state can.
+    run, config = make_run(tmp_path, TINY_STEVE, frames=300, states=True, env_name="Walker2d-v5")
+    report = tq.diagnose(run, states=32, horizon=20, seed=0, horizons=(0, 1, 3, 5))
+    assert report["exact_states"] and report["left_out"] == 0
+    assert report["replay_check"]["obs_max"] < 1e-4  # the stored state replays the stored step
+    assert report["replay_check"]["reward_max"] < 1e-4
+    table = report["oracle"]
+    assert [r["j"] for r in table["candidates"]] == [0, 1, 2, 3, 4, 5]
+    first = table["candidates"][0]
+    # j = 0 uses no model: the learned and the oracle candidate are the same number.
+    assert first["model_part_rmse"] == pytest.approx(0.0, abs=1e-9)
+    assert first["oracle_rmse"] == pytest.approx(first["learned_rmse"], rel=1e-9)
+    assert first["oracle_ratio"] == pytest.approx(1.0)
+    assert first["learned_rmse"] == pytest.approx(report["candidates"][0]["rmse"], rel=1e-6)
+    assert [r["H"] for r in table["by_horizon"]] == [0, 1, 3, 5]
+    assert all(math.isfinite(r["oracle_steve_rmse"]) and math.isfinite(r["learned_steve_rmse"])
+               for r in table["by_horizon"])
+    assert len(table["state_error"]) == 5 and table["state_error"][0] > 0
+    text = tq.format_report(report)
+    assert "model part RMSE" in text and "| H | STEVE RMSE oracle / learned |" in text
+
+
+def test_oracle_candidates_are_the_simulators_own(tmp_path):
+    run, config = make_run(tmp_path, TINY_STEVE, frames=200, states=True)
+    loaded = tq.load_run(run)
+    with replay.ReplayBuffer.open(run / "replay", sync=False) as buf:
+        batch = buf.sample(16, 10_000, np.random.default_rng(1))
+    oracle = mujoco_oracle.MujocoOracle(config["env"])
+    agent = oracle_candidates.agent_at(config, 2, True, str(loaded.policy_path), seed=3)
+    out = agent.value_targets(*(tf_const(v) for v in (batch.reward, batch.next_obs,
+                                                      batch.terminal)), oracle,
+                              {"q": None, "transition": None, "reward": None},
+                              tf_const(batch.next_state, "float64"))
+    # T[0, 1] = r0 + gamma (1 - d1) (r1 + gamma (1 - d2) V_1), with r1 and d2 the simulator's
+    # step from s1's stored state under the rollout's first action.
+    a0 = out["a"][0, 0].numpy()
+    step = oracle.step(batch.next_state, a0)
+    g = agent.gamma
+    V1 = out["V"][1, 0].numpy()  # [K, B]
+    expect = batch.reward + g * (1 - batch.terminal) * (
+        step.reward[None] + g * (1 - step.terminal[None]) * V1)  # [K, B]
+    np.testing.assert_allclose(out["T"][0, 1, 0, 0].numpy(), expect, rtol=1e-5, atol=1e-5)
+    oracle.close()
+
+
+def tf_const(value, dtype="float32"):
+    import tensorflow as tf
+
+    return tf.constant(value, getattr(tf, dtype))
+
+
+def test_bad_horizons_are_one_sentence(capsys):
+    with pytest.raises(SystemExit):
+        tq.parse_args(["run", "--horizons", "1,x"])
+    assert "is not a list of whole numbers" in capsys.readouterr().err
+
+
+def test_td3_smoothing_noise_is_the_same_on_both_sides(tmp_path):
+    run, _ = make_run(tmp_path, "tests/configs/tiny_steve_td3.json", frames=200, states=True)
+    report = tq.diagnose(run, states=16, horizon=10, seed=0, horizons=(0, 3))
+    first = report["oracle"]["candidates"][0]
+    # a_0 at s1 is drawn with the same noise on both sides, so j = 0 agrees to the last bit.
+    assert first["model_part_rmse"] == 0.0
