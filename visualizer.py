@@ -261,8 +261,9 @@ def horizon_weights(valuerl, worldmodel, episodes: list[Episode],
 def _reduction_name(value_expansion: dict) -> str:
     if value_expansion.get("mean_k_return"):
         return "MVE with the mean of the k-step returns"
-    if value_expansion.get("lambda_return"):
-        return f"MVE with a TD(lambda = {value_expansion['lambda_return']}) mix"
+    lam = value_expansion.get("lambda_return")
+    if lam is not None and lam is not False:  # 0 is TD(0), not "off"
+        return f"MVE with a TD(lambda = {lam}) mix"
     return "MVE: all weight on j = H"
 
 
