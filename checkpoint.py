@@ -21,8 +21,10 @@ a partial checkpoint. The counters are also stored in the checkpoint itself as v
 (`counters/epoch`, `updates`, `frames` as int64, `hours` as float64), and `restore_checkpoint`
 returns the values read from there.
 
-Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<number>/`
-(through a temporary sibling folder and a rename).
+Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<updates>/`
+(through a temporary sibling folder and a rename), named by the updates in its counters.json: the
+update it holds, which is the learner's last epoch, not the learner's count when it backs up. A
+backup folder that already exists is never replaced.
 
 This module is the only one that spells the file names above: other modules reach them through
 `pointer_file`, `read_counters` and `latest_counters`.
@@ -34,11 +36,13 @@ it loads TensorFlow quietly (runtime.import_tensorflow).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import util
 from errors import UserError
@@ -327,20 +331,51 @@ def _refuse_mismatch(path: str, objects: dict, expected: dict[str, tuple],
         )
 
 
-def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:
-    """Copy the latest complete checkpoint of `directory` to `backups_dir/<number>/`."""
+class Backup(NamedTuple):
+    """What backup_checkpoint did."""
+
+    path: str  # the numbered backup folder, <backups_dir>/<updates>
+    note: str | None  # one line when a different backup of that number was there and kept
+
+
+def backup_checkpoint(directory: str, backups_dir: str) -> Backup:
+    """Copy the latest complete checkpoint of `directory` to `backups_dir/<updates>/`, named by
+    the updates its counters hold (the update it was saved at).
+
+    A backup of that number that exists already is left as it is, and nothing raises: holding the
+    same files (the same checkpoint backed up again: a resume reached it again, or two backups
+    fell between two epochs) it is simply kept; holding other files (a resume from an older
+    checkpoint redid those updates) it is kept too, and `note` says so.
+    """
     source = latest_checkpoint(directory)
     if source is None:
         raise CheckpointError(
             f"{directory} holds no complete checkpoint to back up; save one first."
         )
-    os.makedirs(backups_dir, exist_ok=True)
-    final = os.path.join(backups_dir, str(int(number)))
+    updates = read_counters(source).get("updates")
+    if not isinstance(updates, int):
+        raise CheckpointError(
+            f"{os.path.join(source, COUNTERS_FILE)} does not say at which update the checkpoint "
+            "was saved, so its backup cannot be named; save a new checkpoint first."
+        )
+    final = os.path.join(backups_dir, str(updates))
     if os.path.exists(final):
-        raise CheckpointError(f"backup {final} already exists; choose another backup number.")
-    tmp = os.path.join(backups_dir, f".tmp-{int(number)}-{os.getpid()}")
+        if _same_files(source, final):
+            return Backup(final, None)
+        return Backup(final, f"backup {final} already holds another checkpoint of {updates} "
+                             f"updates (from before a resume); kept it, did not copy {source}")
+    os.makedirs(backups_dir, exist_ok=True)
+    tmp = os.path.join(backups_dir, f".tmp-{updates}-{os.getpid()}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     shutil.copytree(source, tmp)
     os.rename(tmp, final)
-    return final
+    return Backup(final, None)
+
+
+def _same_files(a: str, b: str) -> bool:
+    """Whether the folders `a` and `b` hold the same file names with the same bytes."""
+    names = sorted(os.listdir(a))
+    if names != sorted(os.listdir(b)):
+        return False
+    return all(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)

@@ -17,9 +17,10 @@ The loop (docs/algorithm.md section 5):
    frames - frames_before_learning > frames_per_update * u (roles.frame_ratio, the rule the
    interactors also pause by); `frames_per_update: false` runs free. Every `log_every_n`
    updates a log line; every `epoch_every_n` a checkpoint (an epoch, after `on_epoch()`); every
-   `backup_every_n` a numbered backup. With `updates_per_call` = n > 1, n updates that are all
-   allowed and pass none of those boundaries run in one compiled call (`update_many`), each on
-   its own batch; otherwise one at a time (`update`);
+   `backup_every_n` a numbered backup of the newest checkpoint (named by the updates it holds).
+   With `updates_per_call` = n > 1, n updates that are all allowed and pass none of those
+   boundaries run in one compiled call (`update_many`), each on its own batch; otherwise one at
+   a time (`update`);
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
    still owed for the frames collected, then a final checkpoint.
 
@@ -142,10 +143,14 @@ class Learner:
         checkpoint.save_checkpoint(self.run.checkpoint_dir(self.role), objects, self.counters())
 
     def backup(self) -> None:
+        """A numbered backup of the newest checkpoint, named by the updates it holds (the last
+        epoch's, not self.updates); one already there is kept (checkpoint.backup_checkpoint)."""
         import checkpoint
 
-        checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
-                                     self.run.backup_dir(self.role), self.updates)
+        made = checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
+                                            self.run.backup_dir(self.role))
+        if made.note:
+            self.log_line(made.note)
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:

@@ -182,14 +182,84 @@ def test_layout_pointer_keep_three_and_incomplete_folders(tmp_path):
 def test_backup_copies_the_latest_complete_checkpoint(tmp_path):
     directory, backups = str(tmp_path / "ckpts"), str(tmp_path / "backups")
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
-        checkpoint.backup_checkpoint(directory, backups, 1)
+        checkpoint.backup_checkpoint(directory, backups)
     _, agent = build(seed=0)
     checkpoint.save_checkpoint(directory, {"valuerl": agent}, COUNTERS)
     checkpoint.save_checkpoint(directory, {"valuerl": agent}, {**COUNTERS, "updates": 2000})
-    path = checkpoint.backup_checkpoint(directory, backups, 2000)
-    assert path == os.path.join(backups, "2000")
+    made = checkpoint.backup_checkpoint(directory, backups)
+    assert made == (os.path.join(backups, "2000"), None)  # named by the updates it holds
     _, other = build(seed=4)
-    assert checkpoint.restore_checkpoint(path, {"valuerl": other})["updates"] == 2000
+    assert checkpoint.restore_checkpoint(made.path, {"valuerl": other})["updates"] == 2000
     assert_equal_vars(agent, other)
-    with pytest.raises(CheckpointError, match="already exists"):
-        checkpoint.backup_checkpoint(directory, backups, 2000)
+    # the same checkpoint again (a resume reached it again): kept, nothing to say
+    assert checkpoint.backup_checkpoint(directory, backups) == made
+    # another checkpoint of the same update (a resume from an older one redid the updates):
+    # the backup there is kept, and the note says so
+    _, changed = build(seed=5)
+    newer = checkpoint.save_checkpoint(directory, {"valuerl": changed},
+                                       {**COUNTERS, "updates": 2000})
+    again = checkpoint.backup_checkpoint(directory, backups)
+    assert again.path == made.path and "kept it" in again.note and newer in again.note
+    assert checkpoint.restore_checkpoint(made.path, {"valuerl": other})["updates"] == 2000
+    assert_equal_vars(agent, other)  # still the first one
+    assert sorted(os.listdir(backups)) == ["2000"]
+
+
+def stub_learner(tmp_path, epoch_every_n=25, backup_every_n=10):
+    """A learner without networks (pipeline_stubs.StubLearner) of a run in tmp_path/run, for
+    calling its checkpoint methods by hand."""
+    import threading
+    import time
+
+    from pipeline_stubs import StubLearner
+    from roles import ProcessSpec
+    from rundir import Progress, RunDir
+
+    run = RunDir(root=str(tmp_path / "run"), name="run")
+    run.log.mkdir(parents=True, exist_ok=True)
+    Progress(run.progress_file, create=True)
+    config = {"policy_config": {"log_every_n": 10, "epoch_every_n": epoch_every_n,
+                                "backup_every_n": backup_every_n}}
+    spec = ProcessSpec(role="policy", index=0, run=run, config=config, seed=0,
+                       cuda_visible_devices="", hours_base=0.0, start_time=time.time())
+    return StubLearner(spec, threading.Event(), threading.Event())
+
+
+def test_backups_between_epochs_are_named_by_the_update_they_hold_and_resume_over_them(
+        tmp_path):
+    """backup_every_n 10, epoch_every_n 25: the backup at update 30 holds the checkpoint of
+    update 25, so it is backups/policy/25; after a kill and a resume from that checkpoint,
+    reaching update 30 again backs up the same checkpoint again without an error."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable([1.0, 2.0])
+    objects = {"net": module}
+    learner = stub_learner(tmp_path)
+    backups = learner.run.backup_dir("policy")
+    learner.updates, learner.epoch = 25, 1
+    learner.save(objects)  # the epoch at update 25
+    learner.updates = 30
+    learner.backup()
+    assert sorted(os.listdir(backups)) == ["25"]
+    assert checkpoint.read_counters(backups / "25")["updates"] == 25
+    learner.updates = 40
+    learner.backup()  # still the checkpoint of update 25
+    assert sorted(os.listdir(backups)) == ["25"]
+    # killed here (no final checkpoint): the resume starts from update 25
+    resumed = stub_learner(tmp_path)
+    resumed.restore(objects)
+    assert resumed.updates == 25
+    resumed.updates = 30
+    resumed.backup()
+    assert sorted(os.listdir(backups)) == ["25"]
+    log = (learner.run.log / learner.row.log).read_text()
+    assert log.count("\n") == 1 and "resumed from" in log  # the same content: nothing to say
+    # a different checkpoint of update 25 (redone after a resume from an older one): kept, one line
+    module.w.assign([3.0, 4.0])
+    resumed.updates = 25
+    resumed.save(objects)
+    resumed.backup()
+    assert sorted(os.listdir(backups)) == ["25"]
+    lines = (learner.run.log / learner.row.log).read_text().splitlines()
+    assert len(lines) == 2 and "kept it" in lines[1] and str(backups / "25") in lines[1], lines

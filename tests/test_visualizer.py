@@ -182,7 +182,7 @@ def test_run_dir_form_with_a_backup(runs, capsys):
     text = capsys.readouterr().out
     assert f"policy      {inside} (" in text and "model-free (DDPG)" in text
     err = one_sentence_error(capsys, [runs["steve"], "--backup", "150", "--no-render"])
-    assert "no policy backup made at 150 updates (it has backups at 100, 200 updates)" in err
+    assert "no policy backup of 150 updates (it has backups of 100, 200 updates)" in err
 
 
 def test_a_folder_that_is_not_a_run_is_one_sentence_before_tensorflow(tmp_path):
