@@ -9,7 +9,7 @@ learning rates; the policy learner also the resolved config as text and hparams)
 counter in `state/progress.bin`.
 
 The loop (docs/algorithm.md section 5):
-1. restore the newest checkpoint of this role, if any (resume): counters continue;
+1. restore the newest readable checkpoint of this role, if any (resume): counters continue;
 2. wait until the buffer holds `frames_before_learning` frames;
 3. `before_learning()` (the policy learner waits here for the first world model);
 4. update: the first `pretrain_n` updates run unthrottled (world model only); after them, update
@@ -125,17 +125,25 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self, objects: dict) -> None:
+        """Resume from this role's newest checkpoint that can be read (checkpoint.load_newest:
+        a damaged newer one is passed over, and the log line says which)."""
         import checkpoint
 
-        latest = checkpoint.latest_checkpoint(self.run.checkpoint_dir(self.role))
-        if latest is None:
+        loaded = checkpoint.load_newest(
+            str(self.run.checkpoint_dir(self.role)),
+            lambda path: checkpoint.restore_checkpoint(path, objects, strict=True))
+        if loaded is None:
             return
-        counters = checkpoint.restore_checkpoint(latest, objects, strict=True)
+        counters = loaded.counters
         self.updates = int(counters["updates"])
         self.epoch = int(counters["epoch"])
         self.hours_base = max(self.hours_base, float(counters["hours"]))
         self._publish()
-        self.log_line(f"resumed from {latest}")
+        if loaded.skipped:
+            self.log_line(f"resumed from {loaded.path}, not from the newer "
+                          f"{checkpoint.describe_skipped(loaded.skipped)}, which cannot be read")
+        else:
+            self.log_line(f"resumed from {loaded.path}")
 
     def save(self, objects: dict) -> None:
         import checkpoint

@@ -205,9 +205,9 @@ def test_backup_copies_the_latest_complete_checkpoint(tmp_path):
     assert sorted(os.listdir(backups)) == ["2000"]
 
 
-def stub_learner(tmp_path, epoch_every_n=25, backup_every_n=10):
-    """A learner without networks (pipeline_stubs.StubLearner) of a run in tmp_path/run, for
-    calling its checkpoint methods by hand."""
+def stub_learner(tmp_path, epoch_every_n=25, backup_every_n=10, config=None, cls=None):
+    """A policy learner of a run in tmp_path/run, for calling its methods by hand: by default
+    one without networks (pipeline_stubs.StubLearner) and a config of its counters alone."""
     import threading
     import time
 
@@ -218,11 +218,12 @@ def stub_learner(tmp_path, epoch_every_n=25, backup_every_n=10):
     run = RunDir(root=str(tmp_path / "run"), name="run")
     run.log.mkdir(parents=True, exist_ok=True)
     Progress(run.progress_file, create=True)
-    config = {"policy_config": {"log_every_n": 10, "epoch_every_n": epoch_every_n,
-                                "backup_every_n": backup_every_n}}
+    if config is None:
+        config = {"policy_config": {"log_every_n": 10, "epoch_every_n": epoch_every_n,
+                                    "backup_every_n": backup_every_n}}
     spec = ProcessSpec(role="policy", index=0, run=run, config=config, seed=0,
                        cuda_visible_devices="", hours_base=0.0, start_time=time.time())
-    return StubLearner(spec, threading.Event(), threading.Event())
+    return (cls or StubLearner)(spec, threading.Event(), threading.Event())
 
 
 def test_backups_between_epochs_are_named_by_the_update_they_hold_and_resume_over_them(
@@ -263,3 +264,167 @@ def test_backups_between_epochs_are_named_by_the_update_they_hold_and_resume_ove
     assert sorted(os.listdir(backups)) == ["25"]
     lines = (learner.run.log / learner.row.log).read_text().splitlines()
     assert len(lines) == 2 and "kept it" in lines[1] and str(backups / "25") in lines[1], lines
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+
+def damage(path, how):
+    """Damage the data file of the checkpoint folder `path`: cut it short, or flip one byte of a
+    variable's value (its checksum then fails)."""
+    data = os.path.join(path, "variables.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        if how == "truncate":
+            f.truncate(100)
+        else:
+            f.seek(100)
+            byte = f.read(1)[0]
+            f.seek(100)
+            f.write(bytes([byte ^ 0xFF]))
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_restore_falls_back_to_the_newest_readable_checkpoint_and_says_so(tmp_path, how):
+    learner = stub_learner(tmp_path)
+    directory = str(learner.run.checkpoint_dir("policy"))
+    _, old = build(seed=0)
+    _, new = build(seed=1)
+    older = checkpoint.save_checkpoint(directory, {"valuerl": old}, COUNTERS)
+    newest = checkpoint.save_checkpoint(directory, {"valuerl": new},
+                                        {**COUNTERS, "epoch": 4, "updates": 2000})
+    damage(newest, how)
+    _, fresh = build(seed=2)
+    learner.restore({"valuerl": fresh})
+    assert (learner.updates, learner.epoch) == (1500, 3)
+    assert_equal_vars(old, fresh)
+    (line,) = (learner.run.log / learner.row.log).read_text().splitlines()
+    assert line.startswith(f"resumed from {older}, not from the newer {newest} (")
+    assert line.endswith("), which cannot be read")
+    with pytest.raises(checkpoint.UnreadableCheckpoint):  # not a mismatch
+        checkpoint.restore_checkpoint(newest, {"valuerl": fresh})
+
+
+def fake_checkpoints(directory, n):
+    """ckpt-1..ckpt-n folders that look complete (empty files), for a fake `load`."""
+    for i in range(1, n + 1):
+        folder = directory / f"ckpt-{i}"
+        folder.mkdir(parents=True)
+        (folder / "variables.index").write_bytes(b"")
+        (folder / "counters.json").write_text(json.dumps({**COUNTERS, "updates": i}))
+    return [str(directory / f"ckpt-{i}") for i in range(1, n + 1)]
+
+
+def test_load_newest_retries_in_place_follows_a_replaced_one_and_refuses_a_mismatch(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "RETRY_SECONDS", 0.0)
+    one, two = fake_checkpoints(tmp_path, 2)
+    calls = []
+
+    def flaky(path):  # the newest fails twice while it stays in place, then reads
+        calls.append(path)
+        if len(calls) <= checkpoint.RETRIES - 1:
+            raise checkpoint.UnreadableCheckpoint("busy", path, "busy")
+        return checkpoint.read_counters(path)
+
+    loaded = checkpoint.load_newest(str(tmp_path), flaky)
+    assert loaded.path == two and loaded.skipped == () and calls == [two] * checkpoint.RETRIES
+
+    calls.clear()
+
+    def pruned(path):  # a newer save deletes the newest while it is read
+        calls.append(path)
+        if path == two:
+            import shutil
+
+            shutil.rmtree(path)
+            raise FileNotFoundError(path)
+        return checkpoint.read_counters(path)
+
+    loaded = checkpoint.load_newest(str(tmp_path), pruned)
+    assert loaded.path == one and loaded.skipped == () and calls == [two, one]
+
+    def mismatch(path):
+        calls.append(path)
+        raise CheckpointError("other shapes")
+
+    calls.clear()
+    with pytest.raises(CheckpointError, match="other shapes") as error:
+        checkpoint.load_newest(str(tmp_path), mismatch)
+    assert not isinstance(error.value, checkpoint.UnreadableCheckpoint) and calls == [one]
+
+
+def test_no_readable_checkpoint_is_one_error_naming_each(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "RETRY_SECONDS", 0.0)
+    one, two = fake_checkpoints(tmp_path, 2)
+
+    def broken(path):
+        raise checkpoint.UnreadableCheckpoint("damaged", path, "DataLossError: checksum")
+
+    with pytest.raises(checkpoint.UnreadableCheckpoint) as error:
+        checkpoint.load_newest(str(tmp_path), broken)
+    assert error.value.skipped == ((two, "DataLossError: checksum"),
+                                   (one, "DataLossError: checksum"))
+    assert f"no checkpoint in {tmp_path} can be read" in str(error.value)
+    assert checkpoint.load_newest(str(tmp_path), broken, skip={one, two}) is None
+    assert checkpoint.load_newest(str(tmp_path / "none"), broken) is None
+
+
+def test_save_fsyncs_every_file_and_the_folders_before_the_pointer_moves(tmp_path, monkeypatch):
+    events = []
+    fsync, rename, replace = os.fsync, os.rename, os.replace
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))))
+        fsync(fd)
+
+    def recording_move(move):
+        def moved(src, dst, **kw):
+            events.append(("move", os.path.realpath(src), os.path.realpath(dst)))
+            move(src, dst, **kw)
+        return moved
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "rename", recording_move(rename))
+    monkeypatch.setattr(os, "replace", recording_move(replace))
+    directory = os.path.realpath(tmp_path / "ckpts")
+    _, agent = build(seed=0)
+    final = checkpoint.save_checkpoint(directory, {"valuerl": agent}, COUNTERS)
+    (to_final,) = [i for i, e in enumerate(events) if e[0] == "move" and e[2] == final]
+    tmp = events[to_final][1]
+    (to_pointer,) = [i for i, e in enumerate(events) if e[0] == "move"
+                     and e[2] == os.path.join(directory, "latest.json")]
+    synced_before = {e[1] for e in events[:to_final] if e[0] == "fsync"}
+    for name in os.listdir(final):  # every file of the checkpoint, and its folder
+        assert os.path.join(tmp, name) in synced_before, name
+    assert tmp in synced_before
+    # the rename itself (the parent folder) before the pointer names it
+    assert ("fsync", directory) in events[to_final:to_pointer]
+
+
+def test_policy_learner_reloads_the_newest_readable_world_model(tmp_path, monkeypatch):
+    """The policy learner's world-model reload passes over a damaged newest world model for the
+    older one, says so once, and does not read the damaged one again at the next epoch."""
+    import config as config_lib
+    from valuerl_learner import ValueRLLearner
+
+    monkeypatch.setattr(checkpoint, "RETRY_SECONDS", 0.0, raising=False)
+    config = config_lib.load_config(Path(__file__).parent / "configs/tiny_steve.json")
+    learner = stub_learner(tmp_path, config=config, cls=ValueRLLearner)
+    learner.build()
+    directory = str(learner.run.checkpoint_dir("worldmodel"))
+    pretrained = {**COUNTERS, "updates": config["model_config"]["pretrain_n"]}
+    old = worldmodel.WorldModel(config, seed=3)
+    older = checkpoint.save_checkpoint(directory, {"worldmodel": old}, pretrained)
+    newest = checkpoint.save_checkpoint(directory, {"worldmodel": worldmodel.WorldModel(
+        config, seed=4)}, {**pretrained, "updates": pretrained["updates"] + 25})
+    (Path(newest) / "variables.data-00000-of-00001").write_bytes(b"")
+    assert learner._reload_worldmodel()
+    assert_equal_vars(old, learner.worldmodel)
+    reads = []
+    restore = checkpoint.restore_checkpoint
+    monkeypatch.setattr(checkpoint, "restore_checkpoint",
+                        lambda path, *a, **k: reads.append(path) or restore(path, *a, **k))
+    assert learner._reload_worldmodel() and reads == []  # the next epoch: nothing new to read
+    (line,) = (learner.run.log / learner.row.log).read_text().splitlines()
+    assert line.startswith(f"world model: using {older}, not the newer {newest} (")
+    assert line.endswith("), which cannot be read")
