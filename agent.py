@@ -108,7 +108,12 @@ def make_actor(spec: ProcessSpec, seed: int):
 
 
 class PolicyWatcher:
-    """Loads the policy learner's newest checkpoint into an actor when it changes."""
+    """Loads the policy learner's newest checkpoint into an actor when it changes.
+
+    A checkpoint that cannot be read (damaged, or gone while being read) does not stop it:
+    checkpoint.load_newest reads it again briefly, then loads the next older one, and the
+    process's output (`log/<process>.out`) says which was passed over; it is not tried again.
+    """
 
     def __init__(self, spec: ProcessSpec, seed: int):
         import checkpoint
@@ -122,6 +127,7 @@ class PolicyWatcher:
         self.loaded = False
         self._stamp = None
         self.stamp = None  # identifies the loaded checkpoint's pointer version
+        self.unreadable: set[str] = set()  # checkpoints passed over: never read again
 
     def poll(self) -> bool:
         """Load a newer checkpoint if the pointer changed; True once a policy is loaded."""
@@ -134,19 +140,33 @@ class PolicyWatcher:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return self.loaded
-        path = checkpoint.latest_checkpoint(self.directory)
-        if path is None:
-            return self.loaded
         if self.actor is None:
             self.actor = make_actor(self.spec, self.seed)
         try:
-            counters = self.actor.restore(path)
-        except (FileNotFoundError, checkpoint.CheckpointError):
-            return self.loaded  # replaced while we read it: the next poll loads the newer one
-        self.epoch = int(counters.get("epoch", 0))
+            loaded = checkpoint.load_newest(self.directory, self.actor.restore,
+                                            skip=self.unreadable)
+        except checkpoint.UnreadableCheckpoint as e:
+            # nothing readable that is new: keep acting as before until the next save
+            self._pass_over(e.skipped, "acting as before")
+            self._stamp = stamp
+            return self.loaded
+        if loaded is None:  # none, or only those passed over before: wait for the next save
+            self._stamp = stamp
+            return self.loaded
+        self._pass_over(loaded.skipped, f"acting with {loaded.path}")
+        self.epoch = int(loaded.counters.get("epoch", 0))
         self._stamp = self.stamp = stamp
         self.loaded = True
         return True
+
+    def _pass_over(self, skipped: tuple[tuple[str, str], ...], doing: str) -> None:
+        """Remember checkpoints that cannot be read, and say so once (one line)."""
+        import checkpoint
+
+        if skipped:
+            self.unreadable.update(path for path, _ in skipped)
+            print(f"{self.spec.name}: {doing}, not with the newer "
+                  f"{checkpoint.describe_skipped(skipped)}, which cannot be read", flush=True)
 
 
 def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:

@@ -13,16 +13,27 @@ On-disk layout of one checkpoint directory (e.g. `<run>/checkpoints/policy/`):
     latest.json                    {"checkpoint": "ckpt-<n>", "counters": {...}}
     .tmp-ckpt-<n>-<pid>/           only while a save is in progress (or after a crash mid-save)
 
-Write order: the files are written into `.tmp-ckpt-<n>-<pid>/`, which is renamed to `ckpt-<n>` in
-one step; then `latest.json` is replaced atomically (written to a temporary name, `os.replace`);
+Write order: the files are written into `.tmp-ckpt-<n>-<pid>/`, each file and then the folder
+are fsynced, and the folder is renamed to `ckpt-<n>` in one step (and its parent fsynced); only
+then is `latest.json` replaced atomically (written to a temporary name, fsynced, `os.replace`);
 then all but the newest 3 `ckpt-*` folders are deleted. A reader that follows `latest.json` (or,
 failing that, takes the highest-numbered `ckpt-<n>` holding its index file) therefore never sees
-a partial checkpoint. The counters are also stored in the checkpoint itself as variables
+a partial checkpoint, and after a machine crash the pointer never names files that did not
+reach the disk. The counters are also stored in the checkpoint itself as variables
 (`counters/epoch`, `updates`, `frames` as int64, `hours` as float64), and `restore_checkpoint`
 returns the values read from there.
 
-Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<number>/`
-(through a temporary sibling folder and a rename).
+Reading: `load_newest` loads the newest checkpoint that can be read. A checkpoint whose files
+are gone, incomplete or damaged (UnreadableCheckpoint) is read again a few times while it stays
+in place (RETRIES, RETRY_SECONDS) and then passed over for the next older one, which the caller
+says in one line (`describe_skipped`); one deleted while being read (a newer save pruned it) is
+not counted as unreadable: the newest is looked up again. A checkpoint that does not match the
+objects (CheckpointError) is not passed over: an older one would not match either.
+
+Backups: `backup_checkpoint` copies the latest complete checkpoint to `<backups_dir>/<updates>/`
+(through a temporary sibling folder and a rename), named by the updates in its counters.json: the
+update it holds, which is the learner's last epoch, not the learner's count when it backs up. A
+backup folder that already exists is never replaced.
 
 This module is the only one that spells the file names above: other modules reach them through
 `pointer_file`, `read_counters` and `latest_counters`.
@@ -34,11 +45,15 @@ it loads TensorFlow quietly (runtime.import_tensorflow).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import NamedTuple
 
 import util
 from errors import UserError
@@ -47,6 +62,8 @@ PREFIX = "variables"
 POINTER_FILE = "latest.json"  # in a checkpoint directory: names its newest complete checkpoint
 COUNTERS_FILE = "counters.json"  # in each checkpoint folder: its counters, read without TF
 KEEP = 3
+RETRIES = 3  # reads of a checkpoint that stays in place but cannot be read, before passing it over
+RETRY_SECONDS = 0.1  # between those reads
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 _COUNTERS = (
     ("epoch", "int64"),
@@ -58,6 +75,25 @@ _COUNTERS = (
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, incomplete, or does not match the objects restored into it."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint's files are gone, incomplete or damaged: it cannot be read at all (unlike a
+    checkpoint that reads but does not match the objects). `path` is the checkpoint, `why` a
+    short reason; from load_newest, `skipped` lists every (path, why) that could not be read."""
+
+    def __init__(self, message: str, path: str = "", why: str = "",
+                 skipped: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.path, self.why, self.skipped = path, why, skipped
+
+
+def _unreadable(path: str, error: BaseException) -> UnreadableCheckpoint:
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    why = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return UnreadableCheckpoint(
+        f"checkpoint {path} could not be read ({why}); its files were deleted while reading or "
+        "are damaged: load_newest() passes over it to the newest one that reads.", path, why)
 
 
 def _counters_module(values: dict | None = None):
@@ -99,6 +135,23 @@ def is_complete(path: str | os.PathLike) -> bool:
     )
 
 
+def _fsync(path: str) -> None:
+    """Flush the file or folder `path` to the disk (a folder: its entries, such as a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: str) -> None:
+    """fsync every file in `folder`, then `folder` itself."""
+    for name in sorted(os.listdir(folder)):
+        if os.path.isfile(os.path.join(folder, name)):
+            _fsync(os.path.join(folder, name))
+    _fsync(folder)
+
+
 def _checkpoint_for(objects: dict, counters):
     """A tf.train.Checkpoint of `objects` and the counters module."""
     import tensorflow as tf
@@ -122,11 +175,14 @@ def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
     os.makedirs(tmp)
     _checkpoint_for(objects, _counters_module(values)).write(os.path.join(tmp, PREFIX))
     util.atomic_write_json(os.path.join(tmp, COUNTERS_FILE), values)
+    _fsync_folder(tmp)  # TensorFlow closes its files without fsync
     final = os.path.join(directory, f"ckpt-{n}")
     os.rename(tmp, final)
+    _fsync(directory)  # the rename, before the pointer names the folder
     util.atomic_write_json(
         pointer_file(directory), {"checkpoint": f"ckpt-{n}", "counters": values}
     )
+    _fsync(directory)  # the pointer's rename
     for old in _numbered(directory)[:-KEEP]:
         shutil.rmtree(os.path.join(directory, f"ckpt-{old}"), ignore_errors=True)
     return final
@@ -160,6 +216,69 @@ def latest_checkpoint(directory: str) -> str | None:
         pass
     numbers = _numbered(directory)
     return os.path.join(directory, f"ckpt-{numbers[-1]}") if numbers else None
+
+
+def complete_checkpoints(directory: str) -> list[str]:
+    """The paths of the complete checkpoints in `directory`, newest first: the one `latest.json`
+    names (latest_checkpoint's), then the others from the highest number down."""
+    numbered = [os.path.join(directory, f"ckpt-{n}") for n in reversed(_numbered(directory))]
+    latest = latest_checkpoint(directory)
+    return ([latest] if latest else []) + [p for p in numbered if p != latest]
+
+
+class Loaded(NamedTuple):
+    """What load_newest loaded."""
+
+    path: str  # the checkpoint loaded
+    counters: dict  # what `load` returned: its counters
+    skipped: tuple[tuple[str, str], ...]  # (path, why) of the newer ones that could not be read
+
+
+def describe_skipped(skipped: tuple[tuple[str, str], ...]) -> str:
+    """'<path> (<why>)' for each checkpoint passed over, for a caller's one log line."""
+    return ", ".join(f"{path} ({why})" for path, why in skipped)
+
+
+def load_newest(directory: str, load: Callable[[str], dict], skip: Collection[str] = (),
+                usable: Callable[[str], bool] | None = None) -> Loaded | None:
+    """Load the newest complete checkpoint of `directory` that can be read, with `load(path)`
+    (which returns its counters, e.g. restore_checkpoint of some objects); None when there is
+    no complete checkpoint (not in `skip`, passing `usable` if given).
+
+    `load` failing with UnreadableCheckpoint (or FileNotFoundError): a checkpoint deleted in the
+    meantime (a newer save pruned it) sends the search back to the newest; one still in place is
+    read again up to RETRIES times, RETRY_SECONDS apart, then passed over for the next older one
+    and listed in `skipped`. When every candidate is unreadable, raises UnreadableCheckpoint with
+    all of them in its `skipped`. Any other CheckpointError (the checkpoint does not match the
+    objects) is raised at once: no older checkpoint would match either.
+    """
+    passed: set[str] = set(skip)
+    skipped: list[tuple[str, str]] = []
+    while True:
+        candidates = [p for p in complete_checkpoints(directory)
+                      if p not in passed and (usable is None or usable(p))]
+        if not candidates:
+            if not skipped:
+                return None
+            raise UnreadableCheckpoint(
+                f"no checkpoint in {directory} can be read: {describe_skipped(tuple(skipped))}; "
+                "move the damaged ones out (a numbered backup can be copied in as a newer "
+                "ckpt-<n>), or remove the folder to start afresh.", skipped=tuple(skipped))
+        path = candidates[0]
+        for attempt in range(RETRIES):
+            try:
+                return Loaded(path, load(path), tuple(skipped))
+            except (UnreadableCheckpoint, FileNotFoundError) as e:
+                error = e
+            if not is_complete(path):
+                break  # deleted while we read it: look for the newest again
+            if attempt + 1 < RETRIES:
+                time.sleep(RETRY_SECONDS)
+        else:
+            passed.add(path)
+            why = error.why if isinstance(error, UnreadableCheckpoint) and error.why else \
+                f"{type(error).__name__}: {error}"
+            skipped.append((path, why))
 
 
 def latest_counters(directory: str | os.PathLike) -> dict | None:
@@ -247,26 +366,26 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
     strict=True: every variable of `objects` must be in the checkpoint with the same shape and
     every variable in the checkpoint must be matched, or CheckpointError is raised before any
     variable changes. strict=False restores what matches (for partial views such as the policy
-    alone) and still refuses a shape mismatch.
+    alone) and still refuses a shape mismatch. A checkpoint whose files are gone, incomplete or
+    damaged raises UnreadableCheckpoint, also before any variable changes.
     """
     import tensorflow as tf
 
     prefix = os.path.join(path, PREFIX)
     if not is_complete(path):
-        raise CheckpointError(
+        raise UnreadableCheckpoint(
             f"{path} is not a complete checkpoint (no {PREFIX}.index or counters.json); "
-            "use latest_checkpoint() to find a complete one."
-        )
+            "use latest_checkpoint() to find a complete one.", path, "not complete")
     counters = _counters_module()
     root = _checkpoint_for(objects, counters)
+    # A damaged file fails as an OpError (DataLossError: a checksum), or, cut short, as an
+    # IndexError ("Read less bytes than requested").
+    unreadable = (tf.errors.OpError, ValueError, IndexError, OSError)
     try:
         reader = tf.train.load_checkpoint(prefix)
         stored = _stored_shapes(reader)
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(e).__name__}); it may have been deleted "
-            "while reading: ask latest_checkpoint() again."
-        ) from e
+    except unreadable as e:
+        raise _unreadable(path, e) from e
     variables = _expected_variables(root)
     expected = {key: tuple(var.shape.as_list()) for key, var in variables.items()}
     _refuse_mismatch(path, objects, expected, stored, strict)
@@ -275,10 +394,8 @@ def restore_checkpoint(path: str, objects: dict, strict: bool = True) -> dict:
     # without its per-variable Python machinery (about 20 ms for a world model, once per epoch).
     try:
         values = {key: reader.get_tensor(key) for key in expected if key in stored}
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} could not be restored into {sorted(objects)}: {e}"
-        ) from e
+    except unreadable as e:
+        raise _unreadable(path, e) from e
     for key, value in values.items():
         variable = variables[key]
         if value.dtype != variable.dtype.as_numpy_dtype:
@@ -327,20 +444,53 @@ def _refuse_mismatch(path: str, objects: dict, expected: dict[str, tuple],
         )
 
 
-def backup_checkpoint(directory: str, backups_dir: str, number: int) -> str:
-    """Copy the latest complete checkpoint of `directory` to `backups_dir/<number>/`."""
+class Backup(NamedTuple):
+    """What backup_checkpoint did."""
+
+    path: str  # the numbered backup folder, <backups_dir>/<updates>
+    note: str | None  # one line when a different backup of that number was there and kept
+
+
+def backup_checkpoint(directory: str, backups_dir: str) -> Backup:
+    """Copy the latest complete checkpoint of `directory` to `backups_dir/<updates>/`, named by
+    the updates its counters hold (the update it was saved at).
+
+    A backup of that number that exists already is left as it is, and nothing raises: holding the
+    same files (the same checkpoint backed up again: a resume reached it again, or two backups
+    fell between two epochs) it is simply kept; holding other files (a resume from an older
+    checkpoint redid those updates) it is kept too, and `note` says so.
+    """
     source = latest_checkpoint(directory)
     if source is None:
         raise CheckpointError(
             f"{directory} holds no complete checkpoint to back up; save one first."
         )
-    os.makedirs(backups_dir, exist_ok=True)
-    final = os.path.join(backups_dir, str(int(number)))
+    updates = read_counters(source).get("updates")
+    if not isinstance(updates, int):
+        raise CheckpointError(
+            f"{os.path.join(source, COUNTERS_FILE)} does not say at which update the checkpoint "
+            "was saved, so its backup cannot be named; save a new checkpoint first."
+        )
+    final = os.path.join(backups_dir, str(updates))
     if os.path.exists(final):
-        raise CheckpointError(f"backup {final} already exists; choose another backup number.")
-    tmp = os.path.join(backups_dir, f".tmp-{int(number)}-{os.getpid()}")
+        if _same_files(source, final):
+            return Backup(final, None)
+        return Backup(final, f"backup {final} already holds another checkpoint of {updates} "
+                             f"updates (from before a resume); kept it, did not copy {source}")
+    os.makedirs(backups_dir, exist_ok=True)
+    tmp = os.path.join(backups_dir, f".tmp-{updates}-{os.getpid()}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     shutil.copytree(source, tmp)
+    _fsync_folder(tmp)
     os.rename(tmp, final)
-    return final
+    _fsync(backups_dir)
+    return Backup(final, None)
+
+
+def _same_files(a: str, b: str) -> bool:
+    """Whether the folders `a` and `b` hold the same file names with the same bytes."""
+    names = sorted(os.listdir(a))
+    if names != sorted(os.listdir(b)):
+        return False
+    return all(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)

@@ -9,7 +9,7 @@ learning rates; the policy learner also the resolved config as text and hparams)
 counter in `state/progress.bin`.
 
 The loop (docs/algorithm.md section 5):
-1. restore the newest checkpoint of this role, if any (resume): counters continue;
+1. restore the newest readable checkpoint of this role, if any (resume): counters continue;
 2. wait until the buffer holds `frames_before_learning` frames;
 3. `before_learning()` (the policy learner waits here for the first world model);
 4. update: the first `pretrain_n` updates run unthrottled (world model only); after them, update
@@ -17,9 +17,10 @@ The loop (docs/algorithm.md section 5):
    frames - frames_before_learning > frames_per_update * u (roles.frame_ratio, the rule the
    interactors also pause by); `frames_per_update: false` runs free. Every `log_every_n`
    updates a log line; every `epoch_every_n` a checkpoint (an epoch, after `on_epoch()`); every
-   `backup_every_n` a numbered backup. With `updates_per_call` = n > 1, n updates that are all
-   allowed and pass none of those boundaries run in one compiled call (`update_many`), each on
-   its own batch; otherwise one at a time (`update`);
+   `backup_every_n` a numbered backup of the newest checkpoint (named by the updates it holds).
+   With `updates_per_call` = n > 1, n updates that are all allowed and pass none of those
+   boundaries run in one compiled call (`update_many`), each on its own batch; otherwise one at
+   a time (`update`);
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
    still owed for the frames collected, then a final checkpoint.
 
@@ -124,17 +125,25 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self, objects: dict) -> None:
+        """Resume from this role's newest checkpoint that can be read (checkpoint.load_newest:
+        a damaged newer one is passed over, and the log line says which)."""
         import checkpoint
 
-        latest = checkpoint.latest_checkpoint(self.run.checkpoint_dir(self.role))
-        if latest is None:
+        loaded = checkpoint.load_newest(
+            str(self.run.checkpoint_dir(self.role)),
+            lambda path: checkpoint.restore_checkpoint(path, objects, strict=True))
+        if loaded is None:
             return
-        counters = checkpoint.restore_checkpoint(latest, objects, strict=True)
+        counters = loaded.counters
         self.updates = int(counters["updates"])
         self.epoch = int(counters["epoch"])
         self.hours_base = max(self.hours_base, float(counters["hours"]))
         self._publish()
-        self.log_line(f"resumed from {latest}")
+        if loaded.skipped:
+            self.log_line(f"resumed from {loaded.path}, not from the newer "
+                          f"{checkpoint.describe_skipped(loaded.skipped)}, which cannot be read")
+        else:
+            self.log_line(f"resumed from {loaded.path}")
 
     def save(self, objects: dict) -> None:
         import checkpoint
@@ -142,10 +151,14 @@ class Learner:
         checkpoint.save_checkpoint(self.run.checkpoint_dir(self.role), objects, self.counters())
 
     def backup(self) -> None:
+        """A numbered backup of the newest checkpoint, named by the updates it holds (the last
+        epoch's, not self.updates); one already there is kept (checkpoint.backup_checkpoint)."""
         import checkpoint
 
-        checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
-                                     self.run.backup_dir(self.role), self.updates)
+        made = checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
+                                            self.run.backup_dir(self.role))
+        if made.note:
+            self.log_line(made.note)
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:

@@ -234,17 +234,18 @@ def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
     """All finished evaluation episodes of a run as a float array [k, 4]: hours, epoch, frames,
     score, in file order.
 
-    A last line without a newline or with fewer than four numbers is taken to be still being
-    written and is ignored. A header line naming the four columns (in any order, e.g.
-    `hours,epoch,frames,score`) is skipped, and the lines after it are read in its order.
+    A last line without its newline is still being written (rundir.append_greedy_row ends every
+    row with one) and is never read, even when it already holds four numbers: "0.3,2,2000,12"
+    may be the start of "0.3,2,2000,1234.5". A header line naming the four columns (in any
+    order, e.g. `hours,epoch,frames,score`) is skipped, and the lines after it are read in its
+    order.
     Raises PlotError when the run has no evaluation yet, or when an earlier line cannot be read.
     """
     csv_path = greedy_csv_path(run_dir)
     rows: list[list[float]] = []
     if csv_path is not None:
-        lines = csv_path.read_text().split("\n")
         # split() leaves "" after a final newline; anything else there is a line being written.
-        complete, partial = lines[:-1], lines[-1]
+        complete = csv_path.read_text().split("\n")[:-1]
         order = list(range(4))  # file column of hours, epoch, frames, score
         for number, line in enumerate(complete, start=1):
             if not line.strip():
@@ -260,10 +261,6 @@ def load_greedy(run_dir: str | os.PathLike) -> np.ndarray:
                     f"({line.strip()[:60]!r}): fix or remove that line."
                 )
             rows.append([row[i] for i in order])
-        if partial.strip():
-            row = _parse_line(partial)
-            if row is not None:
-                rows.append([row[i] for i in order])
     if not rows:
         raise PlotError(
             f"run {run_dir} has no evaluations yet (log/*.greedy.csv is missing or empty): "

@@ -149,7 +149,8 @@ def reduction_weights(
 
     Checked in docs/algorithm.md's order: mean_k_return, lambda_return, steve_reweight (with
     covariances), else MVE (all weight on j = H); no value_expansion (DDPG, H = 0) is MVE with
-    H = 0.
+    H = 0. lambda_return is on for any number, 0 included (TD(0): w[i, i] = 1), and off only
+    when absent or false.
     T [H+1, H+1, M, N, K, B], mu and sigma2 [H+1, H+1, B] -> w [H+1, H+1, B].
     """
     ve = value_expansion or {}
@@ -162,8 +163,8 @@ def reduction_weights(
         w = upper / tf.reduce_sum(upper, axis=1, keepdims=True)  # [H+1, H+1]
         return w[:, :, None] * ones_b  # [H+1, H+1, B]
     lam = ve.get("lambda_return")
-    if lam:
-        lam = float(lam)
+    if lam is not None and lam is not False:  # 0 is TD(0), not "off"
+        lam = float(lam)  # Python's 0.0 ** 0 = 1: lambda = 0 puts all weight on j = i
         w = np.zeros((H1, H1))
         for i in range(H1):
             for j in range(i, H):

@@ -27,6 +27,7 @@ class ValueRLLearner(Learner):
     def build(self) -> dict:
         import valuerl
 
+        self._unreadable: set[str] = set()  # world-model checkpoints passed over: not read again
         self.valuerl = valuerl.ValueRL(self.config, seed=self.spec.seed)
         self.worldmodel = None
         self._model_path = None
@@ -42,24 +43,38 @@ class ValueRLLearner(Learner):
         return {self.row.checkpoint_key: self.valuerl}
 
     def _reload_worldmodel(self) -> bool:
-        """Load the newest world model that finished pretraining; True if one is loaded."""
+        """Load the newest world model that finished pretraining and can be read (a damaged
+        newer checkpoint is passed over, said once in the log and not read again); True if one
+        is loaded."""
         import checkpoint
 
-        directory = self.run.checkpoint_dir(WORLDMODEL)
-        latest = checkpoint.latest_checkpoint(directory)
-        if latest is None or latest == self._model_path:
-            return self._model_path is not None
+        directory = str(self.run.checkpoint_dir(WORLDMODEL))
         pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
-        counters = checkpoint.read_counters(latest)
-        if int(counters.get("updates", 0)) < pretrain:
+
+        def pretrained(path: str) -> bool:
+            return int(checkpoint.read_counters(path).get("updates", 0)) >= pretrain
+
+        newest = next((p for p in checkpoint.complete_checkpoints(directory)
+                       if p not in self._unreadable and pretrained(p)), None)
+        if newest is None or newest == self._model_path:
             return self._model_path is not None
+        objects = {ROLE[WORLDMODEL].checkpoint_key: self.worldmodel}
         try:
-            objects = {ROLE[WORLDMODEL].checkpoint_key: self.worldmodel}
-            checkpoint.restore_checkpoint(latest, objects, strict=True)
-        except (FileNotFoundError, checkpoint.CheckpointError):
-            return self._model_path is not None  # replaced while reading: next epoch
-        self._model_path = latest
-        return True
+            loaded = checkpoint.load_newest(
+                directory, lambda path: checkpoint.restore_checkpoint(path, objects, strict=True),
+                skip=self._unreadable, usable=pretrained)
+        except checkpoint.UnreadableCheckpoint as e:
+            skipped, loaded = e.skipped, None
+        else:
+            skipped = loaded.skipped if loaded is not None else ()
+        if loaded is not None:
+            self._model_path = loaded.path
+        if skipped:
+            self._unreadable.update(path for path, _ in skipped)
+            using = f"using {self._model_path}" if self._model_path else "none loaded yet"
+            self.log_line(f"world model: {using}, not the newer "
+                          f"{checkpoint.describe_skipped(skipped)}, which cannot be read")
+        return self._model_path is not None
 
     def before_learning(self) -> bool:
         if self.oracle is not None:

@@ -3,7 +3,7 @@
 
 A standalone process run by hand after (or during) a run. `RUN_DIR` is a run folder made by
 master.py: the config is its `log/hps.json`, the checkpoints its newest ones (`--backup UPDATES`:
-the numbered backup made at UPDATES policy updates; a checkpoint folder inside the run works as
+the numbered backup of UPDATES policy updates; a checkpoint folder inside the run works as
 RUN_DIR too), the GPU `--gpu` (default 0). In the 2018 form, `CHECKPOINT_DIR` is a run's
 `checkpoints/` folder (the newest checkpoint of each role is used), the run folder itself, or one
 numbered backup such as `checkpoints/backups/policy/<updates>/` (a `checkpoints/policy/ckpt-<n>/`
@@ -84,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                         "a machine without one) and a run's checkpoints/ folder or one of its "
                         "numbered backups (checkpoints/backups/policy/<updates>/)")
     parser.add_argument("--backup", type=int, default=None, metavar="UPDATES",
-                        help="with RUN_DIR: use the numbered backup made at UPDATES policy "
-                        "updates (checkpoints/backups/policy/UPDATES/) instead of the newest "
-                        "checkpoint")
+                        help="with RUN_DIR: use the numbered backup of the checkpoint at UPDATES "
+                        "policy updates (checkpoints/backups/policy/UPDATES/) instead of the "
+                        "newest checkpoint")
     parser.add_argument("--gpu", type=int, default=None, metavar="GPU",
                         help="with RUN_DIR: the GPU to use (default 0, which also runs on a "
                         "machine without one)")
@@ -183,9 +183,9 @@ def resolve_target(args: argparse.Namespace) -> tuple[dict, str, str]:
         if not _complete(checkpoint_dir):
             have = sorted(int(p.name) for p in backups.iterdir() if p.name.isdigit()) \
                 if backups.is_dir() else []
-            listing = (f"it has backups at {', '.join(map(str, have))} updates" if have
+            listing = (f"it has backups of {', '.join(map(str, have))} updates" if have
                        else "it has no numbered backup yet")
-            raise VisualizerError(f"the run {run} has no policy backup made at {args.backup} "
+            raise VisualizerError(f"the run {run} has no policy backup of {args.backup} "
                                   f"updates ({listing}); pick one of those or leave out "
                                   f"--backup.")
     return cfg, str(hps), str(checkpoint_dir)
@@ -261,8 +261,9 @@ def horizon_weights(valuerl, worldmodel, episodes: list[Episode],
 def _reduction_name(value_expansion: dict) -> str:
     if value_expansion.get("mean_k_return"):
         return "MVE with the mean of the k-step returns"
-    if value_expansion.get("lambda_return"):
-        return f"MVE with a TD(lambda = {value_expansion['lambda_return']}) mix"
+    lam = value_expansion.get("lambda_return")
+    if lam is not None and lam is not False:  # 0 is TD(0), not "off"
+        return f"MVE with a TD(lambda = {lam}) mix"
     return "MVE: all weight on j = H"
 
 

@@ -49,8 +49,8 @@ def np_reference(rew, dones, V, gamma, reward_scale, ve, eps=1e-8, ridge=1e-3):
         for i in range(H1):
             if ve.get("mean_k_return"):
                 w[i, i:, b] = 1.0 / (H1 - i)
-            elif ve.get("lambda_return"):
-                lam = ve["lambda_return"]
+            elif ve.get("lambda_return") is not None and ve.get("lambda_return") is not False:
+                lam = ve["lambda_return"]  # 0 is TD(0) (0 ** 0 = 1 on j = i), false is off
                 for j in range(i, H):
                     w[i, j, b] = (1 - lam) * lam ** (j - i)
                 w[i, H, b] = lam ** (H - i)

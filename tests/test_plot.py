@@ -162,6 +162,32 @@ def test_load_greedy_and_partial_last_line(tmp_path):
     np.testing.assert_allclose(plot.load_greedy(run)[-1], [0.3, 2, 2000, 9.0])
 
 
+def test_load_greedy_never_reads_an_unterminated_last_line(tmp_path):
+    """A last line without its newline is being written, even when it already has four fields:
+    "0.3,2,2000,12" is "0.3,2,2000,1234.5" cut short, and its score would be wrong."""
+    run = make_run(tmp_path, "Hopper-v5", "steve", 0, [(0.1, 1, 1000, 5.5), (0.2, 1, 1000, 7.5)])
+    csv = run / "log" / "steve.seed0.greedy.csv"
+    with csv.open("a") as f:
+        f.write("0.3,2,2000,12")
+    np.testing.assert_allclose(plot.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 1, 1000, 7.5]])
+    with csv.open("a") as f:
+        f.write("34.5\n")
+    np.testing.assert_allclose(plot.load_greedy(run)[-1], [0.3, 2, 2000, 1234.5])
+    csv.write_text("0.1,1,1000,5.5")  # the only line, still being written
+    with pytest.raises(plot.PlotError, match="no evaluations yet"):
+        plot.load_greedy(run)
+
+
+def test_append_greedy_row_ends_every_row_with_a_newline(tmp_path):
+    """What load_greedy relies on: the writer's rows end with their newline."""
+    from rundir import append_greedy_row
+
+    csv = tmp_path / "greedy.csv"
+    append_greedy_row(csv, 0.25, 3, 1500, -12.5)
+    append_greedy_row(csv, 0.5, 4, 2000, 1234.5)
+    assert csv.read_text() == "0.250000,3,1500,-12.500000\n0.500000,4,2000,1234.500000\n"
+
+
 def test_load_greedy_bad_middle_line(tmp_path):
     run = make_run(tmp_path, "Hopper-v5", "steve", 0, [(0.1, 1, 1000, 5.5)])
     csv = run / "log" / "steve.seed0.greedy.csv"

@@ -39,6 +39,9 @@ VARIANTS = {
     "mean_k": {"rollout_len": 3, "mean_k_return": True},
     "lambda_0.25": {"rollout_len": 3, "lambda_return": 0.25},
     "lambda_0.75": {"rollout_len": 3, "lambda_return": 0.75},
+    "lambda_0": {"rollout_len": 3, "lambda_return": 0},  # TD(0), not "off"
+    "lambda_1": {"rollout_len": 3, "lambda_return": 1.0},  # MVE
+    "lambda_false": {"rollout_len": 3, "lambda_return": False},  # off: MVE
     "steve": {"rollout_len": 3, "steve_reweight": True},
     "steve_cov": {"rollout_len": 3, "steve_reweight": True, "covariances": True},
 }
@@ -74,6 +77,37 @@ def test_pure_targets_match_numpy(variant, ensembles):
     # every reduction's weights sum to 1 on every row, and sit on j >= i
     np.testing.assert_allclose(got["w"].sum(axis=1), 1.0, rtol=1e-9)
     assert np.all(got["w"][np.tril_indices(H + 1, -1)] == 0.0)
+
+
+# w[i, j] = (1 - lambda) lambda^(j - i) for i <= j < H, lambda^(H - i) on j = H; 0^0 = 1.
+# (A list, not a dict: 0 == False, so they would be one key.)
+HAND_WEIGHTS_H2 = [
+    (0, [[1, 0, 0],  # TD(0): each row's own one-step target
+         [0, 1, 0],
+         [0, 0, 1]]),
+    (0.5, [[0.5, 0.25, 0.25],
+           [0, 0.5, 0.5],
+           [0, 0, 1]]),
+    (False, [[0, 0, 1],  # off: MVE
+             [0, 0, 1],
+             [0, 0, 1]]),
+]
+
+
+@pytest.mark.parametrize("lam, hand", HAND_WEIGHTS_H2, ids=["0", "0.5", "false"])
+def test_lambda_return_weights_by_hand(lam, hand):
+    """lambda_return 0 is TD(0) (all weight on j = i), not MVE; false is off (MVE): in
+    valuerl.py and in the numpy reference alike, against matrices written out by hand (H = 2)."""
+    rng = np.random.default_rng(8)
+    rew, dones, V = random_rollout(rng, 2, 2, 2, 2, B=4)
+    ve = {"rollout_len": 2, "lambda_return": lam}
+    expected = np.asarray(hand, np.float64)[:, :, None] * np.ones(4)  # [H+1, H+1, B]
+    got = tf_targets(rew, dones, V, 0.9, 1.0, ve)
+    ref = np_reference(rew, dones, V, 0.9, 1.0, ve)
+    np.testing.assert_array_equal(got["w"], expected)
+    np.testing.assert_array_equal(ref["w"], expected)
+    if lam is not False and lam == 0:
+        np.testing.assert_allclose(got["y"], np.einsum("iib->ib", got["mu"]))  # y_i = mu[i, i]
 
 
 def test_T00_is_the_ddpg_target():

@@ -182,7 +182,7 @@ def test_run_dir_form_with_a_backup(runs, capsys):
     text = capsys.readouterr().out
     assert f"policy      {inside} (" in text and "model-free (DDPG)" in text
     err = one_sentence_error(capsys, [runs["steve"], "--backup", "150", "--no-render"])
-    assert "no policy backup made at 150 updates (it has backups at 100, 200 updates)" in err
+    assert "no policy backup of 150 updates (it has backups of 100, 200 updates)" in err
 
 
 def test_a_folder_that_is_not_a_run_is_one_sentence_before_tensorflow(tmp_path):
@@ -350,6 +350,11 @@ def test_fixed_reduction_weights_are_printed_once():
     text = visualizer.format_weights(w, {"rollout_len": 2})
     assert "does not reweight by state (MVE: all weight on j = H)" in text
     assert "[0.000, 0.000, 1.000] at every one of the 5 visited states" in text
+    td0 = visualizer.format_weights(np.tile([1.0, 0.0, 0.0], (5, 1)),
+                                    {"rollout_len": 2, "lambda_return": 0})
+    assert "(MVE with a TD(lambda = 0) mix)" in td0  # 0 is TD(0), not "off"
+    off = visualizer.format_weights(w, {"rollout_len": 2, "lambda_return": False})
+    assert "(MVE: all weight on j = H)" in off
 
 
 @pytest.mark.slow
