@@ -288,3 +288,15 @@ def test_a_run_whose_replay_has_no_states_resumes(tmp_path):
     assert type(batch) is replay.Batch and np.isfinite(batch.obs).all()
     buf.close()
     assert counters(run)["updates"] == 300 - 100
+
+
+@pytest.mark.slow
+def test_the_cost_benchmark_prints_its_ratio(capsys):
+    from bench import oracle_speed
+
+    assert oracle_speed.main(["--tasks", "HalfCheetah-v5", "--rounds", "1", "--calls", "1",
+                              "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout, simulator" in out and "model update" in out
+    ratio = float(out.split("oracle_update_cost_ratio[HalfCheetah-v5]=")[1].split()[0])
+    assert ratio > 0
