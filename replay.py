@@ -68,7 +68,8 @@ check assumes loads are not reordered with each other and stores not with each o
 Sizes: `capacity` is what the caller asked for (the largest `replay_size` of the learners); the
 ring has `capacity + margin` rows, margin 16384 frames by default (47 MB at Humanoid sizes, 1.8 MB
 at Hopper sizes), and one append holds at most `max_append` = 1024 frames. `required_bytes` gives
-the full file size (2.91 GB for 1M frames at Humanoid sizes). The frames file is sparse: `create`
+the full file size (2.91 GB for 1M frames at Humanoid sizes; simulator states add 16 bytes per
+state number and frame, e.g. 192 bytes on Hopper-v5's 108). The frames file is sparse: `create`
 refuses when the disk's free space is below the full size, and `open` when it is below the part
 not yet allocated, because a write into a sparse mmap on a full disk kills the writer (SIGBUS).
 `sync=False` (per handle) skips the two msyncs: appends get about 50x faster; a process crash
