@@ -244,7 +244,7 @@ class Project:
 # ---------------------------------------------------------------------------------------------
 
 
-def _in_class(p: Project, cls: str, parts: list[str], shown: str) -> str | None:
+def _in_class(p: Project, cls: str, parts: list[str]) -> str | None:
     """None if parts[0] (then parts[1] ...) are members of project class `cls`, else why not."""
     members = p.members(cls)
     head, rest = parts[0], parts[1:]
@@ -254,12 +254,14 @@ def _in_class(p: Project, cls: str, parts: list[str], shown: str) -> str | None:
         return None
     node = members[head]
     if not isinstance(node, ast.ClassDef):
-        return (f"{shown}: {cls}.{head} is not a class, so its parts ({'.'.join(rest)}) cannot "
-                "be checked; name it up to what the code defines")
-    return _in_class(p, node.name, rest, shown)
+        return (f"{cls}.{head} is not a class, so its parts ({'.'.join(rest)}) cannot be "
+                "checked; name it up to what the code defines")
+    return _in_class(p, node.name, rest)
 
 
-def _in_module(p: Project, module: str, parts: list[str], shown: str) -> str | None:
+def _in_module(p: Project, module: str, parts: list[str]) -> str | None:
+    """None if parts[0] is defined by `module` (then parts[1] ... members of that class), else
+    why not."""
     path = p.modules[module]
     rel = path.relative_to(p.root).as_posix()
     if not parts:
@@ -274,7 +276,7 @@ def _in_module(p: Project, module: str, parts: list[str], shown: str) -> str | N
     if not isinstance(node, ast.ClassDef):
         return (f"{module}.{head} is not a class, so its parts ({'.'.join(rest)}) cannot be "
                 "checked; name it up to what the code defines")
-    return _in_class(p, node.name, rest, shown)
+    return _in_class(p, node.name, rest)
 
 
 def resolve_dotted(p: Project, name: str) -> tuple[str, str | None] | None:
@@ -287,13 +289,13 @@ def resolve_dotted(p: Project, name: str) -> tuple[str, str | None] | None:
         module = ".".join(parts[:2])
         if module not in p.modules:
             return "module", f"there is no {parts[0]}/{parts[1]}.py"
-        return "module", _in_module(p, module, parts[2:], name)
+        return "module", _in_module(p, module, parts[2:])
     for k in range(len(parts), 0, -1):
         module = ".".join(parts[:k])
         if module in p.modules:
-            return "module", _in_module(p, module, parts[k:], name)
+            return "module", _in_module(p, module, parts[k:])
     if parts[0] in p.classes:
-        return "class", _in_class(p, parts[0], parts[1:], name)
+        return "class", _in_class(p, parts[0], parts[1:])
     return None
 
 
@@ -315,7 +317,7 @@ def check_span(p: Project, span: str) -> tuple[str, str | None] | None:
     if m := _ROLE.match(span):
         module, name = m.groups()
         if module in p.modules:
-            return "role", _in_module(p, module, [name], span)
+            return "role", _in_module(p, module, [name])
         return None
     if m := _DOTTED.match(span):
         return resolve_dotted(p, m.group(1))
@@ -500,6 +502,9 @@ def test_the_checks_find_what_is_broken(tmp_path):
         ("_no_such_private_name", "no def, class or assignment in the project's Python files is "
                                   "named _no_such_private_name"),
         ("test_no_such_test", "no file tests/test_*.py defines a function test_no_such_test"),
+        ("valuerl.continuation.dones", "valuerl.continuation is not a class, so its parts "
+                                       "(dones) cannot be checked; name it up to what the code "
+                                       "defines"),
     ]:
         assert check_span(p, name)[1] == why, name
     for name in ["valuerl.ValueRL", "valuerl.ValueRL.rollout", "ValueRL.rollout",
