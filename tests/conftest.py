@@ -8,8 +8,9 @@
 The folders `.` and `tests/` are on sys.path (pyproject.toml's `pythonpath`), so the test files
 import the project's modules and the shared test modules by name, and so do the processes they
 spawn: `pipeline_stubs` (the counting environment and stub learners), `master_runs` (running
-master.py) and `np_reference` (the numpy STEVE targets and forward passes). Test files import
-helpers from these, never from each other.
+master.py), `np_reference` (the numpy STEVE targets and forward passes) and `doc_walk` (the
+walkers over the documentation's Markdown). Test files import helpers from these, never from
+each other.
 TensorFlow's C++ log is kept to warnings and errors (TF_CPP_MIN_LOG_LEVEL=2 unless already set),
 as the network test files each did before they import TensorFlow.
 The marker `slow` (pyproject.toml) is on every test that runs master.py, a benchmark script, a

@@ -1,19 +1,23 @@
 """Every link of the documentation, and every docs/ path the code names, must exist.
 
-Walks every Markdown link (`[text](target)`, `![alt](target)` and `[label]: target`) in
-README.md and in every .md file under docs/, resolved against the folder of the file that holds
-it, and every `docs/...` path named in the project's Python files (top level, bench/, scripts/,
-tests/), resolved against the project root. Web links (http, https, mailto) and pure `#anchor`
-links are not checked; a `#anchor` after a path is dropped. Links inside code (fenced blocks
-and `inline code`) are not links and are skipped.
+Walks every Markdown link (`[text](target)`, `![alt](target)` and `[label]: target`; the text
+may run over several lines) in README.md and in every .md file under docs/, resolved against the
+folder of the file that holds it, and every `docs/...` path named in the project's Python files
+(top level, bench/, envs/, scripts/, tests/), resolved against the project root. Web links
+(http, https, mailto) and pure `#anchor` links are not checked; a `#anchor` after a path is
+dropped (tests/test_docs_names.py checks anchors). Links inside code (fenced blocks and
+`inline code`) are not links and are skipped.
 
-A failure names the file, the line and the missing target. Reads files only; fast.
+A failure names the file, the line and the missing target. Reads files only; fast. The walkers
+are tests/doc_walk.py's, shared with tests/test_docs_names.py.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from doc_walk import links, markdown_files, python_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,10 +27,6 @@ WRITTEN_LATER = {
                              "its first run",
 }
 
-_FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.S | re.M)
-_INLINE_CODE = re.compile(r"`+[^`\n]*`+")
-_INLINE_LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_REF_LINK = re.compile(r"^\s{0,3}\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$", re.M)
 _WEB = re.compile(r"^(https?:|mailto:|ftp:)", re.I)
 # A docs/ path standing on its own (not the tail of a longer path) in Python source.
 _CODE_PATH = re.compile(r"(?<![\w./-])docs/[\w./-]+\.(?:md|png|json|csv)")
@@ -34,23 +34,10 @@ _CODE_PATH = re.compile(r"(?<![\w./-])docs/[\w./-]+\.(?:md|png|json|csv)")
 _JOINED = re.compile(r"/\s*[rbuf]*[\"']$")
 
 
-def _blank(match: re.Match) -> str:
-    """The match with every character but newlines blanked, so line numbers stay right."""
-    return re.sub(r"[^\n]", " ", match.group(0))
-
-
 def markdown_targets(text: str) -> list[tuple[int, str]]:
     """(line, target) of every local link in a Markdown text, code left out."""
-    text = _FENCE.sub(_blank, text)
-    text = _INLINE_CODE.sub(_blank, text)
-    found = []
-    for pattern in (_INLINE_LINK, _REF_LINK):
-        for m in pattern.finditer(text):
-            target = m.group(1)
-            if _WEB.match(target) or target.startswith("#"):
-                continue
-            found.append((text.count("\n", 0, m.start()) + 1, target))
-    return sorted(found)
+    return [(line, target) for line, target in links(text)
+            if not (_WEB.match(target) or target.startswith("#"))]
 
 
 def broken_markdown_links(files: list[Path], root: Path) -> list[str]:
@@ -87,18 +74,6 @@ def broken_code_paths(files: list[Path], root: Path) -> list[str]:
     return broken
 
 
-def markdown_files(root: Path) -> list[Path]:
-    readme = root / "README.md"
-    return ([readme] if readme.exists() else []) + sorted((root / "docs").rglob("*.md"))
-
-
-def python_files(root: Path) -> list[Path]:
-    files = sorted(root.glob("*.py"))
-    for folder in ("bench", "scripts", "tests"):
-        files += sorted((root / folder).rglob("*.py"))
-    return files
-
-
 def test_every_markdown_link_exists():
     files = markdown_files(ROOT)
     assert ROOT / "README.md" in files
@@ -123,11 +98,12 @@ def test_the_checks_find_what_is_broken(tmp_path):
         "[anchor](#section) `[code](docs/inline.md)`\n"
         "```\n[fenced](docs/fenced.md)\n```\n"
         "[gone](docs/gone.md#a)\n"
-        "[ref]: docs/missing_ref.md\n")
+        "[ref]: docs/missing_ref.md\n"
+        "[a link over\ntwo lines](docs/two_lines.md) [not a link\n\nover a paragraph](docs/x.md)\n")
     (tmp_path / "docs" / "sub" / "page.md").write_text("[up](../here.md) [bad](here.md)\n")
     broken = broken_markdown_links(markdown_files(tmp_path), tmp_path)
     assert broken == ["README.md:6: docs/gone.md#a", "README.md:7: docs/missing_ref.md",
-                      "docs/sub/page.md:1: here.md"]
+                      "README.md:9: docs/two_lines.md", "docs/sub/page.md:1: here.md"]
 
     (tmp_path / "tool.py").write_text(
         'A = "docs/here.md"\nB = "docs/nothing.md"\nC = tmp_path / "docs/report.md"\n'
