@@ -380,6 +380,13 @@ def _check_semantics(config: dict, top: Path) -> None:
             if not 1 <= ens[count] <= size:
                 raise ConfigError(f"{name}: {key}.{count} is {ens[count]}, but it must be "
                                   f"between 1 and {key}.ensemble_size ({size}).")
+        block = pc if key.startswith("policy_config") else mc
+        if block.get("ensemble_batch") == "full" and ens["train_sample_count"] != size:
+            where = key.split(".")[0]
+            raise ConfigError(f"{name}: {where}.ensemble_batch is \"full\" (every member "
+                              f"trains on the whole batch), but {key}.train_sample_count "
+                              f"({ens['train_sample_count']}) is below its ensemble_size "
+                              f"({size}); set them equal or use \"split\".")
     _check_backbone(pc, name)
     ve = pc.get("value_expansion")
     if ve and ve.get("oracle") and mc:

@@ -337,3 +337,19 @@ def test_print_config_bad_config_is_one_sentence(tmp_path):
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "polcy_config" in lines[0] and "bad.json" in lines[0]
+
+
+@pytest.mark.parametrize("block", ["policy_config", "model_config"])
+def test_full_batch_with_fewer_trained_members_is_refused_before_start(tmp_path, block):
+    # Before, only the learner processes refused it (valuerl_settings, WorldModel), after the
+    # run had started; the config check now says it in one sentence.
+    steve = str(CONFIG / "experiments/benchmark/cpu_win/hopper/steve_td3.json")
+    bayes = {"ensemble_size": 4, "train_sample_count": 2, "eval_sample_count": 4}
+    ens = {"bayesian": bayes} if block == "policy_config" else {
+        "bayesian": {"transition": bayes, "reward": dict(bayes, train_sample_count=4)}}
+    write(tmp_path / "f.json", {"inherits": [steve], "updates": {block: ens}})
+    key = "policy_config.bayesian" if block == "policy_config" else \
+        "model_config.bayesian.transition"
+    with pytest.raises(ConfigError, match=rf"{block}\.ensemble_batch is \"full\" .* "
+                       rf"{re.escape(key)}\.train_sample_count \(2\) is below"):
+        load_config(tmp_path / "f.json")
