@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 LIVE_ELSEWHERE = "is in use by"
 
 
@@ -70,11 +72,19 @@ def master_argv(entry: Entry, output_root: Path, cpus: int, resume: bool) -> lis
     return argv + (["--resume"] if resume else [])
 
 
+def run_path(entry: Entry, output_root: Path) -> Path:
+    """Where master.py puts the run: <root>/<SUBDIR>/<ENV>/<EXPERIMENT>.seed<SEED>, ENV from
+    the config (runs of one config name on two tasks are two folders)."""
+    import config as config_lib
+
+    env = config_lib.load_config(ROOT / entry.config)["env"]["name"]
+    return output_root / entry.subdir / env / f"{Path(entry.config).stem}.seed{entry.seed}"
+
+
 def run_folder(entry: Entry, output_root: Path) -> Path | None:
-    """The run's folder if master.py made one (found by its name; the env folder varies)."""
-    name = f"{Path(entry.config).stem}.seed{entry.seed}"
-    found = sorted((output_root / entry.subdir).glob(f"*/{name}"))
-    return found[0] if found else None
+    """The run's folder if master.py made one."""
+    path = run_path(entry, output_root)
+    return path if path.is_dir() else None
 
 
 def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:

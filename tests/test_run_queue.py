@@ -42,6 +42,11 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path):
     assert argv[-8:] == ["--seed", "3", "--total-frames", "60000", "--cpus", "1",
                          "--output-root", str(tmp_path / "runs")]
     folder = tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed3"
+    # The same config name and seed on another task is another run, not this one.
+    other = tmp_path / "runs/HalfCheetah-v5/steve_td3_oracle.seed3"
+    (other / "state").mkdir(parents=True)
+    (other / "state/finished.json").write_text("{}")
+    assert bench_queue.run_folder(entry, tmp_path) is None
     (folder / "state").mkdir(parents=True)
     assert bench_queue.run_folder(entry, tmp_path) == folder
     assert bench_queue.master_argv(entry, tmp_path, 1, resume=True)[-1] == "--resume"
