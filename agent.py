@@ -5,7 +5,8 @@ Both run on the CPU (master.py hides every GPU from them).
   first `agent_config.full_random_n` frames and until a policy checkpoint exists, then with the
   exploring policy (docs/algorithm.md section 5), and appends every frame to the shared replay
   buffer (`replay/`). With `agent_config.wait_for_learners` it pauses while a learner is behind its
-  `frames_per_update` ratio, so the update-per-frame ratio holds on any hardware. It checks for
+  `frames_per_update` ratio, so the update-per-frame ratio holds on any hardware (a learner that
+  waits for another learner holds no one: roles.learners_behind). It checks for
   a newer policy checkpoint every `reload_every_n` steps (a stat of the pointer file; the
   checkpoint itself is read only when it changed). It exits when the buffer holds the frame
   budget (`--total-frames`).
@@ -217,7 +218,8 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.count
         if total is not None and frames >= total:
             break  # the budget is reached: the master sets `finish` once every interactor left
-        if throttle and learners_behind(config, frames, progress.updates, slack):
+        if throttle and learners_behind(config, frames, progress.updates,
+                                        progress.waiting_for_learner, slack):
             time.sleep(THROTTLE_SECONDS)
             continue
         if steps % reload_every == 0:

@@ -366,6 +366,13 @@ def _check_semantics(config: dict, top: Path) -> None:
     for key, value in positive:
         if value <= 0:
             raise ConfigError(f"{name}: {key} is {value}, but it must be greater than 0.")
+    for cfg, prefix in ((pc, "policy_config"), (mc, "model_config")):
+        # A negative warm-up would owe frames before the first one exists: the interactors
+        # would wait at frame 0 for a learner that waits for frame 1.
+        for key in ("frames_before_learning", "pretrain_n"):
+            if cfg.get(key) is not False and cfg.get(key, 0) < 0:
+                raise ConfigError(f"{name}: {prefix}.{key} is {cfg[key]}, but it must be 0 or "
+                                  f"more.")
     if config["evaluator_config"]["count"] < 0:
         raise ConfigError(f"{name}: evaluator_config.count must be 0 or more.")
     ensembles = [("policy_config.bayesian", pc.get("bayesian"))]

@@ -240,7 +240,8 @@ class Status:
             return "compiling"
         ac = self.config["agent_config"]
         if not moved and self.show_waits and ac.get("wait_for_learners") and learners_behind(
-                self.config, frames, self.updates, ac["batch_size"] * ac["count"]):
+                self.config, frames, self.updates, self.progress.waiting_for_learner,
+                ac["batch_size"] * ac["count"]):
             return "waiting for learners"
         return None
 

@@ -28,7 +28,12 @@ learner.py and agent.py import this module and nothing imports them back.
 The frame-ratio rule (docs/algorithm.md section 5) is `frame_ratio`: with `frames_per_update` = f
 a learner may do update number u (counted after its `pretrain_n` unthrottled pretraining updates)
 only when frames - frames_before_learning > f * u, and interactors with
-`agent_config.wait_for_learners` pause while a learner is behind that rule by more than their slack.
+`agent_config.wait_for_learners` pause while a learner is behind that rule by more than their slack
+(`learners_behind`). A learner that waits for another learner (the policy learner of a
+model-based config, until the world model's first pretrained checkpoint) holds no one: it cannot
+update however many frames arrive, and the learner it waits for may still need frames for its own
+`frames_before_learning`. So each learner waits only for its own warm-up, and whenever the
+interactors pause, some learner can update (tests/test_roles.py checks this on random settings).
 """
 
 from __future__ import annotations
@@ -205,8 +210,13 @@ def frame_ratio(frames: int, updates: int, cfg: dict, n: int = 1, slack: int = 0
 
 
 def learners_behind(config: dict, frames: int, updates_of: Callable[[str], int],
-                    slack: int) -> bool:
+                    waiting_for_learner: Callable[[str], bool], slack: int) -> bool:
     """True when some learner of `config` lags behind its frame ratio by more than `slack`
-    frames (frame_ratio's must_wait); `updates_of(role name)` gives its updates so far."""
+    frames (frame_ratio's must_wait) and is not waiting for another learner;
+    `updates_of(role name)` gives its updates so far, `waiting_for_learner(role name)` whether it
+    waits for another learner (rundir.Progress.waiting_for_learner: the policy learner waiting
+    for the world model). Such a learner is left out: holding the interactors for it would
+    deadlock a config whose world model starts later than the policy learner."""
     return any(frame_ratio(frames, updates_of(r.name), config[r.config_block],
-                           slack=slack).must_wait for r in learners(config))
+                           slack=slack).must_wait and not waiting_for_learner(r.name)
+               for r in learners(config))

@@ -374,6 +374,12 @@ class Progress:
     def phase(self, role: str) -> int:
         return self.get(progress_field(role, "phase"))
 
+    def waiting_for_learner(self, role: str) -> bool:
+        """Whether that learner waits for another learner (the policy learner for the world
+        model's first pretrained checkpoint): it then holds no interactor
+        (roles.learners_behind)."""
+        return self.phase(role) == PHASE_WAITING_FOR_MODEL
+
     def set_counters(self, role: str, updates: int, epoch: int) -> None:
         self.set(progress_field(role, "updates"), updates)
         self.set(progress_field(role, "epoch"), epoch)

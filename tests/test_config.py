@@ -299,6 +299,20 @@ def test_incompatible_options_named(tmp_path):
         load_config(tmp_path / "c.json")
 
 
+@pytest.mark.parametrize("block, key", [("policy_config", "frames_before_learning"),
+                                        ("model_config", "frames_before_learning"),
+                                        ("model_config", "pretrain_n")])
+def test_negative_warm_up_is_refused(tmp_path, block, key):
+    # A negative warm-up owes frames before the first one exists: the interactors would wait
+    # at frame 0 for a learner that waits for frame 1.
+    steve = str(CONFIG / "experiments/quickstart/steve_pendulum.json")
+    write(tmp_path / "t.json", {"inherits": [steve], "updates": {block: {key: -1}}})
+    with pytest.raises(ConfigError, match=rf"{block}\.{key} is -1, but it must be 0 or more\."):
+        load_config(tmp_path / "t.json")
+    write(tmp_path / "z.json", {"inherits": [steve], "updates": {block: {key: 0}}})
+    assert load_config(tmp_path / "z.json")[block][key] == 0
+
+
 def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import config, util, master, sys; "
                           "print(len(sys.argv))", "--bogus"],

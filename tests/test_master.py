@@ -90,6 +90,23 @@ def test_tiny_steve_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_world_model_warming_up_after_the_policy_learner_runs_to_its_budget(tmp_path):
+    # The world model's warm-up (200 frames) is above the policy learner's (100). The policy
+    # learner waits for the world model from frame 100 on; that wait used to hold the
+    # interactors at 104 frames while the world model waited for 200: a deadlock.
+    config = tmp_path / "late_model.json"
+    config.write_text(json.dumps({"inherits": [str(TINY_STEVE)],
+                                  "updates": {"model_config": {"frames_before_learning": 200}}}))
+    out = run_master(config, 0, "--total-frames", 260, "--output-root", tmp_path, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "InvertedPendulum-v5" / "late_model"
+    finished = json.loads((run / "state/finished.json").read_text())
+    assert finished["frames"] == 260
+    assert counters(run, "worldmodel")["updates"] >= 20 + 260 - 200  # pretraining, then 1/frame
+    assert counters(run, "policy")["updates"] == finished["policy_updates"] == 260 - 100
+
+
+@pytest.mark.slow
 def test_killed_child_stops_everything(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
