@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 
+import runtime
 from replay import ReplayBuffer
 from roles import POLICY, ProcessSpec, learners_behind, role
 from rundir import Progress, append_greedy_row
@@ -172,6 +173,7 @@ class PolicyWatcher:
 
 def _wait_for_replay(spec: ProcessSpec, stop) -> ReplayBuffer | None:
     while not ReplayBuffer.exists(spec.run.replay):
+        runtime.beat()
         if stop.wait(0.05):
             return None
     # sync=False: no msync per append. A frame is still visible only once whole and survives
@@ -215,6 +217,7 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
     pending: list[tuple[int, float, int]] = []  # (frames, return, length) not yet in TensorBoard
     t0, f0 = time.time(), replay.count
     while not stop.is_set():
+        runtime.beat()  # also while paused for the learners: a paused interactor is alive
         frames = replay.count
         if total is not None and frames >= total:
             break  # the budget is reached: the master sets `finish` once every interactor left
@@ -223,7 +226,10 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
             time.sleep(THROTTLE_SECONDS)
             continue
         if steps % reload_every == 0:
-            have_policy = watcher.poll()
+            loaded = watcher.poll()
+            if loaded and not have_policy:
+                runtime.started()  # the first policy is loaded (the actor built)
+            have_policy = loaded
         if not have_policy or frames < full_random:
             actions = rng.uniform(-1.0, 1.0, size=(envs.n, envs.action_dims)).astype(np.float32)
         else:
@@ -294,18 +300,22 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
         return
     watcher = PolicyWatcher(spec, seed)
     while not watcher.poll():
+        runtime.beat()
         if stop.wait(0.2):
             return
+    runtime.started()
     writer = _summary_writer(spec)
     per_policy = config["evaluator_config"].get("episodes_per_policy") or 0
     done_with_policy = 0
     episodes = 0  # evaluation episodes finished by this evaluator since it started
     obs = envs.reset()
     while not stop.is_set():
+        runtime.beat()
         if per_policy and done_with_policy >= per_policy:
             # This policy has had its episodes: wait for a newer one, then start afresh.
             stamp = watcher.stamp
             while watcher.stamp == stamp and not stop.wait(0.2):
+                runtime.beat()
                 watcher.poll()
             done_with_policy = 0
             obs = envs.reset()

@@ -37,6 +37,7 @@ from collections import defaultdict
 
 import numpy as np
 
+import runtime
 import util
 from replay import ReplayBuffer
 from roles import ProcessSpec, Role, frame_ratio, role
@@ -247,6 +248,7 @@ class Learner:
         self.set_phase(PHASE_WAITING_FOR_FRAMES)
         need = self.cfg["frames_before_learning"]
         while self.frames() < max(need, 1):
+            runtime.beat()
             if self.stop.is_set() or self.finish.wait(0.05):
                 if self.stop.is_set() or self.frames() < max(need, 1):
                     return False
@@ -254,6 +256,7 @@ class Learner:
 
     def _open_replay(self) -> None:
         while self.replay is None:
+            runtime.beat()
             if ReplayBuffer.exists(self.run.replay):
                 self.replay = ReplayBuffer.open(self.run.replay)
             elif self.stop.wait(0.05):
@@ -273,7 +276,9 @@ class Learner:
         free_running = self.cfg.get("frames_per_update") is False
         per_call = int(self.cfg.get("updates_per_call") or 1)
         self.set_phase(PHASE_UPDATING)
+        saved = False  # a checkpoint after an update: the first-time work is done
         while not self.stop.is_set():
+            runtime.beat()  # also while waiting for frames: a waiting learner is alive
             if not self.may_update():
                 if self.finish.is_set():
                     break  # every update owed for the collected frames is done
@@ -296,6 +301,9 @@ class Learner:
                 self.on_epoch()
                 self.save(objects)
                 self._publish()
+                if not saved:
+                    saved = True
+                    runtime.started()  # compiled, logged and checkpointed once
             if backup_every and self.updates % backup_every == 0:
                 self.backup()
         self.save(objects)

@@ -20,11 +20,19 @@ It then (`Supervisor`: start, watch, stop) waits on the children's sentinels (no
 busy-waiting), printing a status line every few seconds (naming the phase while nothing moves:
 warm-up, pretraining, compiling, waiting) and keeping the run's hours in `state/hours.json`,
 so `hours` grows across resumes. If a child dies, it stops the others and exits non-zero,
-quoting the end of the child's error. Ctrl-C or SIGTERM: the learners write a final
-checkpoint, everything exits 0. With `--total-frames N`, the interactors stop at N frames, the
-learners finish the updates owed for them and checkpoint, and `state/finished.json` records the
-budget.
+quoting the end of the child's error. A child that shows no sign of life (runtime's heartbeats)
+for `--stall-timeout` seconds (default 600; 0: never) is named with its pid, asked to stop
+(SIGTERM) and killed STALL_KILL_SECONDS later if it has not; the others stop cleanly. A child
+still doing its first-time work (importing TensorFlow, building, compiling, its first
+checkpoint or policy) is given max(--stall-timeout, STARTUP_STALL_SECONDS). Ctrl-C or SIGTERM:
+the learners write a final checkpoint, everything exits 0. With `--total-frames N`, the
+interactors stop at N frames, the learners finish the updates owed for them and checkpoint, and
+`state/finished.json` records the budget.
 `--print-config` prints the resolved config as JSON and exits without starting anything.
+
+Exit status: 0 done, or stopped by Ctrl-C/SIGTERM; 1 a child died; 2 a user error, refused
+before anything started (errors.py); 3 (STALL_EXIT) a child stalled. A sweep (sweep.py) retries
+every status but 2, so a stall is retried with --resume.
 """
 
 from __future__ import annotations
@@ -70,6 +78,10 @@ from rundir import (
 
 STATUS_SECONDS = 5.0
 GRACE_SECONDS = 60.0  # how long children get to write final checkpoints before being killed
+STALL_SECONDS = 600.0  # --stall-timeout's default: far above any single step of a paper run
+STARTUP_STALL_SECONDS = 600.0  # the least a child doing its first-time work is given
+STALL_KILL_SECONDS = 10.0  # how long a stalled child gets to exit after SIGTERM
+STALL_EXIT = 3  # the exit status after a stall: not a user error, so sweeps retry it
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -99,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "process's log/<process>.out")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as JSON and exit")
+    parser.add_argument("--stall-timeout", type=float, default=STALL_SECONDS, metavar="SECONDS",
+                        help="stop the run (exit status 3) when a process shows no sign of life "
+                             "for this long, naming it; 0 never does (default: %(default)g)")
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite contradict each other; choose one")
@@ -106,6 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--total-frames must be a positive number of frames")
     if args.cpus is not None and args.cpus <= 0:
         parser.error("--cpus must be a positive number of cores")
+    if not args.stall_timeout >= 0:  # also refuses nan
+        parser.error("--stall-timeout must be 0 (off) or a positive number of seconds")
     return args
 
 
@@ -273,9 +290,11 @@ class Supervisor:
     exited, `stop` whatever is left, and `report` how it went (the exit status).
 
     While watching, the rules are: a child that dies, or exits when it should not, is a failure
-    and stops the others; once the frame budget is reached and every interactor has exited,
-    `finish` is set (the learners do the updates they owe); once the learners are done, `stop`
-    lets the evaluators go. Children that do not stop within GRACE_SECONDS are killed.
+    and stops the others; a child silent beyond its allowance (`_check_stalls`) stops the
+    others too and is killed if it does not exit; once the frame budget is reached and every
+    interactor has exited, `finish` is set (the learners do the updates they owe); once the
+    learners are done, `stop` lets the evaluators go. Children that do not stop within
+    GRACE_SECONDS are killed.
     """
 
     def __init__(self, plan: Plan, args: argparse.Namespace, impl: dict | None = None,
@@ -287,13 +306,19 @@ class Supervisor:
         self.total_frames = args.total_frames
         self.specs = make_specs(plan, args, impl)
         held = lock.inherit() if lock is not None and lock.fd is not None else None
+        self.heartbeats = runtime.Heartbeats(len(self.specs), ctx)  # slot i: child i
         self.procs = {s.name: ctx.Process(target=runtime.child_main, name=s.name,
-                                          args=(s, self.stop, self.finish, held))
-                      for s in self.specs}
+                                          args=(s, self.stop, self.finish, held,
+                                                self.heartbeats.heart(i)))
+                      for i, s in enumerate(self.specs)}
         self.learners = {s.name for s in self.specs if s.row.learner}
         self.collectors = {s.name for s in self.specs if s.row.collects}
         self.status = Status(plan.run, plan.config, plan.model_based, show_waits=True)
         self.failure: tuple[str, int | None] | None = None
+        self.stall_timeout = float(getattr(args, "stall_timeout", STALL_SECONDS) or 0.0)
+        self.stalled: tuple[str, int, float] | None = None  # name, pid, seconds silent
+        self.stall_kill_at: float | None = None  # when the stalled child gets SIGKILL
+        self.started_ns = time.monotonic_ns()  # the heartbeats' clock, at start()
         self.interrupted: list[int] = []
         self.deadline: float | None = None  # when stopping children get killed
         self.killed = False
@@ -304,6 +329,7 @@ class Supervisor:
         """Take over Ctrl-C and SIGTERM (they set `stop`), then start every child."""
         self._old_handlers = {s: signal.signal(s, self._on_signal)
                               for s in (signal.SIGINT, signal.SIGTERM)}
+        self.started_ns = time.monotonic_ns()
         for p in self.procs.values():
             p.start()
         print(f"started {', '.join(self.procs)} for {self.run.path} "
@@ -323,13 +349,16 @@ class Supervisor:
         next_status = time.time() + STATUS_SECONDS
         while alive := [p for p in self.procs.values() if p.exitcode is None]:
             timeout = max(0.0, next_status - time.time())
-            if self.deadline is not None and not self.killed:
-                timeout = min(timeout, max(0.0, self.deadline - time.time()))
+            for at in (self.deadline if not self.killed else None, self.stall_kill_at):
+                if at is not None:
+                    timeout = min(timeout, max(0.0, at - time.time()))
             multiprocessing.connection.wait([p.sentinel for p in alive], timeout=timeout)
             budget_reached = (self.total_frames is not None
                               and self.status.frames() >= self.total_frames)
             self._note_failure(budget_reached)
+            self._check_stalls()
             self._advance(budget_reached)
+            self._kill_stalled()
             self._kill_after_grace()
             if time.time() >= next_status:
                 print(self.status.line(), flush=True)
@@ -337,15 +366,54 @@ class Supervisor:
                 next_status = time.time() + STATUS_SECONDS
 
     def _note_failure(self, budget_reached: bool) -> None:
-        """Remember the first child that exited when it should not have, and stop the rest."""
+        """Remember the first child that exited when it should not have, and stop the rest (a
+        stalled child's end is no news: the stall is the failure)."""
         for name, p in self.procs.items():
-            if p.exitcode is None or self.failure is not None:
+            if p.exitcode is None or self.failure is not None or (
+                    self.stalled is not None and name == self.stalled[0]):
                 continue
             expected = self.stop.is_set() or (p.exitcode == 0 and (
                 self.finish.is_set() or (name in self.collectors and budget_reached)))
             if p.exitcode != 0 or not expected:
                 self.failure = (name, p.exitcode)
                 self.stop.set()
+
+    def _check_stalls(self) -> None:
+        """While the run goes on: name the child silent longest beyond its allowance (no beat
+        for stall_timeout seconds; max(stall_timeout, STARTUP_STALL_SECONDS) before it has
+        `started`, see runtime.Heartbeats), stop the others and ask it to stop (SIGTERM)."""
+        if not self.stall_timeout or self.stop.is_set() or self.stalled is not None:
+            return
+        now = time.monotonic_ns()
+        silent = []
+        for slot, (name, p) in enumerate(self.procs.items()):
+            if p.exitcode is not None:
+                continue
+            last, started = self.heartbeats.last(slot)
+            quiet = (now - (last or self.started_ns)) / 1e9
+            allowed = self.stall_timeout if started else max(self.stall_timeout,
+                                                             STARTUP_STALL_SECONDS)
+            if quiet > allowed:
+                silent.append((quiet, name))
+        if not silent:
+            return
+        quiet, name = max(silent)
+        p = self.procs[name]
+        self.stalled = (name, p.pid, quiet)
+        print(f"{name} (pid {p.pid}) showed no sign of life for {quiet:.0f} s; stopping the "
+              f"run", file=sys.stderr, flush=True)
+        self.stop.set()
+        p.terminate()  # SIGTERM: a child that still runs Python writes its checkpoint and exits
+        self.stall_kill_at = time.time() + STALL_KILL_SECONDS
+
+    def _kill_stalled(self) -> None:
+        """Kill the stalled child if it has not exited STALL_KILL_SECONDS after its SIGTERM."""
+        if self.stall_kill_at is None or time.time() < self.stall_kill_at:
+            return
+        self.stall_kill_at = None
+        p = self.procs[self.stalled[0]]
+        if p.exitcode is None:
+            p.kill()
 
     def _advance(self, budget_reached: bool) -> None:
         """Budget reached -> `finish` -> learners done -> `stop`."""
@@ -388,6 +456,14 @@ class Supervisor:
     def report(self) -> int:
         """The last status line, then the failure or the budget reached; the exit status."""
         print(self.status.line(), flush=True)
+        if self.stalled is not None:  # it set `stop`: any failure after it followed from it
+            name, pid, quiet = self.stalled
+            print(f"error: {name} (pid {pid}) showed no sign of life for {quiet:.0f} s "
+                  f"(--stall-timeout {self.stall_timeout:g}): stopped, or stuck in a call that "
+                  f"never returns (a hung GPU call, a dead network mount); it was ended and "
+                  f"the other processes were stopped. Look at log/{name}.out, fix the cause, "
+                  f"then continue with --resume.", file=sys.stderr)
+            return STALL_EXIT
         if self.failure is not None:
             name, code = self.failure
             tail = _error_tail(self.run, name)

@@ -22,6 +22,16 @@ and exit now" (Ctrl-C, SIGTERM, a dead sibling); `finish` means "the frame budge
 every interactor has exited" (the master sets it when the last interactor left, so no frame
 arrives after it): learners do the updates still owed for the frames collected, checkpoint and
 exit.
+
+Heartbeats (`Heartbeats`, in shared memory like the flags, one slot per child): `child_main`
+installs the child's slot, and the child's main loop and every wait in it call `beat()` (one
+clock read and one 8-byte store), so a child that waits for frames, for another learner or for
+the learners (a paused interactor) still beats; only a process that runs no Python at all (stopped,
+or stuck in a call that never returns: a hung GPU call, a dead network mount) falls silent. A
+child calls `started()` once it has done one round of its first-time work (a learner: its first
+checkpoint after an update, which includes compiling; an interactor: its first step with a
+loaded policy; an evaluator: its first step); until then its allowance is longer
+(master.py's --stall-timeout).
 """
 
 from __future__ import annotations
@@ -72,6 +82,59 @@ class Flag:
                 return False
             time.sleep(min(self.POLL, left))
         return True
+
+
+class Heartbeats:
+    """The children's signs of life, read by the master's stall check (master.Supervisor).
+
+    Slot i (the i-th child) holds the time of its last beat (time.monotonic_ns, one clock for
+    every process of a machine; 0 before the first) and whether it has `started` (see the module
+    docstring). Like Flag: shared memory without a lock (each slot has one writer, and an
+    aligned 8-byte store or load is atomic); create it in the master and pass `heart(i)` to
+    child i as a Process argument.
+    """
+
+    def __init__(self, count: int, ctx=None):
+        self._array = (ctx or multiprocessing.get_context("spawn")).RawArray("q", 2 * count)
+
+    def heart(self, slot: int) -> Heart:
+        return Heart(self._array, slot)
+
+    def last(self, slot: int) -> tuple[int, bool]:
+        """(monotonic ns of the last beat, 0 if none yet; whether the child has started)."""
+        return int(self._array[2 * slot]), bool(self._array[2 * slot + 1])
+
+
+class Heart:
+    """One child's slot of Heartbeats."""
+
+    def __init__(self, array, slot: int):
+        self._array = array
+        self._slot = slot
+
+    def beat(self) -> None:
+        self._array[2 * self._slot] = time.monotonic_ns()
+
+    def started(self) -> None:
+        self._array[2 * self._slot + 1] = 1
+        self.beat()
+
+
+_heart: Heart | None = None  # this process's slot, once child_main installed it
+
+
+def beat() -> None:
+    """A sign of life of this process (see the module docstring); nothing outside a run's child
+    process."""
+    if _heart is not None:
+        _heart.beat()
+
+
+def started() -> None:
+    """This process has done its first-time work (the module docstring); its stall allowance is
+    master.py's --stall-timeout from now on."""
+    if _heart is not None:
+        _heart.started()
 
 
 def _redirect_output(path) -> None:
@@ -135,10 +198,13 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
-def child_main(spec: ProcessSpec, stop, finish, lock=None) -> None:
+def child_main(spec: ProcessSpec, stop, finish, lock=None, heart: Heart | None = None) -> None:
     """Entry point of every child process (see the module docstring). `lock`: the run's lock
     (rundir.InheritedLock), kept open until this process exits so the run stays owned while
-    any of its processes lives."""
+    any of its processes lives. `heart`: this child's slot of the master's Heartbeats."""
+    global _heart
+    _heart = heart
+    beat()
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     # Each child's output goes to log/<process>.out so the master's console stays readable;
     # TensorFlow's start-up lines are left out of it unless the run is --verbose.

@@ -31,10 +31,10 @@ How a run starts (decided after taking its lock, again on every retry):
 - a checkpoint exists (`checkpoints/<role>/latest.json`): `master.py --resume`;
 - the folder exists without a checkpoint (killed early): `master.py --overwrite`;
 - otherwise a new run.
-A failed attempt (node lost, process killed, a child died) is retried up to `--retries` times;
-a user error of master.py (exit status 2) is not. Ctrl-C stops every run cleanly (SIGTERM to
-master.py, which checkpoints and exits 0); the same command later skips finished runs and
-resumes the others.
+A failed attempt (node lost, process killed, a child died or stalled) is retried up to
+`--retries` times; a user error of master.py (exit status 2) is not. Ctrl-C stops every run
+cleanly (SIGTERM to master.py, which checkpoints and exits 0); the same command later skips
+finished runs and resumes the others.
 
 Reads: the configs, and every run folder (`log/*.greedy.csv`, `replay/`, `state/`,
 `checkpoints/*/latest.json`) for the status table. Writes, per run, beside the run folder:

@@ -46,7 +46,8 @@ SWEEP_DIR = ".sweep"
 DONE, RESUME, RESTART, NEW = "done", "resume", "restart", "new"
 _MASTER_FLAGS = {RESUME: ["--resume"], RESTART: ["--overwrite"], NEW: []}
 
-# Guard exit statuses beside master.py's own (0 ok, 1 a child died, 2 user error).
+# Guard exit statuses beside master.py's own (0 ok, 1 a child died, 2 user error, 3 a child
+# stalled; sweep.py retries all but 2).
 GUARD_LOCK_TIMEOUT = 75
 GUARD_STOPPED = 76
 

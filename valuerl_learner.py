@@ -16,6 +16,7 @@ Interactors and evaluators act with agent.PolicyActor, restored from this learne
 from __future__ import annotations
 
 import config as config_lib
+import runtime
 from learner import Learner
 from roles import POLICY, ROLE, WORLDMODEL
 from rundir import PHASE_WAITING_FOR_MODEL
@@ -85,6 +86,7 @@ class ValueRLLearner(Learner):
         self.set_phase(PHASE_WAITING_FOR_MODEL)
         self.log_line("waiting for the world model to finish pretraining")
         while not self._reload_worldmodel():
+            runtime.beat()  # waiting for the world model is alive
             if self.stop.wait(0.1):
                 return False
             if self.finish.is_set() and self.run.checkpoint_dir(WORLDMODEL).exists() \

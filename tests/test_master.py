@@ -14,7 +14,7 @@ import pytest
 import devices
 import master
 import preflight
-from master_runs import counters, run_master
+from master_runs import counters, counting_config, run_master
 from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent
@@ -131,6 +131,44 @@ def test_killed_child_stops_everything(tmp_path):
             proc.kill()
     assert proc.returncode not in (0, None)
     assert "was killed by SIGKILL" in stderr
+    time.sleep(1)
+    assert not [p for p in family if process_alive(p)]
+
+
+@pytest.mark.slow
+def test_a_stalled_child_is_named_and_the_run_stopped(tmp_path):
+    # SIGSTOP stands in for a hung GPU call or a dead network mount: the policy learner stays
+    # alive but runs no code. The counting pipeline's stub learner keeps the run small.
+    code = ("import sys, master, master_runs; "
+            "sys.exit(master.main(sys.argv[1:], impl=master_runs.IMPL))")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
+                             "--output-root", str(out), "--stall-timeout", "5"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = out / "pipeline_stubs_Counting-v0" / "counting"
+    family, pid = [], None
+    try:
+        deadline = time.time() + 240
+        # Two epochs (20 updates each): the first checkpoint is behind it, so it has started.
+        while not ((run / "checkpoints/policy/latest.json").exists()
+                   and counters(run)["updates"] >= 40):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        family = process_descendants(proc.pid)
+        first = (run / "log/policy-learner.out").read_text().split()
+        pid = int(first[first.index("(pid") + 1].rstrip("):"))
+        assert pid in family
+        os.kill(pid, signal.SIGSTOP)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid is not None and process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == master.STALL_EXIT == 3, stderr[-3000:]
+    assert f"error: policy-learner (pid {pid}) showed no sign of life for " in stderr
+    assert "--stall-timeout 5" in stderr and "continue with --resume" in stderr
     time.sleep(1)
     assert not [p for p in family if process_alive(p)]
 

@@ -1,10 +1,11 @@
 """The supervision steps one by one: master.Supervisor's rules and sweep._Sweep's settling of an
 attempt's outcome, with stand-in processes and runs (no child process, no Ray)."""
 
+import time
 import types
 
 import master
-from runtime import Flag
+from runtime import Flag, Heartbeats
 
 
 def _supervisor(**exitcodes):
@@ -16,7 +17,68 @@ def _supervisor(**exitcodes):
     sup.collectors = {n for n in sup.procs if n.startswith("interactor-")}
     sup.stop, sup.finish = Flag(), Flag()
     sup.failure = None
+    sup.stalled = None
     return sup
+
+
+def _watched(stall_timeout=5.0, **silent):
+    """A Supervisor whose running stand-in children (name -> (seconds since the last beat, or
+    None for no beat yet; started)) beat at those times; the master started 100 s ago."""
+    sup = _supervisor(**dict.fromkeys(silent))
+    sup.stall_timeout, sup.stall_kill_at = stall_timeout, None
+    sup.heartbeats = Heartbeats(len(silent))
+    now = time.monotonic_ns()
+    sup.started_ns = now - 100 * 10**9
+    signals = []
+    for slot, (name, (quiet, started)) in enumerate(silent.items()):
+        p = sup.procs[name.replace("_", "-")]
+        p.pid, p.name = 100 + slot, name
+        p.terminate = lambda name=p.name: signals.append(("TERM", name))
+        p.kill = lambda name=p.name: signals.append(("KILL", name))
+        heart = sup.heartbeats.heart(slot)
+        if started:
+            heart.started()
+        if quiet is not None:
+            heart._array[2 * slot] = now - int(quiet * 1e9)
+    return sup, signals
+
+
+def test_a_silent_child_is_named_stopped_and_then_killed():
+    sup, signals = _watched(policy_learner=(9.0, True), interactor_0=(0.1, True),
+                            evaluator_0=(7.0, True))
+    sup._check_stalls()
+    # The one silent longest is named (the evaluator may only wait for it), with its pid.
+    assert sup.stalled[:2] == ("policy-learner", 100) and sup.stalled[2] >= 9.0
+    assert sup.stop.is_set() and signals == [("TERM", "policy_learner")]
+    sup._kill_stalled()
+    assert signals == [("TERM", "policy_learner")]  # not yet: it may still exit after SIGTERM
+    sup.stall_kill_at -= master.STALL_KILL_SECONDS + 1
+    sup._kill_stalled()
+    assert signals[-1] == ("KILL", "policy_learner")
+    # Its end is no failure of its own; the report names the stall and asks for a resume.
+    sup.procs["policy-learner"].exitcode = -9
+    sup._note_failure(budget_reached=False)
+    assert sup.failure is None
+
+
+def test_beating_children_and_children_still_starting_are_not_stalled():
+    sup, signals = _watched(policy_learner=(4.0, True), interactor_0=(0.0, True),
+                            evaluator_0=(None, False))  # the evaluator has not beaten yet
+    sup._check_stalls()
+    assert sup.stalled is None and not sup.stop.is_set() and not signals
+    sup, _ = _watched(policy_learner=(master.STARTUP_STALL_SECONDS + 1, False))
+    sup._check_stalls()
+    assert sup.stalled[0] == "policy-learner"  # the start-up allowance ends too
+    sup, _ = _watched(stall_timeout=0.0, policy_learner=(10**6, True))
+    sup._check_stalls()
+    assert sup.stalled is None  # --stall-timeout 0: never
+
+
+def test_no_stall_check_while_stopping():
+    sup, signals = _watched(policy_learner=(9.0, True))
+    sup.stop.set()  # Ctrl-C, a dead child, the budget: GRACE_SECONDS governs the rest
+    sup._check_stalls()
+    assert sup.stalled is None and not signals
 
 
 def test_an_interactor_leaving_at_the_budget_is_no_failure():
