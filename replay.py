@@ -42,8 +42,11 @@ Order of writes in `append` (n frames, 1 <= n <= max_append):
 5. msync the touched pages of `frames.f32` (with `sync=True`, the default);
 6. publish C+n with one aligned 8-byte store into the header's count;
 7. release the locks;
-8. msync the header page (with `sync=True`; outside the lock, since whichever count reaches the
+8. msync the header (with `sync=True`; outside the lock, since whichever count reaches the
    disk, its rows got there first), then return.
+The msyncs start at a page boundary of the kernel's page size (`mmap.PAGESIZE`: 4 KB on x86,
+16 KB or 64 KB on some ARM64 kernels) and end within the map, so the 4096-byte header map, smaller
+than one page on those kernels, is flushed too.
 A writer killed before step 6 leaves unpublished rows that nobody can see and that the next writer
 overwrites; a writer killed after step 6 has published a complete batch. So n frames become
 visible together, or not at all, and nothing already visible is lost. The page cache holds the
@@ -63,7 +66,11 @@ i.e. when at most `margin - max_append` frames (16384 - 1024 by default) were pu
 the copy, since w <= capacity = slots - margin. `sample` checks this after every copy; when
 it fails (a reader stalled for a long time), it retries, and after `_OPTIMISTIC_TRIES` failures
 copies under a shared file lock, which waits for writers to finish and keeps them out. The
-check assumes loads are not reordered with each other and stores not with each other (x86-64).
+check assumes loads are not reordered with each other and stores not with each other, which x86
+guarantees; on any other machine (`platform.machine()` not x86_64/AMD64/i686..., e.g. ARM64,
+whose loads may be reordered: a reader could see the new count before the rows it covers), every
+`sample` copies under the shared lock (`lock_free_reads`, counted in `locked_samples`), whose
+flock calls order the accesses, so no torn row is ever read.
 
 Sizes: `capacity` is what the caller asked for (the largest `replay_size` of the learners); the
 ring has `capacity + margin` rows, margin 16384 frames by default (47 MB at Humanoid sizes, 1.8 MB
@@ -82,6 +89,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import platform
 import shutil
 import struct
 import tempfile
@@ -112,6 +120,9 @@ _COUNT_OFFSET = 64
 _STATE_DIMS = struct.Struct("<QQ")  # version 2: state_dims, crc32 of the state_dims field
 _STATE_DIMS_OFFSET = 72
 _OPTIMISTIC_TRIES = 4
+# Where loads are not reordered with loads, nor stores with stores (x86's total store order),
+# the lock-free check of `sample` holds; platform.machine() names, lower-cased.
+_ORDERED_MACHINES = frozenset({"x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"})
 
 
 class ReplayError(UserError, RuntimeError):
@@ -194,6 +205,21 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 
 
+def lock_free_reads() -> bool:
+    """Whether `sample` may copy without a lock on this machine (x86: see the module docstring);
+    elsewhere (ARM64, POWER...) every sample takes the shared lock."""
+    return platform.machine().lower() in _ORDERED_MACHINES
+
+
+def _flush(view: mmap.mmap, begin: int, end: int) -> None:
+    """msync bytes [begin, end) of a map: from the start of the page holding `begin` (msync
+    takes a page-aligned address; mmap.PAGESIZE is the kernel's page size, 4 KB on x86, 16 KB or
+    64 KB on some ARM64 kernels) to `end`, never past the map's end (the 4096-byte header map is
+    smaller than one page there, and a range past a map is refused)."""
+    start = begin - begin % mmap.PAGESIZE
+    view.flush(start, min(end, len(view)) - start)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -249,6 +275,7 @@ class ReplayBuffer:
         self.sync = sync
         self.optimistic_retries = 0  # samples re-copied because writers lapped the window
         self.locked_samples = 0  # samples that fell back to the shared lock
+        self.lock_free = lock_free_reads()  # else every sample copies under the shared lock
         self._thread_lock = threading.Lock()
         self._closed = True
         self._attach()
@@ -502,16 +529,14 @@ class ReplayBuffer:
             finally:
                 portalocker.unlock(self._lock_file)
         if self.sync:  # outside the lock: every published count already has its rows on disk
-            self._hmap.flush(0, mmap.PAGESIZE)
+            _flush(self._hmap, _COUNT_OFFSET, _COUNT_OFFSET + 8)
         return new
 
     def _write_rows(self, start: int, rows: np.ndarray) -> None:
         self._rows[start : start + len(rows)] = rows
         if self.sync:
             begin = start * self._row * 4
-            end = begin + rows.nbytes
-            page = begin - begin % mmap.PAGESIZE
-            self._fmap.flush(page, end - page)
+            _flush(self._fmap, begin, begin + rows.nbytes)
 
     def _publish(self, new_count: int) -> None:
         self._count_cell[0] = new_count  # one aligned 8-byte store: the commit point
@@ -556,7 +581,7 @@ class ReplayBuffer:
         end = None if end is None else int(end)
         if end is not None and end < 1:
             raise ValueError(f"end must be positive, not {end}")
-        for _ in range(_OPTIMISTIC_TRIES):
+        for _ in range(_OPTIMISTIC_TRIES if self.lock_free else 0):
             count = self._visible_count(end, newest)
             if count == 0:
                 raise ReplayError(
@@ -567,8 +592,9 @@ class ReplayBuffer:
             if self._load_count() + self.max_append - (count - window) <= self.slots:
                 return self._split(rows)
             self.optimistic_retries += 1
-        # Writers keep lapping this reader: copy with them held off. (The thread lock keeps
-        # this handle's own appends out too: flock would convert, not share, on one handle.)
+        # Writers keep lapping this reader, or this machine may reorder memory accesses (not
+        # x86): copy with them held off. (The thread lock keeps this handle's own appends out
+        # too: flock would convert, not share, on one handle.)
         with self._thread_lock:
             portalocker.lock(self._lock_file, portalocker.LockFlags.SHARED)
             try:

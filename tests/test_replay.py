@@ -315,6 +315,62 @@ def test_reader_lapped_during_copy_retries_then_locks(tmp_path):
     reader.close()
 
 
+@pytest.mark.parametrize("page", [16384, 65536])
+def test_synced_appends_with_large_kernel_pages(tmp_path, monkeypatch, page):
+    """ARM64 kernels with 16 KB or 64 KB pages: the msyncs stay page-aligned and within each map
+    (the 4096-byte header map is smaller than one such page)."""
+    import mmap
+
+    monkeypatch.setattr(mmap, "PAGESIZE", page)
+    assert replay.mmap.PAGESIZE == page
+    path = tmp_path / "replay"
+    buf = ReplayBuffer.create(path, OBS, ACT, capacity=3000, sync=True)
+    flushed = []
+    real_flush = replay._flush
+
+    def watch(view, begin, end):
+        flushed.append((len(view), begin - begin % page, min(end, len(view))))
+        real_flush(view, begin, end)
+
+    monkeypatch.setattr(replay, "_flush", watch)
+    next_id = 0
+    for n in (1, 7, 300, 1024, 1024, 1024, 5):  # wraps the ring (3000 + 16384 slots) never,
+        buf.append(*make_frames(range(next_id, next_id + n)))  # but crosses many pages
+        next_id += n
+    assert flushed and all(start % page == 0 and start < stop <= size
+                            for size, start, stop in flushed)
+    assert replay.HEADER_BYTES in {size for size, _, _ in flushed}  # the header's map too
+    batch = buf.sample(2000, newest=3000, rng=np.random.default_rng(1))
+    assert len(bad_rows(*batch)) == 0
+    assert set(batch.obs[:, 0].tolist()) <= set(range(next_id - 3000, next_id))
+    buf.close()
+    count, fields = read_visible(path)  # on disk, as the files say
+    assert count == next_id and len(bad_rows(*fields)) == 0
+
+
+@pytest.mark.parametrize("machine, locked", [("aarch64", True), ("arm64", True),
+                                             ("ppc64le", True), ("x86_64", False),
+                                             ("AMD64", False), ("i686", False)])
+def test_samples_lock_where_memory_order_is_weaker_than_x86(tmp_path, monkeypatch, machine,
+                                                            locked):
+    monkeypatch.setattr(replay.platform, "machine", lambda: machine)
+    path = tmp_path / "replay"
+    buf = ReplayBuffer.create(path, OBS, ACT, capacity=64)
+    buf.append(*make_frames(range(40)))
+    taken = []
+    real_lock = portalocker.lock
+    monkeypatch.setattr(portalocker, "lock", lambda f, flags: (taken.append(flags),
+                                                               real_lock(f, flags))[1])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        batch = buf.sample(32, 64, rng)
+        assert len(bad_rows(*batch)) == 0 and set(batch.obs[:, 0].tolist()) <= set(range(40))
+    assert buf.lock_free is not locked
+    assert buf.locked_samples == (5 if locked else 0) and buf.optimistic_retries == 0
+    assert taken == ([portalocker.LockFlags.SHARED] * 5 if locked else [])
+    buf.close()
+
+
 @pytest.mark.slow
 def test_concurrent_writers_lapping_a_small_ring_never_show_torn_rows(tmp_path):
     """3 writer processes wrap a 64-frame ring many times while a reader samples without a lock."""
