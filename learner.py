@@ -163,8 +163,7 @@ class Learner:
 
     # ------------------------------------------------------------------ logging
     def log_line(self, text: str) -> None:
-        with open(self.run.log / self.row.log, "a") as f:
-            f.write(text + "\n")
+        util.append_line(self.run.log / self.row.log, text)  # whole, even on a full disk
 
     def learning_rates(self) -> dict[str, float]:
         """{TensorBoard tag: learning rate} of this learner's optimizers."""

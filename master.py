@@ -30,9 +30,16 @@ interactors stop at N frames, the learners finish the updates owed for them and 
 `state/finished.json` records the budget.
 `--print-config` prints the resolved config as JSON and exits without starting anything.
 
-Exit status: 0 done, or stopped by Ctrl-C/SIGTERM; 1 a child died; 2 a user error, refused
-before anything started (errors.py); 3 (STALL_EXIT) a child stalled. A sweep (sweep.py) retries
-every status but 2, so a stall is retried with --resume.
+A write that finds the disk full (a checkpoint, a log line, a TensorBoard summary, in a child:
+runtime.DISK_FULL_EXIT, or the master's own state files) stops the run like a dead child, and
+the master says so in one sentence naming the disk and the fix (`disk_full_message`). What was
+published stays: checkpoints and state files are replaced whole, log lines are appended whole,
+and the replay buffer's blocks were all allocated when it was created (replay.py).
+
+Exit status: 0 done, or stopped by Ctrl-C/SIGTERM; 1 a child died; 2 a user error: refused
+before anything started (errors.py), or a full disk; 3 (STALL_EXIT) a child stalled. A sweep
+(sweep.py) retries every status but 2, so a stall is retried with --resume, and a full disk
+waits for someone to free space (the same sweep command then resumes the run).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import json
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
 import time
@@ -199,6 +207,28 @@ def _error_tail(run: RunDir, name: str, lines: int = 6) -> list[str]:
     return text[-lines:]
 
 
+def disk_full_message(run: RunDir, who: str, path: str) -> str:
+    """The one sentence for a write (by the process `who`, of `path`, "" if unknown) that found
+    the disk holding the run full."""
+    mount = util.mount_point(run.path)
+    try:
+        free = f"{shutil.disk_usage(mount).free / 1e9:.2f} GB free"
+    except OSError:
+        free = "free space unknown"
+    what = f"could not write {path}" if path else "could not write to the run"
+    return (f"the disk holding {run.path} is full ({who} {what}; {free} on {mount}); free "
+            f"space on {mount} or move the run; then --resume.")
+
+
+def _disk_full_path(run: RunDir, name: str) -> str:
+    """What a child that exited with runtime.DISK_FULL_EXIT could not write (the last line of
+    its .err), or "" when it could not say."""
+    tail = _error_tail(run, name, lines=1)
+    if tail and tail[0].startswith(runtime.DISK_FULL_LINE):
+        return tail[0][len(runtime.DISK_FULL_LINE):].strip()
+    return ""
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "is still running"
@@ -315,6 +345,7 @@ class Supervisor:
         self.collectors = {s.name for s in self.specs if s.row.collects}
         self.status = Status(plan.run, plan.config, plan.model_based, show_waits=True)
         self.failure: tuple[str, int | None] | None = None
+        self.full_path = ""  # what the master itself could not write on a full disk
         self.stall_timeout = float(getattr(args, "stall_timeout", STALL_SECONDS) or 0.0)
         self.stalled: tuple[str, int, float] | None = None  # name, pid, seconds silent
         self.stall_kill_at: float | None = None  # when the stalled child gets SIGKILL
@@ -451,7 +482,19 @@ class Supervisor:
         self.record_hours()
 
     def record_hours(self) -> None:
-        util.atomic_write_json(self.run.hours_file, {"hours": self.specs[0].hours()})
+        try:
+            util.atomic_write_json(self.run.hours_file, {"hours": self.specs[0].hours()})
+        except OSError as e:
+            if util.disk_full(e) is None:
+                raise
+            self._on_disk_full(str(self.run.hours_file))
+
+    def _on_disk_full(self, path: str) -> None:
+        """A write of the master's found the disk full: a failure like a child's, and stop."""
+        if self.failure is None:
+            self.failure = ("master.py", runtime.DISK_FULL_EXIT)
+            self.full_path = path
+        self.stop.set()
 
     def report(self) -> int:
         """The last status line, then the failure or the budget reached; the exit status."""
@@ -464,6 +507,11 @@ class Supervisor:
                   f"the other processes were stopped. Look at log/{name}.out, fix the cause, "
                   f"then continue with --resume.", file=sys.stderr)
             return STALL_EXIT
+        if self.failure is not None and self.failure[1] == runtime.DISK_FULL_EXIT:
+            name = self.failure[0]
+            path = self.full_path if name == "master.py" else _disk_full_path(self.run, name)
+            print(f"error: {disk_full_message(self.run, name, path)}", file=sys.stderr)
+            return 2  # not retried by a sweep: someone has to free space first
         if self.failure is not None:
             name, code = self.failure
             tail = _error_tail(self.run, name)
@@ -474,9 +522,16 @@ class Supervisor:
                   f"stopped. Fix the cause, then continue with --resume.", file=sys.stderr)
             return 1
         if self.finish.is_set() and self.total_frames is not None:
-            util.atomic_write_json(self.run.finished_file, finished_record(
-                self.total_frames, self.status.frames(),
-                {role: self.status.updates(role) for role in LEARNERS}))
+            try:
+                util.atomic_write_json(self.run.finished_file, finished_record(
+                    self.total_frames, self.status.frames(),
+                    {role: self.status.updates(role) for role in LEARNERS}))
+            except OSError as e:
+                if util.disk_full(e) is None:
+                    raise
+                where = str(self.run.finished_file)  # the run is done; only its record is missing
+                print(f"error: {disk_full_message(self.run, 'master.py', where)}", file=sys.stderr)
+                return 2
             print(f"reached {self.total_frames} frames; run saved in {self.run.path}")
         return 0
 
@@ -515,6 +570,7 @@ def take_lock(run: RunDir) -> RunLock:
 def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
     args = parse_args(argv)
     lock = None
+    plan: Plan | None = None
     started = False
     try:
         if args.print_config:
@@ -543,9 +599,12 @@ def main(argv: list[str] | None = None, impl: dict | None = None) -> int:
     except Exception as e:  # user errors are one sentence; anything else is a real bug
         if lock is not None:
             lock.release(discard=not started)  # a refused start leaves no lock file behind
-        if not isinstance(e, UserError):
+        full = util.disk_full(e) if plan is not None else None
+        if not isinstance(e, UserError) and full is None:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        message = e if isinstance(e, UserError) else disk_full_message(plan.run, "master.py",
+                                                                       full)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     try:
         return supervise(plan, args, impl, lock)

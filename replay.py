@@ -23,15 +23,17 @@ Files under the buffer's folder (e.g. `<run>/replay/`):
   as two float32 numbers, hi = float32(x) and lo = float32(x - hi), all the his then all the
   los. A buffer without states (state_dims 0, e.g. the Bullet humanoids) is version 1, byte for
   byte the format that came before, and this code reads both.
-  Created sparse at full size (`truncate`), so blocks are taken only as frames arrive. Frame
-  number f (0-based, counted since creation) lives in row `f % slots`.
+  Created at full size with every block allocated (`os.posix_fallocate`, or zeros written in
+  chunks where the file system cannot allocate), so no write into the map can later find the
+  disk full. Frame number f (0-based, counted since creation) lives in row `f % slots`.
 - `writer.lock`  empty; writers hold an exclusive `portalocker` (flock) lock on it while they
   append. The kernel drops the lock when its holder dies, even by SIGKILL.
 - `layout.json`  the static header fields in words, for people; the code never reads it.
 
 Creation: all four files are written into a hidden temporary folder beside `path`, fsynced, and
 the folder is renamed to `path`, so a buffer either exists whole or not at all. Before anything
-is created, the free space under `path` is checked against the full (non-sparse) size.
+is created, the free space under `path` is checked against the full size, which creation then
+allocates.
 
 Order of writes in `append` (n frames, 1 <= n <= max_append):
 1. pack the n rows in private memory;
@@ -76,9 +78,11 @@ Sizes: `capacity` is what the caller asked for (the largest `replay_size` of the
 ring has `capacity + margin` rows, margin 16384 frames by default (47 MB at Humanoid sizes, 1.8 MB
 at Hopper sizes), and one append holds at most `max_append` = 1024 frames. `required_bytes` gives
 the full file size (2.91 GB for 1M frames at Humanoid sizes; simulator states add 16 bytes per
-state number and frame, e.g. 192 bytes on Hopper-v5's 108). The frames file is sparse: `create`
-refuses when the disk's free space is below the full size, and `open` when it is below the part
-not yet allocated, because a write into a sparse mmap on a full disk kills the writer (SIGBUS).
+state number and frame, e.g. 192 bytes on Hopper-v5's 108), all of it taken from the disk at
+`create` (refused in one sentence when the free space is below it), because a write into an
+unallocated page of an mmap on a full disk kills the writer (SIGBUS). Buffers made by earlier
+versions were sparse (`truncate`); `open` refuses one when the disk's free space is below the
+part not yet allocated.
 `sync=False` (per handle) skips the two msyncs: appends get about 50x faster; a process crash
 still loses nothing, but an OS crash or power loss may then lose recent frames or leave the
 count ahead of rows that never reached the disk.
@@ -86,6 +90,7 @@ count ahead of rows that never reached the disk.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -220,6 +225,32 @@ def _flush(view: mmap.mmap, begin: int, end: int) -> None:
     view.flush(start, min(end, len(view)) - start)
 
 
+_ZEROS_CHUNK = 64 << 20  # bytes per write where blocks cannot be allocated otherwise
+
+
+def _reserve(fd: int, size: int, where: Path) -> None:
+    """Make the file `fd` `size` bytes long with every block allocated: posix_fallocate, or,
+    on a file system that does not support it, zeros written in chunks; ReplayError when the
+    disk under `where` has no room."""
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                raise
+        zeros = memoryview(bytes(min(size, _ZEROS_CHUNK)))
+        done = 0
+        while done < size:
+            done += os.pwrite(fd, zeros[: size - done], done)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ReplayError(f"the disk under {where} has no room left for the replay buffer's "
+                          f"{_gb(size)} GB; lower replay_size or choose another "
+                          f"--output-root.") from None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -331,7 +362,8 @@ class ReplayBuffer:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.creating-", dir=path.parent))
         try:
             with open(tmp / _FRAMES_FILE, "wb") as f:
-                f.truncate(slots * _row_floats(obs_dims, action_dims, state_dims) * 4)
+                _reserve(f.fileno(), slots * _row_floats(obs_dims, action_dims, state_dims) * 4,
+                         where)
                 os.fsync(f.fileno())
             (tmp / _LOCK_FILE).touch()
             _write_header(tmp, obs_dims, action_dims, capacity, slots, max_append, state_dims)
@@ -403,7 +435,8 @@ class ReplayBuffer:
         if st is None or st.st_size != frame_bytes:
             raise ReplayError(f"{fpath} is missing or has the wrong size; the buffer is "
                               "damaged, start a new run.")
-        # Blocks of the sparse file not yet taken must still fit, or a write would fault later.
+        # A sparse buffer (made by an earlier version): the blocks not yet taken must still fit,
+        # or a write would fault later.
         unallocated = max(0, frame_bytes - st.st_blocks * 512)
         free = shutil.disk_usage(self.path).free
         if free < unallocated:

@@ -51,6 +51,7 @@ import portalocker
 
 import checkpoint  # its layout functions import no TensorFlow
 import roles
+import util
 from checkpoint import CheckpointError
 from errors import UserError
 
@@ -406,16 +407,15 @@ def append_greedy_row(path: str | os.PathLike, hours: float, epoch: int, frames:
     """Append one `hours,epoch,frames,score` line under an exclusive lock, whole.
 
     Several evaluators append to the same file; the lock and a single write of the whole line
-    keep lines from interleaving.
+    keep lines from interleaving, and a write cut short by a full disk is undone
+    (util.append_line), so no later row continues half of one.
     """
-    line = f"{hours:.6f},{epoch},{frames},{score:.6f}\n"
+    line = f"{hours:.6f},{epoch},{frames},{score:.6f}"
     # LOCK_NB: portalocker retries a non-blocking lock until `timeout`; a blocking one would
     # ignore the timeout (and say so with a UserWarning in every evaluator's log).
     with portalocker.Lock(str(path), mode="a", timeout=30,
-                          flags=portalocker.LOCK_EX | portalocker.LOCK_NB) as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+                          flags=portalocker.LOCK_EX | portalocker.LOCK_NB):
+        util.append_line(path, line, fsync=True)
 
 
 def last_greedy_row(path: str | os.PathLike) -> tuple[float, int, int, float] | None:

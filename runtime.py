@@ -6,7 +6,10 @@ before anything imports TensorFlow: it sets `CUDA_VISIBLE_DEVICES` (the learner'
 ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop`, imports
 TensorFlow quietly (`import_tensorflow`: no start-up lines, no cuInit error; `master.py
 --verbose` keeps them), then calls the entry function the role table names. A crash writes the
-traceback to `log/<process>.err` (the master quotes its end) and exits with status 1. Each
+traceback to `log/<process>.err` (the master quotes its end) and exits with status 1; a crash
+on a full disk (any write: a checkpoint, a log line, a TensorBoard summary, util.disk_full)
+exits with DISK_FULL_EXIT instead, its .err (if it can still be written) ending with
+`disk full: <the path it could not write>`, and the master says which disk to free. Each
 child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
 the kernel sends every child SIGTERM, so no orphan keeps training.
 
@@ -49,6 +52,9 @@ import warnings
 import roles
 import util
 from roles import ProcessSpec
+
+DISK_FULL_EXIT = 28  # a child's exit status after a write found the disk full (ENOSPC is 28)
+DISK_FULL_LINE = "disk full: "  # the last line of its log/<process>.err, then the path
 
 
 class Flag:
@@ -221,12 +227,16 @@ def child_main(spec: ProcessSpec, stop, finish, lock=None, heart: Heart | None =
         if isinstance(e, SystemExit) and not e.code:
             raise
         text = traceback.format_exc()
-        try:
-            spec.run.error_file(spec.name).write_text(text)
-        finally:
-            sys.stderr.write(f"[{spec.name}] {text}")
-            sys.stderr.flush()
-        os._exit(1)
+        full = util.disk_full(e)
+        if full is not None:
+            text += f"{DISK_FULL_LINE}{full}\n"
+        for write in (spec.run.error_file(spec.name).write_text,
+                      lambda t: (sys.stderr.write(f"[{spec.name}] {t}"), sys.stderr.flush())):
+            try:
+                write(text)
+            except OSError:
+                pass  # the disk is full: the exit status still says so
+        os._exit(1 if full is None else DISK_FULL_EXIT)
 
 
 def check_shapes_main(spec: ProcessSpec, learner_names: list[str], conn) -> None:

@@ -1,17 +1,26 @@
 """Small helpers shared by several modules and processes.
 
 Nothing here touches TensorFlow. The file helpers write a temporary sibling and rename it into
-place, so a reader in another process sees either the old file or the new one, never half.
+place, so a reader in another process sees either the old file or the new one, never half;
+`append_line` adds a whole line to a log or none of it. `disk_full` recognises a write that
+found the disk full, whichever library raised it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
+
+# What a write that found the disk (or the user's quota) full raises: OSError with one of these
+# errnos, or (TensorFlow: checkpoints, summaries) an error carrying the C library's words for them.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_WORDS = re.compile(r"(?:(\S+); )?(?:No space left on device|Disk quota exceeded)")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -40,6 +49,54 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def append_line(path: str | os.PathLike, line: str, fsync: bool = False) -> None:
+    """Append `line` and a newline to `path` whole or not at all: a write cut short (a full
+    disk) is undone, so the next line never continues half of this one. One writer at a time
+    (the caller's lock, or a file only its process writes)."""
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+            if fsync:
+                os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def disk_full(exc: BaseException | None) -> str | None:
+    """When `exc`, or an exception it was raised from or while handling (as a traceback shows
+    them: not past `raise ... from None`), says that a write found the disk full
+    (DISK_FULL_ERRNOS, or their words in TensorFlow's ResourceExhaustedError): the path it could
+    not write ("" when it names none); otherwise None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return str(exc.filename or "")
+        found = _DISK_FULL_WORDS.search(str(exc))
+        if found:
+            return found.group(1) or ""
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system holding `path` (or its nearest existing ancestor)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def read_json(path: str | os.PathLike, default: object = None) -> object:

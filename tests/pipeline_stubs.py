@@ -7,11 +7,16 @@ t + 1 = TERMINATE_AT of an even episode, and none at a truncation.
 
 `StubLearner` checks those facts on every batch it samples, and the frames_per_update ratio on
 every update, and raises (killing its process, failing the run) on any violation.
+`FullDiskLearner` is a StubLearner whose checkpoint saves find the disk full (ENOSPC) from
+FULL_DISK_AT updates on, while that environment variable is set, and which allows for the frames
+owed after a resume from a checkpoint older than the crash.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import gymnasium
@@ -91,10 +96,8 @@ class StubLearner(Learner):
         frames = self.frames()
         owed = frames - self.cfg["frames_before_learning"]
         assert owed > ratio * self.updates, "the learner ran ahead of frames_per_update"
-        ac = self.config["agent_config"]
-        slack = ac["batch_size"] * ac["count"]
         # Interactors pause when the learner falls behind; one step of each may be in flight.
-        assert owed <= ratio * self.updates + 2 * slack + 1, \
+        assert owed <= ratio * self.updates + self.lead_allowed(), \
             f"interactors ran ahead: {owed} frames owed at {self.updates} updates"
         return {"stub/terminals": float(batch.terminal.sum()), "stub/chunked": 0.0}
 
@@ -106,6 +109,12 @@ class StubLearner(Learner):
         logs = super().update_many(batches)
         return dict(logs, **{"stub/chunked": 1.0})
 
+    def lead_allowed(self) -> float:
+        """How many frames beyond the ratio may be owed: one step of each interactor in flight,
+        seen on both sides of a pause."""
+        ac = self.config["agent_config"]
+        return 2 * ac["batch_size"] * ac["count"] + 1
+
     @staticmethod
     def make_actor(config, seed):
         return StubActor(config, seed)
@@ -115,3 +124,27 @@ class StubModelLearner(StubLearner):
     """The same stand-in in the world-model learner's seat (for model-based topologies)."""
 
     role = "worldmodel"
+
+
+FULL_DISK_AT = "STEVE_TEST_FULL_DISK_AT"  # environment: saves from this many updates on fail
+
+
+class FullDiskLearner(StubLearner):
+    """A StubLearner whose saves raise what a write on a full disk raises (OSError ENOSPC,
+    naming its checkpoint folder) once it has FULL_DISK_AT updates, while that variable is set
+    (spawned children inherit the test's environment)."""
+
+    def lead_allowed(self) -> float:
+        # A start after the crash resumes from a checkpoint older than the frames: those
+        # collected for the updates lost are owed too, until the learner catches up.
+        if not hasattr(self, "_lost"):  # the first update of this start
+            self._lost = max(0.0, self.frames() - self.cfg["frames_before_learning"]
+                             - self.cfg["frames_per_update"] * self.updates)
+        return super().lead_allowed() + self._lost
+
+    def save(self, objects):
+        at = os.environ.get(FULL_DISK_AT)
+        if at is not None and self.updates >= int(at):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                          str(self.run.checkpoint_dir(self.role)))
+        super().save(objects)
