@@ -90,6 +90,7 @@ STALL_SECONDS = 600.0  # --stall-timeout's default: far above any single step of
 STARTUP_STALL_SECONDS = 600.0  # the least a child doing its first-time work is given
 STALL_KILL_SECONDS = 10.0  # how long a stalled child gets to exit after SIGTERM
 STALL_EXIT = 3  # the exit status after a stall: not a user error, so sweeps retry it
+MASTER_GAP_SECONDS = 30.0  # a wake-up this late means the master itself was stopped (Ctrl-Z)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -349,7 +350,9 @@ class Supervisor:
         self.stall_timeout = float(getattr(args, "stall_timeout", STALL_SECONDS) or 0.0)
         self.stalled: tuple[str, int, float] | None = None  # name, pid, seconds silent
         self.stall_kill_at: float | None = None  # when the stalled child gets SIGKILL
-        self.started_ns = time.monotonic_ns()  # the heartbeats' clock, at start()
+        # The heartbeats' clock: silence counts from start() (or from the master's own
+        # return after it was stopped, see _check_stalls); the last stall check.
+        self.counted_from_ns = self.checked_ns = time.monotonic_ns()
         self.interrupted: list[int] = []
         self.deadline: float | None = None  # when stopping children get killed
         self.killed = False
@@ -360,7 +363,7 @@ class Supervisor:
         """Take over Ctrl-C and SIGTERM (they set `stop`), then start every child."""
         self._old_handlers = {s: signal.signal(s, self._on_signal)
                               for s in (signal.SIGINT, signal.SIGTERM)}
-        self.started_ns = time.monotonic_ns()
+        self.counted_from_ns = self.checked_ns = time.monotonic_ns()
         for p in self.procs.values():
             p.start()
         print(f"started {', '.join(self.procs)} for {self.run.path} "
@@ -412,16 +415,22 @@ class Supervisor:
     def _check_stalls(self) -> None:
         """While the run goes on: name the child silent longest beyond its allowance (no beat
         for stall_timeout seconds; max(stall_timeout, STARTUP_STALL_SECONDS) before it has
-        `started`, see runtime.Heartbeats), stop the others and ask it to stop (SIGTERM)."""
+        `started`, see runtime.Heartbeats), stop the others and ask it to stop (SIGTERM).
+        Silence counts from the master's own last wake-up when that was over
+        MASTER_GAP_SECONDS ago: then the master was stopped too (Ctrl-Z stops the whole process
+        group, or the machine was paused), and every child gets a fresh allowance."""
         if not self.stall_timeout or self.stop.is_set() or self.stalled is not None:
             return
         now = time.monotonic_ns()
+        if now - self.checked_ns > MASTER_GAP_SECONDS * 1e9:
+            self.counted_from_ns = now
+        self.checked_ns = now
         silent = []
         for slot, (name, p) in enumerate(self.procs.items()):
             if p.exitcode is not None:
                 continue
             last, started = self.heartbeats.last(slot)
-            quiet = (now - (last or self.started_ns)) / 1e9
+            quiet = (now - max(last, self.counted_from_ns)) / 1e9
             allowed = self.stall_timeout if started else max(self.stall_timeout,
                                                              STARTUP_STALL_SECONDS)
             if quiet > allowed:

@@ -23,12 +23,13 @@ def _supervisor(**exitcodes):
 
 def _watched(stall_timeout=5.0, **silent):
     """A Supervisor whose running stand-in children (name -> (seconds since the last beat, or
-    None for no beat yet; started)) beat at those times; the master started 100 s ago."""
+    None for no beat yet; started)) beat at those times; the master started 1000 s ago."""
     sup = _supervisor(**dict.fromkeys(silent))
     sup.stall_timeout, sup.stall_kill_at = stall_timeout, None
     sup.heartbeats = Heartbeats(len(silent))
     now = time.monotonic_ns()
-    sup.started_ns = now - 100 * 10**9
+    sup.counted_from_ns = now - 1000 * 10**9
+    sup.checked_ns = now - 10**9  # the master's last look, a second ago
     signals = []
     for slot, (name, (quiet, started)) in enumerate(silent.items()):
         p = sup.procs[name.replace("_", "-")]
@@ -63,15 +64,30 @@ def test_a_silent_child_is_named_stopped_and_then_killed():
 
 def test_beating_children_and_children_still_starting_are_not_stalled():
     sup, signals = _watched(policy_learner=(4.0, True), interactor_0=(0.0, True),
-                            evaluator_0=(None, False))  # the evaluator has not beaten yet
+                            evaluator_0=(500.0, False))  # the evaluator is still starting
     sup._check_stalls()
     assert sup.stalled is None and not sup.stop.is_set() and not signals
+    sup, _ = _watched(evaluator_0=(None, False))  # no beat at all since the start
+    sup._check_stalls()
+    assert sup.stalled[0] == "evaluator-0"
     sup, _ = _watched(policy_learner=(master.STARTUP_STALL_SECONDS + 1, False))
     sup._check_stalls()
     assert sup.stalled[0] == "policy-learner"  # the start-up allowance ends too
     sup, _ = _watched(stall_timeout=0.0, policy_learner=(10**6, True))
     sup._check_stalls()
     assert sup.stalled is None  # --stall-timeout 0: never
+
+
+def test_after_the_master_itself_was_stopped_every_child_gets_a_fresh_allowance():
+    # Ctrl-Z stops the whole process group for an hour; `fg` wakes the master first.
+    sup, signals = _watched(policy_learner=(3600.0, True), evaluator_0=(None, False))
+    sup.checked_ns -= 3600 * 10**9
+    sup._check_stalls()
+    assert sup.stalled is None and not signals
+    sup.counted_from_ns -= 6 * 10**9  # six seconds on, still silent: now it counts
+    sup.checked_ns -= 6 * 10**9
+    sup._check_stalls()
+    assert sup.stalled[0] == "policy-learner"
 
 
 def test_no_stall_check_while_stopping():
