@@ -143,7 +143,7 @@ SCHEMA: dict = {
             "lambda_return": NUMBER_OR_FALSE,
             "steve_reweight": BOOL,
             "covariances": BOOL,
-            # Roll out the simulator itself (envs/mujoco_oracle.py) instead of a learned model.
+            # Roll out the simulator itself (learning/oracle.py) instead of a learned model.
             "oracle": BOOL,
         },
     },

@@ -8,7 +8,7 @@ nothing of ours from disk and writes nothing (the simulators read their bundled 
   gymnasium id with Box observation and action spaces works: the MuJoCo tasks (Hopper-v5,
   Walker2d-v5, HalfCheetah-v5, Swimmer-v5, Humanoid-v5, InvertedPendulum-v5),
   BipedalWalkerHardcore-v3 (Box2D), and the Roboschool humanoids through pybullet's port,
-  "HumanoidBulletEnv-v0" and "HumanoidFlagrunBulletEnv-v0" (see roboschool_compat.py for why
+  "HumanoidBulletEnv-v0" and "HumanoidFlagrunBulletEnv-v0" (see envs/roboschool.py for why
   that port; these two are registered with gymnasium here, the first time one is asked for).
 - `Env.step(action)` takes the policy's action in [-1, 1]: clipped to [-1, 1], then scaled
   linearly to the action space's [low, high]. It returns (next_obs, reward, terminal,
@@ -54,8 +54,7 @@ class EnvError(UserError, ValueError):
 
 
 def _is_pybullet_id(name: str) -> bool:
-    import roboschool_compat
-
+    from envs import roboschool as roboschool_compat
     return name in roboschool_compat.TASKS
 
 
@@ -117,8 +116,7 @@ def _gym_make(name: str, render_mode: str | None) -> gymnasium.Env:
             f"to {_ROBOSCHOOL_IDS[name]!r}, pybullet's port of the same task."
         )
     if _is_pybullet_id(name):
-        import roboschool_compat
-
+        from envs import roboschool as roboschool_compat
         roboschool_compat.register()
     kwargs: dict[str, Any] = {}
     if render_mode is not None:

@@ -24,7 +24,7 @@ The loop (docs/algorithm.md section 5):
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
    still owed for the frames collected, then a final checkpoint.
 
-Subclasses add only what is theirs: `role` (their row of the role table in roles.py, which
+Subclasses add only what is theirs: `role` (their row of the role table in process/roles.py, which
 names their config block, log, checkpoint key and TensorBoard folder), `build()` (the objects to
 checkpoint), `update(batch)` and `update_many(batches)`, `before_learning()` and `on_epoch()`.
 """
@@ -37,17 +37,17 @@ from collections import defaultdict
 
 import numpy as np
 
-import runtime
 import util
+from process import runtime
+from process.roles import ProcessSpec, Role, frame_ratio, role
+from process.rundir import PHASE_UPDATING, PHASE_WAITING_FOR_FRAMES, Progress
 from replay import ReplayBuffer
-from roles import ProcessSpec, Role, frame_ratio, role
-from rundir import PHASE_UPDATING, PHASE_WAITING_FOR_FRAMES, Progress
 
 WAIT_SECONDS = 0.002  # how long a learner waits for new frames before looking again
 
 
 class Learner:
-    role = "?"  # a learner role of roles.py: POLICY or WORLDMODEL
+    role = "?"  # a learner role of process/roles.py: POLICY or WORLDMODEL
 
     def __init__(self, spec: ProcessSpec, stop, finish):
         self.spec = spec
@@ -128,8 +128,7 @@ class Learner:
     def restore(self, objects: dict) -> None:
         """Resume from this role's newest checkpoint that can be read (checkpoint.load_newest:
         a damaged newer one is passed over, and the log line says which)."""
-        import checkpoint
-
+        from process import checkpoint
         loaded = checkpoint.load_newest(
             str(self.run.checkpoint_dir(self.role)),
             lambda path: checkpoint.restore_checkpoint(path, objects, strict=True))
@@ -147,15 +146,13 @@ class Learner:
             self.log_line(f"resumed from {loaded.path}")
 
     def save(self, objects: dict) -> None:
-        import checkpoint
-
+        from process import checkpoint
         checkpoint.save_checkpoint(self.run.checkpoint_dir(self.role), objects, self.counters())
 
     def backup(self) -> None:
         """A numbered backup of the newest checkpoint, named by the updates it holds (the last
         epoch's, not self.updates); one already there is kept (checkpoint.backup_checkpoint)."""
-        import checkpoint
-
+        from process import checkpoint
         made = checkpoint.backup_checkpoint(self.run.checkpoint_dir(self.role),
                                             self.run.backup_dir(self.role))
         if made.note:

@@ -10,7 +10,8 @@ live run is refused naming the holder). Under the lock it checks the run itself
 touching nothing; a config that differs from `log/hps.json` is listed key by key, and one that
 changes a variable's shape is refused before any process starts. Only then it writes
 `log/hps.json`, creates the shared replay buffer and `state/progress.bin`, and starts with the
-`spawn` method (runtime.child_main) the processes of the role table (roles.py), in its order:
+`spawn` method (runtime.child_main) the processes of the role table (process/roles.py), in its
+order:
 - the policy learner, seeing only GPU `GPU`;
 - the world-model learner (model-based configs), seeing only GPU `GPU+1`;
 - `agent_config.count` interactors and `evaluator_config.count` evaluators, seeing no GPU.
@@ -54,14 +55,16 @@ import signal
 import sys
 import time
 
-import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
-import preflight
-import runtime
 import util
 from errors import UserError
-from preflight import Plan
-from roles import (
+from process import (
+    checkpoint,  # its pointer readers import no TensorFlow
+    preflight,
+    runtime,
+)
+from process.preflight import Plan
+from process.roles import (
     DEFAULT_IMPL,
     LEARNERS,
     POLICY,
@@ -72,7 +75,7 @@ from roles import (
     frame_ratio,
     learners_behind,
 )
-from rundir import (
+from process.rundir import (
     LOCK_ENV,
     PHASE_STARTING,
     PHASE_UPDATING,

@@ -28,7 +28,7 @@ is in minutes when every run is shorter than an hour. A greedy.csv may hold head
     python plot.py RUN_DIR [RUN_DIR ...] --reference cpu_win --out compare.png
 
 draws, against frames, a committed benchmark's band for each run's environment and algorithm
-beneath the runs (reference.py): the preset's mean over its seeds (dashed) and its min-max
+beneath the runs (reports/reference.py): the preset's mean over its seeds (dashed) and its min-max
 across seeds (grey), at the report's frame counts, each seed's score there being the report's
 windowed score (the mean of its episodes in the last 10% of frames before the count). The
 runs' own curves are drawn as above, with dots at the same frame counts scored the same way.
@@ -51,8 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-import reference
 from errors import UserError
+from reports import reference
+from util import save_png
 
 X_CHOICES = ("frames", "hours", "both")
 LABEL_BY_CHOICES = ("algo", "experiment")
@@ -545,18 +546,6 @@ def _frames_tick(value: float, _position=None) -> str:
     if magnitude >= 1e3:
         return f"{value / 1e3:g}k"
     return f"{value:g}"
-
-
-def save_png(figure, path: Path, dpi: int = 120) -> Path:
-    """Write the PNG to a temporary name in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
 
 
 # ----------------------------------------------------------------------------- command line

@@ -13,7 +13,7 @@ Without `--address`, a local Ray instance sized to this machine is started on 12
 stopped at the end); with one, the sweep joins that cluster. Every node must see this project at
 the same path, with the same Python, and the output root on a shared file system.
 
-Inside a task, a small guard process (sweep_guard.py) sits between the Ray worker and
+Inside a task, a small guard process (cluster/guard.py) sits between the Ray worker and
 master.py: it takes the run's lock (the one master.py takes, `state/owner.lock` in the run
 folder, see rundir.RunLock, so a guard and a master started by hand never share a run), decides
 from the run folder how to start, runs master.py and sends it SIGTERM when asked to stop (its
@@ -24,7 +24,7 @@ dies (its node removed, the task killed), master.py gets SIGTERM through the ker
 parent-death signal and writes its final checkpoints; the run's lock stays held until the last
 process of the attempt has exited, so a retry never overlaps the attempt before it. The driver,
 the task and the guard exchange one value per attempt, a `sweep_guard.SweepJob`; the runs and
-their reservations are planned by sweep_plan.py.
+their reservations are planned by cluster/plan.py.
 
 How a run starts (decided after taking its lock, again on every retry):
 - `state/finished.json` records a budget >= --total-frames: done, nothing is started;
@@ -63,12 +63,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import checkpoint  # its pointer readers import no TensorFlow
 import util
-from errors import UserError
-from roles import LEARNERS, POLICY
-from rundir import Progress, RunDir, last_greedy_row
-from sweep_guard import (
+from cluster.guard import (
     DONE,
     NEW,
     PROJECT_DIR,
@@ -78,7 +74,7 @@ from sweep_guard import (
     run_state,
     sweep_files,
 )
-from sweep_plan import (
+from cluster.plan import (
     MEMORY_PER_PROCESS,
     RunRequest,
     RunResult,
@@ -87,6 +83,10 @@ from sweep_plan import (
     gpus_per_run,
     plan_runs,
 )
+from errors import UserError
+from process import checkpoint  # its pointer readers import no TensorFlow
+from process.roles import LEARNERS, POLICY
+from process.rundir import Progress, RunDir, last_greedy_row
 
 DEFAULT_TOTAL_FRAMES = 1_000_000  # a paper-length run (docs/platform.md: a GPU job)
 STATUS_SECONDS = 5.0
@@ -197,7 +197,8 @@ def _run_task(job: SweepJob, board) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_DIR), env.get("PYTHONPATH", "")])
     job = dataclasses.replace(job, parent=os.getpid())
     guard = subprocess.Popen(
-        [sys.executable, "-c", "import sys, sweep_guard; sys.exit(sweep_guard.main(sys.argv[1]))",
+        [sys.executable, "-c",
+         "import sys; from cluster import guard; sys.exit(guard.main(sys.argv[1]))",
          job.to_json()], cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, text=True)
     while True:
         try:

@@ -99,6 +99,20 @@ def mount_point(path: str | os.PathLike) -> Path:
     return path
 
 
+def save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a matplotlib figure as PNG to a temporary name in the same folder, then rename it
+    into place (a reader sees the old picture or the new one, never half of one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(temporary, format="png", dpi=dpi)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 def read_json(path: str | os.PathLike, default: object = None) -> object:
     """The JSON object at `path`, or `default` when the file does not exist."""
     try:

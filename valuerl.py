@@ -1,8 +1,9 @@
 """The policy learner's agent: policy, Q ensemble, target Q and the STEVE value targets (TF 2).
 
-Used by the policy learner (`train_step`, `copy_to_target`), and by the interactors and evaluators
-(`greedy_action`, `explore_action`), which restore only the policy from the learner's checkpoints
-(`policy_view`). Nothing here reads or writes files. Importing this module creates no variables.
+Used by the policy learner (`train_step`, `copy_to_target`). The interactors, evaluators and the
+visualizer act through process.actors.PolicyActor, which restores only the policy from the
+learner's checkpoints (`policy_view`) and acts in numpy: the one implementation of acting. Nothing
+here reads or writes files. Importing this module creates no variables.
 
 The value-target code follows docs/algorithm.md section 3 with its symbols. It is split into pure
 functions of tensors so that tests can feed them directly:
@@ -25,7 +26,7 @@ places: the target side (`_target_action`, `_target_value`) and what follows the
 The target grid is computed in float64 (cheap: at most a few hundred thousand numbers), so that
 STEVE's 1 / (sigma2 + 1e-8) and the covariance solve are not limited by float32 round-off.
 
-Config keys read: see valuerl_settings.py (`Settings`, read once per ValueRL).
+Config keys read: see learning/settings.py (`Settings`, read once per ValueRL).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 import nn
-from valuerl_settings import Settings, Td3
+from learning.settings import Settings, Td3
 
 
 class _Compiled:
@@ -251,12 +252,7 @@ class ValueRL(tf.Module):
         self.policy_optimizer = nn.Adam(self.policy.trainable_variables, st.learning_rate,
                                         name="policy_adam")
         self.generator = tf.random.Generator.from_seed(seed * 7919 + 4)
-        spec_obs = tf.TensorSpec([None, s], tf.float32)
         self._compiled = _Compiled()
-        self._compiled.greedy = tf.function(self._greedy, input_signature=[spec_obs])
-        self._compiled.explore = tf.function(
-            self._explore, input_signature=[spec_obs, tf.TensorSpec([], tf.float32)]
-        )
         self._compiled.train = {}
         # XLA cannot compile the oracle's simulator call (a tf.numpy_function).
         self._jit_compile = jit_compile and not st.oracle
@@ -277,38 +273,6 @@ class ValueRL(tf.Module):
     @property
     def _q_in_dims(self) -> int:
         return self.settings.obs_dims + self.settings.action_dims
-
-    # -- acting (docs/algorithm.md section 5) ------------------------------------------------------
-
-    def _greedy(self, obs):
-        return tf.tanh(self.policy(obs))  # [B, act]
-
-    def _explore(self, obs, explore_chance):
-        pre = self.policy(obs)  # [B, act]
-        if self.settings.explore_noise:  # Gaussian noise on every step, in action units (TD3's)
-            noise = self.settings.explore_noise * self.generator.normal(tf.shape(pre))  # [B, act]
-            return tf.clip_by_value(tf.tanh(pre) + noise, -1.0, 1.0)  # [B, act]
-        noisy = self.generator.uniform(tf.shape(pre)) < explore_chance  # [B, act]
-        noise = self.generator.normal(tf.shape(pre))  # [B, act]
-        pre = tf.where(noisy, pre + noise, pre)
-        return tf.clip_by_value(tf.tanh(pre), -1.0, 1.0)  # [B, act]
-
-    def greedy_action(self, obs: np.ndarray) -> np.ndarray:
-        """tanh(pi(obs)): obs [B, obs] -> actions [B, act] in [-1, 1]."""
-        if not hasattr(self._compiled, "greedy_concrete"):  # calling it skips tf.function dispatch
-            self._compiled.greedy_concrete = self._compiled.greedy.get_concrete_function()
-        return self._compiled.greedy_concrete(tf.constant(obs, tf.float32)).numpy()
-
-    def explore_action(self, obs: np.ndarray, explore_chance: float) -> np.ndarray:
-        """Each action dimension is tanh(pi + N(0, 1)) with probability `explore_chance`, else
-        tanh(pi): obs [B, obs] -> actions [B, act] in [-1, 1]. With `policy_config.explore_noise`
-        = sigma (then explore_chance is 0): clip(tanh(pi) + N(0, sigma^2), -1, 1) on every
-        dimension of every step."""
-        if not hasattr(self._compiled, "explore_concrete"):
-            self._compiled.explore_concrete = self._compiled.explore.get_concrete_function()
-        return self._compiled.explore_concrete(
-            tf.constant(obs, tf.float32), tf.constant(explore_chance, tf.float32)
-        ).numpy()
 
     def policy_view(self) -> tf.Module:
         """A module whose only checkpointed child is `policy`, under the same path as in a
@@ -341,7 +305,7 @@ class ValueRL(tf.Module):
         """Roll the model H steps from s1 (H = 0 without value expansion: DDPG).
 
         `worldmodel.imagine` makes each step: the learned WorldModel's, or with
-        `value_expansion.oracle` the simulator's (envs/mujoco_oracle.py), which starts from
+        `value_expansion.oracle` the simulator's (learning/oracle.py), which starts from
         s1's simulator state `s1_state` [B, state_dims] (float64) and has M = N = 1.
 
         Returns rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] (float64), and the

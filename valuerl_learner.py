@@ -7,7 +7,7 @@ target Q' (DDPG backbone; the TD3 backbone updates its targets by Polyak averagi
 and, for model-based configs, a reload of the newest world-model checkpoint
 (`checkpoints/worldmodel/`). A model-based policy learner starts only once the world model has
 finished its `pretrain_n` updates and written a checkpoint. With `value_expansion.oracle` there is
-no world-model learner: the model is the simulator (envs/mujoco_oracle.py), stepped from the
+no world-model learner: the model is the simulator (learning/oracle.py), stepped from the
 states the replay buffer stores, and learning starts at the policy's own warm-up.
 
 Interactors and evaluators act with agent.PolicyActor, restored from this learner's checkpoints.
@@ -16,10 +16,10 @@ Interactors and evaluators act with agent.PolicyActor, restored from this learne
 from __future__ import annotations
 
 import config as config_lib
-import runtime
 from learner import Learner
-from roles import POLICY, ROLE, WORLDMODEL
-from rundir import PHASE_WAITING_FOR_MODEL
+from process import runtime
+from process.roles import POLICY, ROLE, WORLDMODEL
+from process.rundir import PHASE_WAITING_FOR_MODEL
 
 
 class ValueRLLearner(Learner):
@@ -38,7 +38,7 @@ class ValueRLLearner(Learner):
 
             self.worldmodel = worldmodel.WorldModel(self.config, seed=self.spec.seed)
         elif config_lib.uses_oracle(self.config):
-            from envs import mujoco_oracle
+            from learning import oracle as mujoco_oracle
 
             self.oracle = mujoco_oracle.MujocoOracle(self.config["env"])
         return {self.row.checkpoint_key: self.valuerl}
@@ -47,8 +47,7 @@ class ValueRLLearner(Learner):
         """Load the newest world model that finished pretraining and can be read (a damaged
         newer checkpoint is passed over, said once in the log and not read again); True if one
         is loaded."""
-        import checkpoint
-
+        from process import checkpoint
         directory = str(self.run.checkpoint_dir(WORLDMODEL))
         pretrain = int(self.config["model_config"].get("pretrain_n") or 0)
 
@@ -95,7 +94,7 @@ class ValueRLLearner(Learner):
         return True
 
     def _check_replay_states(self) -> None:
-        from envs.mujoco_oracle import OracleError
+        from learning.oracle import OracleError
 
         have, want = self.replay.state_dims, self.oracle.state_dims
         if have != want:

@@ -22,15 +22,16 @@ Unless `--no-render`, the episodes are rendered without a screen into one mp4 (o
 step, the state after the step): MuJoCo through EGL, else OSMesa (each tried first in a short
 child process, since PyOpenGL fixes its platform at import), Box2D and the pybullet Roboschool
 substitutes through their own rgb_array rendering. Rendering happens in a second process (the
-"render process", render.py, started with spawn) that never imports TensorFlow: Mesa's software
-GL and TensorFlow in one process crash it. This process computes the actions and the weights;
-with `--no-render` it steps the env itself and loads no GL library at all. Which checkpoints a
-folder names is rundir.find_checkpoints's to decide; the GPU helpers are devices.py's.
+"render process", process/render.py, started with spawn) that never imports TensorFlow: Mesa's
+software GL and TensorFlow in one process crash it. This process computes the actions and the
+weights; with `--no-render` it steps the env itself and loads no GL library at all. Which
+checkpoints a folder names is rundir.find_checkpoints's to decide; the GPU helpers are
+process/devices.py's.
 
 TensorFlow is imported quietly (runtime.import_tensorflow; `--verbose` keeps its start-up lines),
 and only after the folders were checked, so a wrong folder is reported at once.
 
-Reads: CONFIG or `<run>/log/hps.json`, and the checkpoint folders (checkpoint.py's layout).
+Reads: CONFIG or `<run>/log/hps.json`, and the checkpoint folders (process/checkpoint.py's layout).
 Writes: only the video (through the render process), by default
 `<run>/videos/<run name>.updates<U>.mp4` (written to a temporary name in the same folder, then
 renamed).
@@ -49,14 +50,16 @@ from pathlib import Path
 
 import numpy as np
 
-import checkpoint  # its layout functions import no TensorFlow
-import devices
-import render
-import roles
-from checkpoint import is_complete as _complete
 from errors import UserError
-from render import RenderedEnv, VisualizerError
-from rundir import Checkpoints, RunDir, find_checkpoints, find_run_folder
+from process import (
+    checkpoint,  # its layout functions import no TensorFlow
+    devices,
+    render,
+    roles,
+)
+from process.checkpoint import is_complete as _complete
+from process.render import RenderedEnv, VisualizerError
+from process.rundir import Checkpoints, RunDir, find_checkpoints, find_run_folder
 
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 40
@@ -355,7 +358,11 @@ def visualize(args: argparse.Namespace) -> int:
         if env is None:
             path = Path(args.video) if args.video else _default_video(ckpts, counters["policy"])
             env = RenderedEnv(env_config, args.seed, path.resolve(), args.fps, backend, user_gl)
-        episodes = run_episodes(env, agent.greedy_action, args.episodes, report=_print_episode)
+        from process.actors import PolicyActor
+
+        actor = PolicyActor(cfg, args.seed)  # how interactors and evaluators act, too
+        actor.restore(str(ckpts.policy))
+        episodes = run_episodes(env, actor.greedy_action, args.episodes, report=_print_episode)
         if isinstance(env, RenderedEnv):
             env.finish_video()
     finally:
@@ -370,8 +377,7 @@ def _load(cfg: dict, ckpts: Checkpoints, model_based: bool, seed: int, verbose: 
     """Import TensorFlow (quietly, unless `verbose`) and restore the policy and, for a
     model-based config, the world model: (agent, world model or None, {"policy": counters,
     "model": counters})."""
-    import runtime
-
+    from process import runtime
     runtime.import_tensorflow(verbose)
     import nn
     import valuerl as valuerl_lib

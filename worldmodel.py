@@ -3,7 +3,7 @@
 Trained by the world-model learner process (`train_step`, docs/algorithm.md section 2); read by the
 policy learner, which restores it from the world-model learner's checkpoints and rolls it forward to
 build value targets (`step`, `rewards`, docs/algorithm.md section 3). Nothing here reads or writes
-files: checkpointing is `checkpoint.py`'s job. Importing this module creates no variables.
+files: checkpointing is `process/checkpoint.py`'s job. Importing this module creates no variables.
 
 Config keys read: `env.obs_dims`, `env.action_dims`, and under `model_config`:
 `transition_hidden_dim`, `transition_layers`, `aux_hidden_dim`, `aux_layers`, `ensemble_init`,
@@ -190,7 +190,7 @@ class WorldModel(tf.Module):
         """One imagined step of ValueRL.rollout: `step`, then `rewards` of the drawn reward
         members. x [M, B, obs], a [M, B, act], members {"transition": [M], "reward": [N]} ->
         x_next [M, B, obs], done_prob [M, B], rew [M, N, B], and `carry` unchanged (the learned
-        model's state is x itself; envs/mujoco_oracle.py's oracle carries the simulator's)."""
+        model's state is x itself; learning/oracle.py's oracle carries the simulator's)."""
         x_next, done_next = self.step(x, a, members["transition"])  # [M, B, obs], [M, B]
         r_hat = self.rewards(x_next, x, a, members["reward"])  # [N, M, B]
         return x_next, done_next, tf.transpose(r_hat, [1, 0, 2]), carry

@@ -10,7 +10,7 @@ the policy learner loads at every epoch.
 from __future__ import annotations
 
 from learner import Learner
-from roles import WORLDMODEL
+from process.roles import WORLDMODEL
 
 
 class WorldModelLearner(Learner):

@@ -51,10 +51,10 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-import checkpoint  # noqa: E402
 import config as config_lib  # noqa: E402
-from roles import LEARNERS  # noqa: E402
-from rundir import Progress, RunDir  # noqa: E402
+from process import checkpoint  # noqa: E402
+from process.roles import LEARNERS  # noqa: E402
+from process.rundir import Progress, RunDir  # noqa: E402
 from util import process_alive, process_cmdline, process_descendants  # noqa: E402
 
 BUDGET = 10**9  # frames: the loop never reaches it

@@ -223,7 +223,17 @@ def main() -> None:
                       f"{single / chunked:.2f}; ratio {ratio:.2f} at {per_call} per call")
         del wm, agent
 
-    acting = valuerl.ValueRL(make_config(11, 3, paper_policy, paper_model), seed=0)
+    import tempfile
+
+    from process import checkpoint
+    from process.actors import PolicyActor
+
+    acting_config = make_config(11, 3, paper_policy, paper_model)
+    acting = PolicyActor(acting_config, seed=0)  # how interactors and evaluators act
+    with tempfile.TemporaryDirectory() as folder:
+        saved = checkpoint.save_checkpoint(folder, {"valuerl": acting.valuerl},
+                                           {"epoch": 0, "updates": 0, "frames": 0, "hours": 0.0})
+        acting.restore(saved)
     for B in (1, 8):
         obs = rng.normal(size=(B, 11)).astype(np.float32)
         greedy = timed(lambda: acting.greedy_action(obs), 0.5, 200)  # noqa: B023

@@ -10,7 +10,7 @@ greedy policy's discounted return from s1's exact state in the simulator, `true_
 - the candidates mu[0, j], j = 0..max(H), of docs/algorithm.md section 3, computed once with the
   run's policy, target policy and target Q restored at rollout length max(H), twice: imagined by
   the learned model (M transition and N reward members) and by the simulator
-  (envs/mujoco_oracle.py, the same M x N layout, every member the simulator). Both draw the same
+  (learning/oracle.py, the same M x N layout, every member the simulator). Both draw the same
   Q members, transition members and TD3 smoothing noise (the generator restored from the same
   checkpoint, the draws made in the same order and shapes), so they differ by the model only;
 - per candidate j: the learned one's error (mu_learned - y*), its model part
@@ -37,9 +37,8 @@ HORIZONS = (0, 1, 3, 5, 10, 30)
 def agent_at(config: dict, horizon: int, oracle: bool, policy_path: str, seed: int):
     """The run's ValueRL restored from `policy_path`, rolling out `horizon` steps with the learned
     model or (oracle) the simulator; the model's member counts (M, N) are kept either way."""
-    import checkpoint
-    import roles
     import valuerl
+    from process import checkpoint, roles
 
     cfg = copy.deepcopy(config)
     pc = cfg["policy_config"]
@@ -94,7 +93,7 @@ def _members(config: dict, seed: int) -> dict:
     import tensorflow as tf
 
     import nn
-    from valuerl_settings import Settings
+    from learning.settings import Settings
 
     st = Settings.from_config(config)
     gen = tf.random.Generator.from_seed(seed)

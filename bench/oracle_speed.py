@@ -8,7 +8,7 @@ For each task, in one process on one thread, with a batch of real transitions an
 simulator states (random actions from reset), it times:
 - `rollout`: the H = 3 imagined rollout and target grid of one update (ValueRL.value_targets),
   under the learned world model (XLA-compiled, as the learner runs it) and under the simulator
-  (envs/mujoco_oracle.py; a tf.numpy_function, so the update is not XLA-compiled);
+  (learning/oracle.py; a tf.numpy_function, so the update is not XLA-compiled);
 - `simulator step`: MujocoOracle.step alone on B states (the C-level batched rollout plus the
   task's observation, reward and termination);
 - `policy update`: ValueRL.train_step, learned model and oracle;
@@ -74,7 +74,7 @@ def measure(task: str, batch_size: int, rounds: int, calls: int) -> dict[str, fl
     import config as config_lib
     import valuerl
     import worldmodel
-    from envs import mujoco_oracle
+    from learning import oracle as mujoco_oracle
 
     bench = ROOT / "config/experiments/benchmark"
     learned_cfg = config_lib.load_config(bench / f"cpu_win/{SLUG[task]}/steve_td3.json")

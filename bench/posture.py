@@ -108,9 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import checkpoint
     import envwrap
     from bench import target_quality
+    from process import checkpoint
 
     for run in args.runs:
         try:

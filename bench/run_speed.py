@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from process.rundir import RunDir  # noqa: E402
 from replay import ReplayBuffer  # noqa: E402
-from rundir import RunDir  # noqa: E402
 
 DEFAULT_CONFIGS = [
     "config/experiments/benchmark/cpu/hopper/ddpg.json",

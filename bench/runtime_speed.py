@@ -66,13 +66,13 @@ def env_config(env_id: str) -> dict:
 
 
 def interactor_fps(env_id: str, seconds: float, workdir: Path) -> float:
-    import checkpoint
     import config as config_lib
     import valuerl
-    from agent import run_interactor
+    from process import checkpoint
+    from process.actors import run_interactor
+    from process.roles import INTERACTOR, POLICY, ROLE, ProcessSpec
+    from process.rundir import Progress, RunDir
     from replay import ReplayBuffer
-    from roles import INTERACTOR, POLICY, ROLE, ProcessSpec
-    from rundir import Progress, RunDir
 
     config = config_lib.load_config(ROOT / "config/algos/ddpg.json", complete=False)
     config["env"] = env_config(env_id)

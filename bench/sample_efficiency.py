@@ -63,13 +63,12 @@ if __name__ == "__main__":  # run as a script: the project's modules live one fo
 
 import numpy as np  # noqa: E402
 
-import aggregate  # noqa: E402
 import config as config_lib  # noqa: E402
 import plot  # noqa: E402
-import reference  # noqa: E402
 import sweep  # noqa: E402
 import util  # noqa: E402
 from errors import UserError  # noqa: E402
+from reports import aggregate, reference  # noqa: E402
 
 WINDOW = reference.WINDOW  # a score at F averages the episodes in the last 10% of frames before F
 CURVE_POINTS = 20  # frame counts averaged by the mean score over the budget
@@ -119,13 +118,13 @@ class Benchmark:
     # a markdown file written by hand (what the runs are for, how the configs were chosen,
     # which goals were met), put into the report after its first paragraph; None: none
     notes: str | None = None
-    # the committed copies of the report's runs (reference.py's layout): written with every
+    # the committed copies of the report's runs (reports/reference.py's layout): written with every
     # report, and read for a run whose folder is not under output_root; None: not kept
     reference_runs: str | None = None
     # committed summaries (.json) whose environments join this report's summary unchanged, for
     # the aggregate across tasks (their runs were reported there)
     carried: tuple[str, ...] = ()
-    # the evidence across tasks (aggregate.py); None: none
+    # the evidence across tasks (reports/aggregate.py); None: none
     aggregate: aggregate.AggregateSpec | None = None
     # a markdown file (README.md) showing the summary's headline_table between the lines
     # `<!-- NAME table ...` and `<!-- end of NAME table -->`: rewritten with every report;
@@ -697,7 +696,7 @@ def headline_table(summary: dict) -> list[str]:
 
 
 def _aggregate_section(summary: dict, profile: Sequence[str | os.PathLike]) -> list[str]:
-    """Probability of improvement, IQM and the performance profile (aggregate.py)."""
+    """Probability of improvement, IQM and the performance profile (reports/aggregate.py)."""
     block = summary.get("aggregate")
     if not block:
         return []

@@ -13,7 +13,7 @@ learner draws them, it computes, with the run's own policy pi, target Q' and wor
 - the truth: y* = reward_scale r0 + gamma (1 - d1) V(s1), V(s1) the discounted return of the
   greedy policy from s1 in the real simulator, followed for `--horizon` steps (the env's time limit
   ignored, as the targets ignore it; gamma^horizon bounds what is cut off), every state stepped
-  together by envs/mujoco_oracle.py (so only its tasks are supported: Hopper-v5, Walker2d-v5,
+  together by learning/oracle.py (so only its tasks are supported: Hopper-v5, Walker2d-v5,
   HalfCheetah-v5, Swimmer-v5, InvertedPendulum-v5). The simulator starts from s1's exact state
   where the replay buffer stores it (runs made since the states were recorded). For older runs it
   is rebuilt from the observation (the dropped x position set to its initial value), and states
@@ -157,11 +157,9 @@ def load_run(path: str | Path) -> LoadedRun:
     """Restore a run's agent from a run folder (its newest checkpoints) or from one checkpoint
     folder inside it (such as checkpoints/backups/policy/<updates>, with the world model saved
     nearest it in frames)."""
-    import agent as acting
-    import checkpoint
-    import roles
-    import rundir
     import valuerl as valuerl_lib
+    from process import actors as acting
+    from process import checkpoint, roles, rundir
 
     given = Path(path)
     run = rundir.find_run_folder(given.resolve())
@@ -328,7 +326,7 @@ def diagnose(path: str | Path, states: int = 256, horizon: int = 500, seed: int 
     """The whole diagnostic for one run folder or checkpoint folder (see load_run), as a dict
     (see the module doc); with `horizons`, also the learned-versus-oracle tables of those H."""
     from bench import oracle_candidates
-    from envs import mujoco_oracle
+    from learning import oracle as mujoco_oracle
 
     loaded = load_run(path)
     run_dir, config, agent, model = loaded.run, loaded.config, loaded.agent, loaded.model
@@ -510,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import tensorflow as tf
 
-    import checkpoint
     import replay
+    from process import checkpoint
 
     tf.random.set_seed(args.seed)
     reports = []

@@ -40,8 +40,7 @@ class TensorBoardError(Exception):
 
 def read_scalars(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tag: (steps [n], values [n])} of every scalar summary in one TensorBoard run folder."""
-    import runtime
-
+    from process import runtime
     runtime.import_tensorflow()  # the event reader loads TensorFlow: without its start-up lines
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
@@ -108,9 +107,9 @@ def draw(run: Path, out: Path, weight: float) -> Path:
         if not series:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     figure.suptitle(f"TensorBoard scalars of {run.name} (smoothing {weight:g})")
-    import plot
+    import util
 
-    return plot.save_png(figure, out, dpi=72)
+    return util.save_png(figure, out, dpi=72)
 
 
 def _tag_order(tag: str) -> tuple[str, int]:

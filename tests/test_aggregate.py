@@ -1,4 +1,5 @@
-"""aggregate.py: probability of improvement, IQM and their bootstrap intervals (through rliable)
+"""reports/aggregate.py: probability of improvement, IQM and their bootstrap intervals (through
+rliable)
 on hand-checked cases, the block's shape, and the errors a user can meet."""
 
 import json
@@ -6,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import aggregate
+from reports import aggregate
 
 
 def environments(values: dict[str, dict[str, list[float | None]]]) -> dict:

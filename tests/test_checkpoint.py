@@ -1,4 +1,4 @@
-"""Tests of checkpoint.py: exact round trips (variables, optimizer slots, generator state,
+"""Tests of process/checkpoint.py: exact round trips (variables, optimizer slots, generator state,
 counters), strict refusal of missing/extra/mis-shaped variables with nothing changed, partial
 policy loads, the on-disk layout (pointer, keep 3, incomplete folders ignored) and backups.
 Writes only under tmp_path."""
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import checkpoint
 import valuerl
 import worldmodel
-from checkpoint import CheckpointError
+from process import checkpoint
+from process.checkpoint import CheckpointError
 
 OBS, ACT = 3, 2
 CONFIG = {
@@ -55,7 +55,7 @@ def trained(make_batch):
 def test_layout_functions_import_no_tensorflow(tmp_path):
     """is_complete and latest_checkpoint read files only, so the visualizer can find a checkpoint
     (and report a wrong folder) before it loads TensorFlow quietly."""
-    code = ("import sys, checkpoint; "
+    code = ("import sys; from process import checkpoint; "
             "assert checkpoint.latest_checkpoint(sys.argv[1]) is None; "
             "assert checkpoint.latest_counters(sys.argv[1]) is None; "
             "assert 'tensorflow' not in sys.modules, 'checkpoint imported tensorflow'")
@@ -144,7 +144,7 @@ def test_partial_loads_for_actors(tmp_path, trained, make_batch):
     assert all(np.array_equal(q_before[k], v) for k, v in snapshot(actor.q).items())
     np.testing.assert_array_equal(actor.generator.state.numpy(), gen_before)
     obs = make_batch(OBS, ACT, seed=1).obs
-    np.testing.assert_array_equal(actor.greedy_action(obs), agent.greedy_action(obs))
+    np.testing.assert_array_equal(actor.policy(obs).numpy(), agent.policy(obs).numpy())
     # a checkpoint of something else entirely is refused
     with pytest.raises(CheckpointError, match="holds none of the variables"):
         checkpoint.restore_checkpoint(path, {"other": actor.policy_view()}, strict=False)
@@ -212,8 +212,8 @@ def stub_learner(tmp_path, epoch_every_n=25, backup_every_n=10, config=None, cls
     import time
 
     from pipeline_stubs import StubLearner
-    from roles import ProcessSpec
-    from rundir import Progress, RunDir
+    from process.roles import ProcessSpec
+    from process.rundir import Progress, RunDir
 
     run = RunDir(root=str(tmp_path / "run"), name="run")
     run.log.mkdir(parents=True, exist_ok=True)

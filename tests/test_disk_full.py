@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 
 import master
-import runtime
 import util
 from master_runs import FBL, IMPL, RATIO, counters, counting_config
 from pipeline_stubs import FULL_DISK_AT
+from process import runtime
+from process.rundir import RunDir, append_greedy_row
 from replay import ReplayBuffer, ReplayError
-from rundir import RunDir, append_greedy_row
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -5,15 +5,15 @@ Reads README.md and every .md file under docs/ (tests/doc_walk.py's walkers) and
 Python files with `ast`: nothing is imported, so no TensorFlow; fast.
 
 The project's modules: every top-level *.py file (`valuerl`), the packages at the top level and
-their modules (`envs`, `envs.mujoco_oracle`), bench/*.py and scripts/*.py as `bench.x` and
+their modules (`learning`, `learning.oracle`), bench/*.py and scripts/*.py as `bench.x` and
 `scripts.x`, and the shared test modules tests/*.py other than test_*.py and conftest.py
 (`pipeline_stubs`: configs may name them, pyproject.toml puts tests/ on the path). A project
-class is a class statement at any depth of any of the project's Python files (top level, bench/,
-envs/, scripts/, tests/).
+class is a class statement at any depth of any of the project's Python files (top level, the
+packages, bench/, scripts/, tests/).
 
 What a module defines: its top-level `def`, `class` and assignment targets (with those inside
 top-level `if`/`try`/`with` blocks). What it imports does not count: a doc names the module
-that defines a thing (`valuerl_settings.Td3`, not `valuerl.Td3`). What a class defines: its
+that defines a thing (`learning.settings.Td3`, not `valuerl.Td3`). What a class defines: its
 methods, nested classes, class-level assignments and annotations (NamedTuple and dataclass
 fields), every `self.x` its methods assign, and all of these of its bases that are project
 classes (bases from outside the project, such as `tf.Module`, are not followed).
@@ -72,7 +72,8 @@ from doc_walk import code_spans, fenced_blocks, links, markdown_files, without_f
 ROOT = Path(__file__).resolve().parent.parent
 
 # The folders whose paths a doc names from the project root (rule 5).
-PROJECT_FOLDERS = ("bench", "config", "docs", "envs", "scripts", "tests")
+PROJECT_FOLDERS = ("bench", "cluster", "config", "docs", "envs", "learning", "process",
+                   "reports", "scripts", "tests")
 # The last dotted part of a file name, never of a code name (rule 1).
 FILE_SUFFIXES = {"py", "json", "md", "log", "csv", "png", "pdf", "txt", "out", "err", "lock",
                  "toml", "sh", "xml", "mp4", "yaml", "yml", "cfg", "ini", "npz", "npy", "h5"}
@@ -198,7 +199,8 @@ class Project:
             if not py.name.startswith("test_") and py.name != "conftest.py":
                 p.modules.setdefault(py.stem, py)
         files = sorted(root.glob("*.py"))
-        for folder in ("bench", "envs", "scripts", "tests"):
+        packages = [init.parent.name for init in sorted(root.glob("*/__init__.py"))]
+        for folder in ("bench", "scripts", "tests", *packages):
             files += sorted((root / folder).rglob("*.py"))
         for py in files:
             tree = ast.parse(py.read_text(encoding="utf-8"), filename=str(py))
@@ -508,9 +510,9 @@ def test_the_checks_find_what_is_broken(tmp_path):
     ]:
         assert check_span(p, name)[1] == why, name
     for name in ["valuerl.ValueRL", "valuerl.ValueRL.rollout", "ValueRL.rollout",
-                 "ValueRL.__init__", "valuerl_settings.Td3.tau", "Td3.policy_delay",
-                 "ValueRL.settings", "nn.EnsembleFeedForward(...)", "envs.mujoco_oracle",
-                 "envs.mujoco_oracle.MujocoOracle", "bench.sample_efficiency.PRESETS",
+                 "ValueRL.__init__", "learning.settings.Td3.tau", "Td3.policy_delay",
+                 "ValueRL.settings", "nn.EnsembleFeedForward(...)", "learning.oracle",
+                 "learning.oracle.MujocoOracle", "bench.sample_efficiency.PRESETS",
                  "valuerl_learner:ValueRLLearner", "pipeline_stubs:StubLearner",
                  "tests/test_links.py::test_every_markdown_link_exists", "_normalise_rows",
                  "test_pure_targets_match_numpy", "ValueRLLearner.save"]:  # Learner's

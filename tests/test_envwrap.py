@@ -1,4 +1,4 @@
-"""Tests for envwrap.py and roboschool_compat.py: sizes, action scaling, episode ends, errors.
+"""Tests for envwrap.py and envs/roboschool.py: sizes, action scaling, episode ends, errors.
 
 Runs in the pytest process (plus one short subprocess); writes nothing to disk.
 """

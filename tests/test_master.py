@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import devices
 import master
-import preflight
 from master_runs import counters, counting_config, run_master
+from process import devices, preflight
 from util import process_alive, process_cmdline, process_descendants
 
 TESTS = Path(__file__).resolve().parent
@@ -358,8 +357,7 @@ def _flag_child(flag, ready):
 def test_stop_flag_is_shared_and_safe_to_set_from_a_signal_handler():
     import multiprocessing as mp
 
-    import runtime
-
+    from process import runtime
     ctx = mp.get_context("spawn")
     flag, ready = runtime.Flag(ctx), [runtime.Flag(ctx) for _ in range(2)]
     assert not flag.is_set() and flag.wait(0.01) is False

@@ -1,4 +1,4 @@
-"""The simulator as world model (envs/mujoco_oracle.py) and the simulator states it needs.
+"""The simulator as world model (learning/oracle.py) and the simulator states it needs.
 
 - every supported task: the oracle's step from a stored state equals the env's own step (next
   observation, reward, termination), and its next state is the state the env reached;
@@ -21,7 +21,7 @@ import pytest
 import config as config_lib
 import envwrap
 import replay
-from envs import mujoco_oracle
+from learning import oracle as mujoco_oracle
 from master_runs import ROOT, TESTS, counters, run_master
 
 STEPS = 600  # random-action steps per task: several episodes (and terminations) each

@@ -44,7 +44,7 @@ NEW_KEYS = {
     "policy_config.td3.target_noise_clip": ABSENT,
     "policy_config.td3.policy_delay": ABSENT,
     "policy_config.td3.tau": ABSENT,
-    # The learned world model, as 2018 (not the simulator as an oracle, envs/mujoco_oracle.py).
+    # The learned world model, as 2018 (not the simulator as an oracle, learning/oracle.py).
     "policy_config.value_expansion.oracle": ABSENT,
 }
 

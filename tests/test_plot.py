@@ -180,7 +180,7 @@ def test_load_greedy_never_reads_an_unterminated_last_line(tmp_path):
 
 def test_append_greedy_row_ends_every_row_with_a_newline(tmp_path):
     """What load_greedy relies on: the writer's rows end with their newline."""
-    from rundir import append_greedy_row
+    from process.rundir import append_greedy_row
 
     csv = tmp_path / "greedy.csv"
     append_greedy_row(csv, 0.25, 3, 1500, -12.5)

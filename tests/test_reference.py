@@ -1,4 +1,5 @@
-"""The committed reference results (reference.py): bands from a summary, matching a run to the
+"""The committed reference results (reports/reference.py): bands from a summary, matching a run
+to the
 reference's algorithm by its config, copying runs into the committed layout, and
 `plot.py --reference` with its one-sentence errors."""
 
@@ -10,7 +11,7 @@ import pytest
 
 import config as config_lib
 import plot
-import reference
+from reports import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "config/experiments/quickstart/steve_td3_pendulum.json"

@@ -1,4 +1,5 @@
-"""The role table and the frame-ratio rule of roles.py, which the learners and interactors share."""
+"""The role table and the frame-ratio rule of process/roles.py, which the learners and
+interactors share."""
 
 import ast
 import subprocess
@@ -8,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import roles
-from roles import Ratio, frame_ratio, learners_behind
-from rundir import (
+from process import roles
+from process.roles import Ratio, frame_ratio, learners_behind
+from process.rundir import (
     PHASE_STARTING,
     PHASE_UPDATING,
     PHASE_WAITING_FOR_FRAMES,
@@ -98,8 +99,8 @@ def test_a_learner_waiting_for_another_holds_no_one():
 # ------------------------------------------------------------------ the rule, live
 #
 # The interactors and learners of a run as a small state machine over the real functions of
-# roles.py (learners_behind, frame_ratio, learners), one move = one step of one process as the
-# code takes it:
+# process/roles.py (learners_behind, frame_ratio, learners), one move = one step of one process
+# as the code takes it:
 # - an interactor (agent.run_interactor) first checks learners_behind, which, passed, puts one
 #   step in flight, and later appends it (batch_size frames); the two are separate moves, so
 #   every interactor's step may be in flight at once (the slack);
@@ -277,19 +278,20 @@ def test_counts_follow_the_config():
 
 
 def test_roles_imports_no_module_of_the_project():
-    tree = ast.parse((ROOT / "roles.py").read_text())
-    project = {p.stem for p in ROOT.glob("*.py")}
+    tree = ast.parse((ROOT / "process/roles.py").read_text())
+    project = {p.stem for p in ROOT.glob("*.py")} | {
+        p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-    assert not imported & (project - {"roles"})
+    assert not imported & project
 
 
 def test_acting_processes_do_not_import_the_learner_loop():
-    code = ("import sys, agent; "
+    code = ("import sys; from process import actors; "
             "print(sorted(m for m in ('learner', 'valuerl_learner', 'worldmodel_learner') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import master
-import preflight
 from master_runs import IMPL, counting_config, run_master
-from rundir import (
+from process import preflight
+from process.rundir import (
     PHASE_STARTING,
     PHASE_UPDATING,
     PHASE_WAITING_FOR_MODEL,
@@ -134,8 +134,7 @@ def test_lock_of_a_refused_start_leaves_nothing_and_overwrite_keeps_the_lock(tmp
 @pytest.mark.slow
 def test_sweep_guard_waits_for_the_same_lock(tmp_path):
     import sweep
-    import sweep_guard
-
+    from cluster import guard as sweep_guard
     run = RunDir(root=str(tmp_path / "InvertedPendulum-v5/tiny_ddpg.seed0"),
                  name="tiny_ddpg.seed0")
     holder = RunLock(run)
@@ -144,8 +143,8 @@ def test_sweep_guard_waits_for_the_same_lock(tmp_path):
     job = {"key": "k", "attempt": 1, "config": str(TINY_DDPG), "seed": 0, "total_frames": 200,
            "output_root": str(tmp_path), "run": {"root": run.root, "name": run.name},
            "gpus": 0, "cpus": 1, "lock_wait": 1.0, "parent": 0}
-    out = subprocess.run([sys.executable, "-c", "import sys, sweep_guard; "
-                          "sys.exit(sweep_guard.main(sys.argv[1]))", json.dumps(job)],
+    out = subprocess.run([sys.executable, "-c", "import sys; from cluster import guard; "
+                          "sys.exit(guard.main(sys.argv[1]))", json.dumps(job)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     holder.release()

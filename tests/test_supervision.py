@@ -5,7 +5,7 @@ import time
 import types
 
 import master
-from runtime import Flag, Heartbeats
+from process.runtime import Flag, Heartbeats
 
 
 def _supervisor(**exitcodes):
@@ -154,7 +154,7 @@ def test_children_are_killed_after_the_grace_period(monkeypatch):
 
 def _sweep(tmp_path, monkeypatch, retries=2, nodes=({"CPU": 8.0, "memory": 2**34},)):
     import sweep
-    from rundir import RunDir
+    from process.rundir import RunDir
 
     monkeypatch.setattr(sweep, "alive_nodes", lambda: [dict(n) for n in nodes])
     monkeypatch.setattr(sweep, "run_progress", lambda run: {"frames": 7})

@@ -10,14 +10,14 @@ import gymnasium
 import numpy as np
 import pytest
 
-import checkpoint
 import config as config_lib
 import replay
 import valuerl
 import worldmodel
 from bench import oracle_candidates
 from bench import target_quality as tq
-from envs import mujoco_oracle
+from learning import oracle as mujoco_oracle
+from process import checkpoint
 
 TINY_STEVE = "tests/configs/tiny_steve.json"
 TINY_DDPG = "tests/configs/tiny_ddpg.json"

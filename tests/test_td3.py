@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoint
 import config as config_lib
 import valuerl
 import worldmodel
-from agent import PolicyActor
 from master_runs import counters, run_master
 from np_reference import RTOL, np_mlp, np_reference, sigmoid, weights
+from process import checkpoint
+from process.actors import PolicyActor
 
 TESTS = Path(__file__).resolve().parent
 
@@ -263,7 +263,7 @@ def test_checkpoint_adds_the_target_policy_only_with_td3(tmp_path, make_batch):
 # ------------------------------------------------------------------------------ acting
 
 
-def test_gaussian_exploration_agrees_between_valuerl_and_the_numpy_actor(tmp_path):
+def test_gaussian_exploration_of_the_actor(tmp_path):
     config = copy.deepcopy(PLAIN_TD3)
     config["policy_config"]["explore_noise"] = 0.1
     agent = valuerl.ValueRL(config, seed=4)
@@ -273,16 +273,18 @@ def test_gaussian_exploration_agrees_between_valuerl_and_the_numpy_actor(tmp_pat
     actor.restore(path)
     obs = np.repeat(np.random.default_rng(0).normal(size=(4, OBS)).astype(np.float32) * 0.1,
                     2000, axis=0)
-    greedy = agent.greedy_action(obs)
+    greedy = np.tanh(agent.policy(obs).numpy())
     assert np.abs(greedy).max() < 0.7  # away from the bounds: the clip rarely acts
-    for acted in (agent.explore_action(obs, 0.0), actor.explore_action(obs, 0.0)):
-        noise = acted - greedy
-        assert acted.dtype == np.float32 and np.all(np.abs(acted) <= 1.0)
-        assert np.all(noise != 0.0)  # every dimension of every step
-        assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
+    acted = actor.explore_action(obs, 0.0)
+    noise = acted - greedy
+    assert acted.dtype == np.float32 and np.all(np.abs(acted) <= 1.0)
+    assert np.all(noise != 0.0)  # every dimension of every step
+    assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
     big = copy.deepcopy(config)
     big["policy_config"]["explore_noise"] = 5.0
-    clipped = valuerl.ValueRL(big, seed=4).explore_action(obs[:200], 0.0)
+    loud = PolicyActor(big, seed=1)
+    loud.restore(path)
+    clipped = loud.explore_action(obs[:200], 0.0)
     assert np.all(np.abs(clipped) <= 1.0) and np.mean(np.abs(clipped) == 1.0) > 0.5
 
 

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import master
-import preflight
+from process import preflight
 from replay import ReplayBuffer
 
 TESTS = Path(__file__).resolve().parent
@@ -175,7 +175,7 @@ def test_quiet_import_drops_start_up_lines_and_keeps_the_rest(tmp_path):
         "            b'I0000 00:00:1796047663.168072    3465 port.cc:153] oneDNN custom '\n"
         "            b'operations are on.\\n'\n"
         "            b'a real problem\\n')\n")
-    code = ("import os, runtime; runtime.import_tensorflow(); "
+    code = ("import os; from process import runtime; runtime.import_tensorflow(); "
             "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake.parent), str(ROOT)]))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -190,7 +190,7 @@ def test_quiet_import_drops_start_up_lines_and_keeps_the_rest(tmp_path):
 
 @pytest.mark.slow
 def test_real_tensorflow_starts_quietly():
-    code = ("import runtime; tf = runtime.import_tensorflow(); "
+    code = ("from process import runtime; tf = runtime.import_tensorflow(); "
             "tf.config.list_physical_devices(); print(float(tf.constant(2.0) + 1))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -19,8 +19,8 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-import render
 import visualizer
+from process import render
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import config as config_lib
 from errors import UserError
-from rundir import RunDir
+from process.rundir import RunDir
 
 MEMORY_PER_PROCESS = 800 * 2**20  # TensorFlow + an environment: about 0.7 GB per process
 

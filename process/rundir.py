@@ -8,7 +8,7 @@ Every process of a run opens the same folder (2018 layout, extended):
         log/<EXPERIMENT>.greedy.csv            evaluator rows: hours,epoch,frames,score
         log/<process>.err                      the traceback of a process that died, if any
         log/<process>.out                      what a child printed (TensorFlow start-up lines...)
-        checkpoints/policy/, checkpoints/worldmodel/     latest checkpoints (checkpoint.py)
+        checkpoints/policy/, checkpoints/worldmodel/     latest checkpoints (process/checkpoint.py)
         checkpoints/backups/<role>/<updates>/            numbered backups
         replay/                                the shared replay buffer (replay.py)
         tensorboard/<role>/                    TensorBoard summaries, x-axis = frames
@@ -24,7 +24,8 @@ are read and written by role (`updates(role)`, `set_counters`, `phase`, `set_pha
 
 `find_checkpoints` says which checkpoints a path names (a run folder, its checkpoints/ or
 backups/ folder, one backup or one ckpt-<n>), for the tools that load a trained agent
-(visualizer.py, bench/target_quality.py); it reads only checkpoint.py's layout, no TensorFlow.
+(visualizer.py, bench/target_quality.py); it reads only process/checkpoint.py's layout, no
+TensorFlow.
 
 `RunLock` makes one master the only owner of a run folder: an exclusive flock on
 `state/owner.lock`, taken before the master writes anything and held, through a shared file
@@ -49,11 +50,13 @@ from pathlib import Path
 import numpy as np
 import portalocker
 
-import checkpoint  # its layout functions import no TensorFlow
-import roles
 import util
-from checkpoint import CheckpointError
 from errors import UserError
+from process import (
+    checkpoint,  # its layout functions import no TensorFlow
+    roles,
+)
+from process.checkpoint import CheckpointError
 
 # state/progress.bin: an update count, an epoch and a phase per learner role (roles.LEARNERS).
 PROGRESS_FIELDS = ("policy_updates", "worldmodel_updates", "policy_epoch", "worldmodel_epoch",
@@ -444,7 +447,8 @@ def last_greedy_row(path: str | os.PathLike) -> tuple[float, int, int, float] | 
 #
 # Which checkpoints a path names, for the tools that load a trained agent (visualizer.py,
 # bench/target_quality.py): a run folder, its checkpoints/ or backups/ folder, one numbered
-# backup or one ckpt-<n> folder. Reads only the checkpoint layout (checkpoint.py: no TensorFlow).
+# backup or one ckpt-<n> folder. Reads only the checkpoint layout (process/checkpoint.py: no
+# TensorFlow).
 
 
 @dataclass(frozen=True)

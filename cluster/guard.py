@@ -1,6 +1,6 @@
 """The guard of one sweep attempt, and the `SweepJob` that tells it what to run.
 
-Runs in its own short Python process (`python -c "import sweep_guard; ..."`), started by the
+Runs in its own short Python process (`python -c "from cluster import guard; ..."`), started by the
 Ray task of sweep.py (`sweep._run_task`) on the node that holds the attempt's reservation; it
 sits between the Ray worker and master.py. It takes the run's lock (the one master.py takes,
 `state/owner.lock`, see rundir.RunLock), decides from the run folder how to start (`run_state`),
@@ -32,12 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-import checkpoint  # its pointer files import no TensorFlow
 import util
-from roles import LEARNERS
-from rundir import LOCK_ENV, RunDir, RunLock, RunLocked, describe_holder
+from process import checkpoint  # its pointer files import no TensorFlow
+from process.roles import LEARNERS
+from process.rundir import LOCK_ENV, RunDir, RunLock, RunLocked, describe_holder
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 MASTER = PROJECT_DIR / "master.py"
 STOP_POLL_SECONDS = 0.5  # how often a guard looks for its run's stop request
 SWEEP_DIR = ".sweep"

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -208,7 +207,7 @@ def draw_performance_profile(environments: dict, spec: AggregateSpec,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    import plot
+    import util
 
     scores = {a: normalised_scores(environments, a, spec.tasks, spec.normalisation)
               for a in spec.algorithms}
@@ -228,5 +227,5 @@ def draw_performance_profile(environments: dict, spec: AggregateSpec,
                  f"({', '.join(spec.tasks)})", fontsize="small")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return str(plot.save_png(figure, Path(path)))
+    return str(util.save_png(figure, path))
 

@@ -36,10 +36,10 @@ import time
 
 import numpy as np
 
-import runtime
+from process import runtime
+from process.roles import POLICY, ProcessSpec, learners_behind, role
+from process.rundir import Progress, append_greedy_row
 from replay import ReplayBuffer
-from roles import POLICY, ProcessSpec, learners_behind, role
-from rundir import Progress, append_greedy_row
 
 THROTTLE_SECONDS = 0.001  # how long an interactor waits for the learners before looking again
 SUMMARY_SECONDS = 10.0  # how often an interactor writes its TensorBoard summaries
@@ -52,12 +52,13 @@ def process_seed(spec: ProcessSpec) -> int:
 
 
 class PolicyActor:
-    """The acting view of a policy checkpoint, used by interactors and evaluators.
+    """The acting view of a policy checkpoint: the one implementation of acting, used by the
+    interactors, the evaluators and the visualizer.
 
     It restores only the policy (a partial restore) and then acts with a numpy copy of its
-    weights: the same math as ValueRL's greedy and exploring actions (docs/algorithm.md section
-    5), at a few microseconds per call instead of the ~1 ms a TensorFlow call costs at batch size
-    8, so acting costs little beyond the simulator.
+    weights (docs/algorithm.md section 5: greedy tanh(pi(s)); exploring with 2018's per-dimension
+    noise or TD3's Gaussian noise), at a few microseconds per call instead of the ~1 ms a
+    TensorFlow call costs at batch size 8, so acting costs little beyond the simulator.
     """
 
     def __init__(self, config: dict, seed: int):
@@ -69,8 +70,7 @@ class PolicyActor:
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
 
     def restore(self, path: str) -> dict:
-        import checkpoint
-
+        from process import checkpoint
         key = role(POLICY).checkpoint_key
         counters = checkpoint.restore_checkpoint(path, {key: self.valuerl.policy_view()},
                                                  strict=False)
@@ -118,8 +118,7 @@ class PolicyWatcher:
     """
 
     def __init__(self, spec: ProcessSpec, seed: int):
-        import checkpoint
-
+        from process import checkpoint
         self.spec = spec
         self.directory = spec.run.checkpoint_dir(POLICY)
         self.pointer = checkpoint.pointer_file(self.directory)
@@ -133,8 +132,7 @@ class PolicyWatcher:
 
     def poll(self) -> bool:
         """Load a newer checkpoint if the pointer changed; True once a policy is loaded."""
-        import checkpoint
-
+        from process import checkpoint
         try:
             st = os.stat(self.pointer)
         except FileNotFoundError:
@@ -163,8 +161,7 @@ class PolicyWatcher:
 
     def _pass_over(self, skipped: tuple[tuple[str, str], ...], doing: str) -> None:
         """Remember checkpoints that cannot be read, and say so once (one line)."""
-        import checkpoint
-
+        from process import checkpoint
         if skipped:
             self.unreadable.update(path for path, _ in skipped)
             print(f"{self.spec.name}: {doing}, not with the newer "

@@ -36,9 +36,9 @@ import numpy as np
 
 import util
 from errors import UserError
-from rundir import RunDir
+from process.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK_DOCS = ROOT / "docs" / "benchmark"
 PROVENANCE = "provenance.json"
 # keys of log/hps.json that belong to one run, not to its config (master.py adds name and seed)

@@ -1,6 +1,6 @@
 """How every child process of a run starts, and the flags the master shares with them.
 
-`master.py` builds one `ProcessSpec` per child (roles.py) and starts
+`master.py` builds one `ProcessSpec` per child (process/roles.py) and starts
 `child_main(spec, stop, finish, lock)` with the `spawn` method. `child_main` runs in the child
 before anything imports TensorFlow: it sets `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none),
 ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop`, imports
@@ -49,9 +49,9 @@ import time
 import traceback
 import warnings
 
-import roles
 import util
-from roles import ProcessSpec
+from process import roles
+from process.roles import ProcessSpec
 
 DISK_FULL_EXIT = 28  # a child's exit status after a write found the disk full (ENOSPC is 28)
 DISK_FULL_LINE = "disk full: "  # the last line of its log/<process>.err, then the path
@@ -253,9 +253,9 @@ def check_shapes_main(spec: ProcessSpec, learner_names: list[str], conn) -> None
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     try:
-        import checkpoint
         import nn
-        from rundir import Progress
+        from process import checkpoint
+        from process.rundir import Progress
 
         nn.configure_tensorflow(spec.threads or 1)
         differences = []

@@ -22,14 +22,16 @@ import shutil
 import time
 from pathlib import Path
 
-import checkpoint  # its pointer readers import no TensorFlow
 import config as config_lib
-import runtime
 import util
-from devices import assign_devices, visible_gpus
 from errors import UserError
-from roles import DEFAULT_IMPL, LEARNERS, POLICY, ProcessSpec, learners
-from rundir import RunDir
+from process import (
+    checkpoint,  # its pointer readers import no TensorFlow
+    runtime,
+)
+from process.devices import assign_devices, visible_gpus
+from process.roles import DEFAULT_IMPL, LEARNERS, POLICY, ProcessSpec, learners
+from process.rundir import RunDir
 
 SEED_LIMIT = 2**32  # numpy's seeds: 0 <= seed < 2^32
 SHAPE_CHECK_SECONDS = 300.0  # how long the variable-shape check of a changed config may take
@@ -106,7 +108,7 @@ def _check_env(config: dict) -> int:
     env = envwrap.make_env(config["env"])
     try:
         if config_lib.uses_oracle(config):
-            from envs import mujoco_oracle
+            from learning import oracle as mujoco_oracle
 
             mujoco_oracle.check_supported(env)
         return env.state_dims

@@ -17,13 +17,13 @@ The role's name is its one identifier in the code; every other name is read from
 names on disk are the 2018 ones: the policy learner writes `log/valuerl.log` and the checkpoint
 key `valuerl`, beside `checkpoints/policy/` (a learner's checkpoint folder, its backups and its
 TensorBoard folder carry the role's name; an acting process's TensorBoard folder carries its
-process name). See rundir.py for the whole layout.
+process name). See process/rundir.py for the whole layout.
 
 Every process of a run imports this module; it reads and writes nothing on disk, and imports no
 other module of the project. master.py builds the topology from the table (`Role.count`,
 `Role.gpu`) and runtime.child_main dispatches from it: the entry function and the class it
 builds (`impl`) are named "module:name" and imported only in the child that needs them, so
-learner.py and agent.py import this module and nothing imports them back.
+learner.py and process/actors.py import this module and nothing imports them back.
 
 The frame-ratio rule (docs/algorithm.md section 5) is `frame_ratio`: with `frames_per_update` = f
 a learner may do update number u (counted after its `pretrain_n` unthrottled pretraining updates)
@@ -98,10 +98,10 @@ TABLE = (
          config_block="model_config", ratio=UPDATES, process="worldmodel-learner",
          tensorboard="worldmodel", seed_stream=2, model_only=True, gpu=1, log="worldmodel.log",
          checkpoint_key="worldmodel"),
-    Role(INTERACTOR, entry="agent:run_interactor", impl="agent:PolicyActor",
+    Role(INTERACTOR, entry="process.actors:run_interactor", impl="process.actors:PolicyActor",
          config_block="agent_config", ratio=WAITS, process="interactor-{index}",
          tensorboard="interactor-{index}", seed_stream=7, collects=True),
-    Role(EVALUATOR, entry="agent:run_evaluator", impl="agent:PolicyActor",
+    Role(EVALUATOR, entry="process.actors:run_evaluator", impl="process.actors:PolicyActor",
          config_block="evaluator_config", ratio=FREE, process="evaluator-{index}",
          tensorboard="evaluator-{index}", seed_stream=8),
 )
