@@ -375,6 +375,13 @@ def _check_semantics(config: dict, top: Path) -> None:
                                   f"more.")
     if config["evaluator_config"]["count"] < 0:
         raise ConfigError(f"{name}: evaluator_config.count must be 0 or more.")
+    _check_ensembles(pc, mc, name)
+    _check_backbone(pc, name)
+    _check_value_expansion(pc.get("value_expansion"), mc, name)
+
+
+def _check_ensembles(pc: dict, mc: dict, name: str) -> None:
+    """Sample counts within each ensemble, and "full" batches only when every member trains."""
     ensembles = [("policy_config.bayesian", pc.get("bayesian"))]
     if mc.get("bayesian"):
         ensembles += [(f"model_config.bayesian.{k}", mc["bayesian"][k])
@@ -394,30 +401,33 @@ def _check_semantics(config: dict, top: Path) -> None:
                               f"trains on the whole batch), but {key}.train_sample_count "
                               f"({ens['train_sample_count']}) is below its ensemble_size "
                               f"({size}); set them equal or use \"split\".")
-    _check_backbone(pc, name)
-    ve = pc.get("value_expansion")
+
+
+def _check_value_expansion(ve: dict | None, mc: dict, name: str) -> None:
+    """A model (learned or the oracle) for value expansion, and its keys' ranges."""
     if ve and ve.get("oracle") and mc:
         raise ConfigError(
             f"{name}: policy_config.value_expansion.oracle rolls out the simulator instead of a "
             f"learned world model, so the config must not train one; set model_config to false."
         )
-    if ve:
-        if not mc and not ve.get("oracle"):
-            raise ConfigError(
-                f"{name}: policy_config.value_expansion needs a world model, but the config "
-                f"has no model_config; inherit config/core/model.json, set value_expansion.oracle "
-                f"(the simulator as the model) or drop value_expansion."
-            )
-        if ve["rollout_len"] < 1:
-            raise ConfigError(f"{name}: policy_config.value_expansion.rollout_len must be at "
-                              f"least 1.")
-        if ve.get("covariances") and not ve.get("steve_reweight"):
-            raise ConfigError(f"{name}: value_expansion.covariances only applies together with "
-                              f"value_expansion.steve_reweight; set both or neither.")
-        lam = ve.get("lambda_return")
-        if lam is not False and lam is not None and not 0 <= lam <= 1:
-            raise ConfigError(f"{name}: value_expansion.lambda_return is {lam}, but it must be "
-                              f"between 0 and 1.")
+    if not ve:
+        return
+    if not mc and not ve.get("oracle"):
+        raise ConfigError(
+            f"{name}: policy_config.value_expansion needs a world model, but the config "
+            f"has no model_config; inherit config/core/model.json, set value_expansion.oracle "
+            f"(the simulator as the model) or drop value_expansion."
+        )
+    if ve["rollout_len"] < 1:
+        raise ConfigError(f"{name}: policy_config.value_expansion.rollout_len must be at "
+                          f"least 1.")
+    if ve.get("covariances") and not ve.get("steve_reweight"):
+        raise ConfigError(f"{name}: value_expansion.covariances only applies together with "
+                          f"value_expansion.steve_reweight; set both or neither.")
+    lam = ve.get("lambda_return")
+    if lam is not False and lam is not None and not 0 <= lam <= 1:
+        raise ConfigError(f"{name}: value_expansion.lambda_return is {lam}, but it must be "
+                          f"between 0 and 1.")
 
 
 def _check_backbone(pc: dict, name: str) -> None:

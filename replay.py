@@ -106,6 +106,7 @@ from typing import NamedTuple
 import numpy as np
 import portalocker
 
+import util
 from errors import UserError
 
 VERSION = 1  # the format without simulator states
@@ -167,20 +168,6 @@ def _margin_for(max_append: int, margin: int | None) -> int:
 
 def _row_floats(obs_dims: int, action_dims: int, state_dims: int = 0) -> int:
     return 2 * obs_dims + action_dims + 2 + 4 * state_dims
-
-
-def split_float64(x: np.ndarray) -> np.ndarray:
-    """float64 [..., S] -> float32 [..., 2 S]: hi = float32(x), then lo = float32(x - hi)."""
-    x = np.asarray(x, np.float64)
-    hi = x.astype(np.float32)
-    lo = (x - hi.astype(np.float64)).astype(np.float32)
-    return np.concatenate([hi, lo], axis=-1)
-
-
-def join_float64(halves: np.ndarray) -> np.ndarray:
-    """The inverse of split_float64: float32 [..., 2 S] -> float64 [..., S]."""
-    half = halves.shape[-1] // 2
-    return halves[..., :half].astype(np.float64) + halves[..., half:].astype(np.float64)
 
 
 def required_bytes(
@@ -507,6 +494,27 @@ class ReplayBuffer:
         state, next_state [n, state_dims] float64, given exactly when the buffer has states.
         """
         self._check_open()
+        rows = self._pack(obs, next_obs, action, reward, terminal, state, next_state)  # [n, row]
+        n = len(rows)
+        with self._thread_lock:
+            portalocker.lock(self._lock_file, portalocker.LockFlags.EXCLUSIVE)
+            try:
+                committed = self._load_count()
+                new = committed + n
+                start = committed % self.slots
+                first = min(n, self.slots - start)
+                self._write_rows(start, rows[:first])
+                if first < n:  # the batch wraps past the end of the ring
+                    self._write_rows(0, rows[first:])
+                self._publish(new)
+            finally:
+                portalocker.unlock(self._lock_file)
+        if self.sync:  # outside the lock: every published count already has its rows on disk
+            _flush(self._hmap, _COUNT_OFFSET, _COUNT_OFFSET + 8)
+        return new
+
+    def _pack(self, obs, next_obs, action, reward, terminal, state, next_state) -> np.ndarray:
+        """The n frames of one append as rows [n, row], after checking every shape."""
         obs = np.asarray(obs, np.float32)
         n = obs.shape[0] if obs.ndim == 2 else -1
         expect = {
@@ -537,33 +545,17 @@ class ReplayBuffer:
                 f"{self.max_append}; use fewer environments per interactor or append in parts."
             )
         od, ad, sd = self.obs_dims, self.action_dims, self.state_dims
+        end = 2 * od + ad  # reward, terminal, then the states
         rows = np.empty((n, self._row), "<f4")  # [n, row]
         rows[:, :od] = expect["obs"][0]
         rows[:, od : 2 * od] = expect["next_obs"][0]
-        rows[:, 2 * od : 2 * od + ad] = expect["action"][0]
-        end = 2 * od + ad  # reward, terminal, then the states
+        rows[:, 2 * od : end] = expect["action"][0]
         rows[:, end] = expect["reward"][0]
         rows[:, end + 1] = expect["terminal"][0]
         if sd:
-            rows[:, end + 2 : end + 2 + 2 * sd] = split_float64(expect["state"][0])
-            rows[:, end + 2 + 2 * sd :] = split_float64(expect["next_state"][0])
-
-        with self._thread_lock:
-            portalocker.lock(self._lock_file, portalocker.LockFlags.EXCLUSIVE)
-            try:
-                committed = self._load_count()
-                new = committed + n
-                start = committed % self.slots
-                first = min(n, self.slots - start)
-                self._write_rows(start, rows[:first])
-                if first < n:  # the batch wraps past the end of the ring
-                    self._write_rows(0, rows[first:])
-                self._publish(new)
-            finally:
-                portalocker.unlock(self._lock_file)
-        if self.sync:  # outside the lock: every published count already has its rows on disk
-            _flush(self._hmap, _COUNT_OFFSET, _COUNT_OFFSET + 8)
-        return new
+            rows[:, end + 2 : end + 2 + 2 * sd] = util.split_float64(expect["state"][0])
+            rows[:, end + 2 + 2 * sd :] = util.split_float64(expect["next_state"][0])
+        return rows
 
     def _write_rows(self, start: int, rows: np.ndarray) -> None:
         self._rows[start : start + len(rows)] = rows
@@ -652,5 +644,5 @@ class ReplayBuffer:
         )
         if not sd:
             return batch
-        return StateBatch(*batch, state=join_float64(rows[:, end + 2 : end + 2 + 2 * sd]),
-                          next_state=join_float64(rows[:, end + 2 + 2 * sd :]))
+        return StateBatch(*batch, state=util.join_float64(rows[:, end + 2 : end + 2 + 2 * sd]),
+                          next_state=util.join_float64(rows[:, end + 2 + 2 * sd :]))

@@ -17,6 +17,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 # What a write that found the disk (or the user's quota) full raises: OSError with one of these
 # errnos, or (TensorFlow: checkpoints, summaries) an error carrying the C library's words for them.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -111,6 +113,20 @@ def save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def split_float64(x: np.ndarray) -> np.ndarray:
+    """float64 [..., S] -> float32 [..., 2 S]: hi = float32(x), then lo = float32(x - hi)."""
+    x = np.asarray(x, np.float64)
+    hi = x.astype(np.float32)
+    lo = (x - hi.astype(np.float64)).astype(np.float32)
+    return np.concatenate([hi, lo], axis=-1)
+
+
+def join_float64(halves: np.ndarray) -> np.ndarray:
+    """The inverse of split_float64: float32 [..., 2 S] -> float64 [..., S]."""
+    half = halves.shape[-1] // 2
+    return halves[..., :half].astype(np.float64) + halves[..., half:].astype(np.float64)
 
 
 def read_json(path: str | os.PathLike, default: object = None) -> object:

@@ -293,20 +293,12 @@ class ValueRL(tf.Module):
             out["reward"] = nn.draw_members(gen, *self.settings.reward_sizes[::2])
         return out
 
-    def rollout(
-        self,
-        r0: tf.Tensor,
-        s1: tf.Tensor,
-        d1: tf.Tensor,
-        worldmodel: Any,
-        members: dict[str, tf.Tensor],
-        s1_state: tf.Tensor | None = None,
-    ) -> dict[str, tf.Tensor]:
-        """Roll the model H steps from s1 (H = 0 without value expansion: DDPG).
-
-        `worldmodel.imagine` makes each step: the learned WorldModel's, or with
-        `value_expansion.oracle` the simulator's (learning/oracle.py), which starts from
-        s1's simulator state `s1_state` [B, state_dims] (float64) and has M = N = 1.
+    def rollout(self, r0: tf.Tensor, s1: tf.Tensor, d1: tf.Tensor, worldmodel: Any,
+                members: dict[str, tf.Tensor], s1_state: tf.Tensor | None = None
+                ) -> dict[str, tf.Tensor]:
+        """Roll the model H steps from s1 (H = 0 without value expansion: DDPG). Each step is
+        `worldmodel.imagine`'s: the learned WorldModel's, or with `value_expansion.oracle` the
+        simulator's (learning/oracle.py), which starts from s1's state `s1_state` [B, S].
 
         Returns rew [H+1, M, N, B], dones [H+1, M, B], V [H+1, M, K, B] (float64), and the
         rollout states x [H+1, M, B, obs] and actions a [H+1, M, B, act] (float32).

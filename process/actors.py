@@ -238,15 +238,22 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         steps += 1
         pending.extend((frames, float(ret), int(length)) for _, ret, length in step.finished)
         episodes += len(step.finished)
-        now = time.time()
-        if now - t0 >= SUMMARY_SECONDS:  # summaries in bulk: a TensorFlow call costs ~0.1 ms
-            write_training_episodes(writer, pending, episodes)
-            _write_frame_rate(writer, frames, (frames - f0) / (now - t0))
-            pending = []
-            t0, f0 = now, frames
+        pending, t0, f0 = _summaries_when_due(writer, pending, episodes, frames, t0, f0)
     _last_summaries(writer, pending, episodes, replay.count, f0, t0)
     print(f"{spec.name}: {episodes} training episodes finished; {steps} steps of {envs.n} "
           f"environments", flush=True)
+
+
+def _summaries_when_due(writer, pending: list[tuple[int, float, int]], episodes: int,
+                        frames: int, t0: float, f0: int) -> tuple[list, float, int]:
+    """Write the pending episodes and the frame rate every SUMMARY_SECONDS (in bulk: a
+    TensorFlow call costs ~0.1 ms); returns what is still pending and the new time origin."""
+    now = time.time()
+    if now - t0 < SUMMARY_SECONDS:
+        return pending, t0, f0
+    write_training_episodes(writer, pending, episodes)
+    _write_frame_rate(writer, frames, (frames - f0) / (now - t0))
+    return [], now, frames
 
 
 def _last_summaries(writer, pending: list[tuple[int, float, int]], episodes: int, frames: int,

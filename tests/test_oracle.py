@@ -21,6 +21,7 @@ import pytest
 import config as config_lib
 import envwrap
 import replay
+import util
 from learning import oracle as mujoco_oracle
 from master_runs import ROOT, TESTS, counters, run_master
 
@@ -133,9 +134,9 @@ def test_replay_rows_with_states_round_trip(tmp_path):
 
 def test_split_float64_keeps_48_bits():
     x = np.random.default_rng(0).normal(size=(1000, 7)) * 10.0 ** np.arange(-3, 4)
-    halves = replay.split_float64(x)
+    halves = util.split_float64(x)
     assert halves.dtype == np.float32 and halves.shape == (1000, 14)
-    np.testing.assert_allclose(replay.join_float64(halves), x, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(util.join_float64(halves), x, rtol=1e-14, atol=0)
 
 
 def test_a_buffer_without_states_is_the_old_format(tmp_path):
