@@ -21,8 +21,8 @@ inverted_pendulum_v5.py), vectorised over the batch, with the task's own paramet
 env (reward weights, healthy ranges, observation options). tests/test_oracle.py checks, for every
 supported task, that they equal the env's own step from the same state. What differs from the
 env's step: MuJoCo's constraint-solver warm start (qacc_warmstart), which the env carries from
-its previous step and the oracle starts at zero. Measured over 3,000 random steps per task
-(tests/test_oracle.py), the next state differs by round-off (3e-15 on Hopper-v5, 5e-13 on
+its previous step and the oracle starts at zero. Measured on 3,000 random steps per task (the
+test checks 600 each), the next state differs by round-off (3e-15 on Hopper-v5, 5e-13 on
 HalfCheetah-v5) except on Walker2d-v5, where the solver's tolerance shows: 3e-7. A state the
 simulator cannot continue from (non-finite numbers) ends the imagined episode: terminal 1, and
 zeros in place of the numbers.

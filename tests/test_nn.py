@@ -197,7 +197,8 @@ def test_configure_tensorflow_in_a_fresh_process():
 def test_import_creates_no_variables():
     code = (
         "import tensorflow as tf\n"
-        "import nn, valuerl, worldmodel, checkpoint\n"
+        "import nn, valuerl, worldmodel\n"
+        "from process import checkpoint\n"
         "from tensorflow.python.eager import context\n"
         "print('initialized', context.context()._context_handle is not None)\n"
     )
