@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for run in args.runs:
         try:
-            _, config, _, _, actor, _ = target_quality.load_run(run)
-            env = envwrap.make_env(config["env"], seed=args.seed)
+            loaded = target_quality.load_run(run)
+            env = envwrap.make_env(loaded.config["env"], seed=args.seed)
             try:
-                postures = greedy_postures(env, actor.greedy_action, args.episodes)
+                postures = greedy_postures(env, loaded.actor.greedy_action, args.episodes)
             finally:
                 env.close()
         except (PostureError, target_quality.DiagnosticError, checkpoint.CheckpointError) as e:

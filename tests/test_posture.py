@@ -1,13 +1,17 @@
 """Tests of bench/posture.py: the torso angle of greedy episodes on HalfCheetah-v5 (upright and
 on its back, set by hand instead of training a policy), the table, and the errors a user meets."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
+import config as config_lib
 import envwrap
+import valuerl
 from bench import posture
+from process import checkpoint
 
 CHEETAH = {"name": "HalfCheetah-v5", "obs_dims": 17, "action_dims": 6, "max_frames": 60}
 
@@ -58,3 +62,22 @@ def test_clear_errors(tmp_path, capsys):
     assert "is not a run folder or a checkpoint inside one" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         posture.parse_args([str(tmp_path), "--episodes", "0"])
+
+
+def test_main_reads_a_run_folder_and_prints_its_table(tmp_path, capsys):
+    # a run folder as master.py leaves it (log/hps.json and a policy checkpoint) of an untrained
+    # tiny DDPG on HalfCheetah-v5: main goes through the same loading as target_quality
+    config = config_lib.load_config("tests/configs/tiny_ddpg.json")
+    config["env"].update(CHEETAH)
+    config["seed"] = 3
+    run = tmp_path / "cheetah_run"
+    (run / "log").mkdir(parents=True)
+    (run / "log" / "hps.json").write_text(json.dumps(config))
+    agent = valuerl.ValueRL(config, seed=3, jit_compile=False)
+    checkpoint.save_checkpoint(str(run / "checkpoints" / "policy"), {"valuerl": agent},
+                               {"epoch": 1, "updates": 10, "frames": 100, "hours": 0.0})
+    assert posture.main([str(run), "--episodes", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"## {run}"
+    rows = [line for line in lines if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert len(rows) == 2 and all("| 60 | " in row for row in rows)  # the config's 60 frames
