@@ -7,6 +7,15 @@
     .venv/bin/python bench/sample_efficiency.py --preset cpu --report-only   # report only
     .venv/bin/python bench/sample_efficiency.py --preset cpu --report-only --partial
         # report the runs that have evaluations so far; list the rest as pending
+    .venv/bin/python bench/sample_efficiency.py --preset cpu_win4 --rerun --output-root DIR
+        # train the committed runs again into DIR; the report compares them with the committed
+    .venv/bin/python bench/sample_efficiency.py --preset cpu_win4 --report-only --publish
+        # rewrite the committed report, summary, figures, run copies and README.md's table
+
+A preset's report goes to `<output root>/<PRESET>.md`, its summary and figures beside it; its
+committed report (`docs/benchmark/<PRESET>.md`), the committed copies of its runs and README.md's
+table are written only with `--publish`. Without `--rerun`, a run with no folder under the
+output root is read from its committed copy, and one whose copy finished is not run again.
 
 Run by hand on the machine that drives the sweep; it trains nothing itself. Every (config, seed)
 pair is one `master.py --seed S --total-frames N` run started by `sweep.run_sweep` (a local Ray
@@ -95,7 +104,7 @@ PRESETS: dict[str, dict] = {
         marks=(6_000, 12_000, 18_000),
         thresholds={"InvertedPendulum-v5": 900.0, "Hopper-v5": 500.0},
         output_root="output/benchmark/cpu",
-        report="docs/benchmark/cpu.md",
+        committed="docs/benchmark/cpu.md",
     ),
     # The model under stress (docs/benchmark/cpu_investigation.md): rollouts of H = 10 instead
     # of 3 on Hopper, where a small model's error compounds; h10_mve is MVE without the TD-k
@@ -112,7 +121,7 @@ PRESETS: dict[str, dict] = {
         marks=(6_000, 12_000, 18_000),
         thresholds={"Hopper-v5": 500.0},
         output_root="output/benchmark/cpu",
-        report="docs/benchmark/cpu_h10.md",
+        committed="docs/benchmark/cpu_h10.md",
     ),
     # The paper's setting: its sizes (goodruns configs), the eight environments, 1M frames.
     # Thresholds are levels of clear progress chosen for this table, not the paper's numbers.
@@ -127,7 +136,7 @@ PRESETS: dict[str, dict] = {
                     "BipedalWalkerHardcore-v3": 0.0, "HumanoidBulletEnv-v0": 1000.0,
                     "HumanoidFlagrunBulletEnv-v0": 500.0},
         output_root="output/benchmark/gpu",
-        report="docs/benchmark/gpu.md",
+        committed="docs/benchmark/gpu.md",
     ),
     # Issue 14's evidence: STEVE on the TD3 backbone (config/algos/steve_td3.json with the
     # cpu2 setup; the headline), the same config without the model (its backbone alone), and
@@ -141,8 +150,9 @@ PRESETS: dict[str, dict] = {
     # thread, on the loaded 2-core machine).
     # InvertedPendulum-v5 to 20k frames (marks every 1,000), Hopper-v5 to 60k (every 5,000);
     # a score needs 5 episodes in its window.
-    # Held-out seeds 0-4; tune with --first-seed 100 (the report then goes to the output root
-    # unless --report is given). Summary beside the report: docs/benchmark/cpu_win.json.
+    # Held-out seeds 0-4; tune with --first-seed 100 (the report then goes to the output root's
+    # sample_efficiency.md unless --report is given). Committed summary beside the committed
+    # report: docs/benchmark/cpu_win.json (cpu_win4 carries it).
     "cpu_win": dict(
         configs=tuple(f"config/experiments/benchmark/{setup}/{env}/{algo}.json"
                       for env in ("invertedpendulum", "hopper")
@@ -157,7 +167,7 @@ PRESETS: dict[str, dict] = {
         headline=("steve_td3", "td3"),
         notes="docs/benchmark/cpu_win_notes.md",
         output_root="output/benchmark/cpu_win",
-        report="docs/benchmark/cpu_win.md",
+        committed="docs/benchmark/cpu_win.md",
         reference_runs="docs/benchmark/runs/cpu_win",
     ),
     # Issue 24's evidence across tasks: the frozen cpu_win configs, unchanged (no per-task
@@ -180,7 +190,7 @@ PRESETS: dict[str, dict] = {
         headline=("steve_td3", "td3"),
         notes="docs/benchmark/cpu_win4_notes.md",
         output_root="output/benchmark/cpu_win4",
-        report="docs/benchmark/cpu_win4.md",
+        committed="docs/benchmark/cpu_win4.md",
         reference_runs="docs/benchmark/runs/cpu_win4",
         carried=("docs/benchmark/cpu_win.json",),
         readme="README.md",
@@ -201,7 +211,6 @@ PRESETS: dict[str, dict] = {
         marks=(150, 300),
         thresholds={"InvertedPendulum-v5": 10.0},
         output_root="output/benchmark/tiny",
-        report="output/benchmark/tiny/sample_efficiency.md",
     ),
 }
 
@@ -213,10 +222,8 @@ def preset(name: str) -> Benchmark:
     p = dict(PRESETS[name])
     p["configs"] = tuple(str(ROOT / c) for c in p["configs"])
     p["output_root"] = str(ROOT / p["output_root"])
-    p["report"] = str(ROOT / p["report"])
-    if p.get("notes"):
-        p["notes"] = str(ROOT / p["notes"])
-    for key in ("reference_runs", "readme"):
+    p["report"] = str(Path(p["output_root"]) / f"{name}.md")  # its committed one: --publish
+    for key in ("notes", "reference_runs", "readme", "committed"):
         if p.get(key):
             p[key] = str(ROOT / p[key])
     p["carried"] = tuple(str(ROOT / c) for c in p.get("carried", ()))
@@ -306,7 +313,7 @@ def run_benchmark(bench: Benchmark, address: str | None = None,
         if committed:
             say(f"{len(committed)} run(s) finished in the committed copies under "
                 f"{display(bench.reference_runs)} and have no folder under the output root: "
-                f"not run again (their copies are reported)")
+                f"not run again (their copies are reported; --rerun trains them again)")
         results = []
         for total_frames, configs, seeds in sweep_groups(bench, committed):
             results += sweep.run_sweep(configs, seeds, total_frames=total_frames,
@@ -371,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 per config")
     parser.add_argument("--first-seed", type=int, metavar="S",
                         help="seeds S..S+N-1 instead (e.g. 100 to tune away from the held-out "
-                             "seeds; a preset's report then goes to the output root unless "
-                             "--report is given)")
+                             f"seeds; a preset's report then goes to <output root>/{REPORT_NAME} "
+                             "unless --report is given)")
     parser.add_argument("--total-frames", type=int, metavar="N", help="frame budget per run")
     parser.add_argument("--checkpoints-at", type=_frame_list, metavar="F1,F2,...",
                         help="frame counts of the score table (default: 4 evenly spaced "
@@ -382,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "repeatable")
     parser.add_argument("--output-root", metavar="DIR", help="where the runs go")
     parser.add_argument("--report", metavar="PATH",
-                        help=f"report path (.md; default: <output root>/{REPORT_NAME})")
+                        help=f"report path (.md; default: <output root>/<PRESET>.md for a "
+                             f"preset, else <output root>/{REPORT_NAME})")
     parser.add_argument("--address", metavar="ADDR",
                         help="join the Ray cluster at ADDR (HOST:PORT or auto); default: a "
                              "local Ray instance")
@@ -395,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--partial", action="store_true",
                         help="with --report-only: report the runs that have evaluations and "
                              "list the others as pending, instead of refusing")
+    parser.add_argument("--rerun", action="store_true",
+                        help="a preset's runs again, into the output root: its committed run "
+                             "copies are neither counted as finished nor read, and the report "
+                             "(in the output root) compares the runs with the committed one")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the preset's committed report (docs/benchmark/<PRESET>.md, "
+                             "its summary and figures), copy its runs into the committed copies "
+                             "and rewrite README.md's table; without it a preset's report goes "
+                             "to <output root>/<PRESET>.md and nothing committed is written")
     return parser
 
 
@@ -402,19 +419,56 @@ def build_parser() -> argparse.ArgumentParser:
 _VARIED = ("seeds", "first_seed", "total_frames", "marks", "budgets", "thresholds")
 
 
+def _varied(bench: Benchmark, changes: dict) -> bool:
+    """Whether the options change what the preset runs (its seeds, budgets, marks or
+    thresholds), making its runs another benchmark than the committed one."""
+    return any(key in changes and changes[key] != getattr(bench, key) for key in _VARIED)
+
+
 def _off_the_record(bench: Benchmark, changes: dict, args: argparse.Namespace) -> dict:
     """The further changes for a preset run with other seeds, budgets, marks or thresholds than
-    its own (tuning seeds, a short trial): its report goes under the output root (unless
-    --report), and its notes, committed run copies and README table are left alone. A report
-    written elsewhere (--report) of the preset's own runs leaves the README table alone."""
-    varied = any(key in changes and changes[key] != getattr(bench, key) for key in _VARIED)
-    if not varied:
-        return {"readme": None} if args.report else {}
-    out = {"notes": None, "reference_runs": None, "readme": None}
-    if not args.report:  # never over the committed report
+    its own (tuning seeds, a short trial): its report goes to the output root's
+    sample_efficiency.md (unless --report), without the notes, and the committed run copies are
+    not read."""
+    if not _varied(bench, changes):
+        return {}
+    out = {"notes": None, "reference_runs": None, "readme": None, "committed": None}
+    if not args.report:  # beside the preset's own report, never over it
         root = Path(args.output_root or bench.output_root).resolve()
         out["report"] = str(root / REPORT_NAME)
     return out
+
+
+def _publish_or_rerun(bench: Benchmark, changes: dict, args: argparse.Namespace) -> dict:
+    """The changes --publish (the report goes to the committed one, with the copies and README
+    table) or --rerun (the committed copies are neither counted nor read) make; BenchmarkError
+    (one sentence) when the flag does not apply."""
+    flag = "--publish" if args.publish else "--rerun" if args.rerun else None
+    if flag is None:
+        return {}
+    if args.publish and args.rerun:
+        raise BenchmarkError("--publish and --rerun together would replace the committed runs "
+                             "with the re-run's; re-run first, then publish a report of the "
+                             "runs you mean to commit.")
+    if not args.preset:
+        raise BenchmarkError(f"{flag} applies to a preset's committed report; name one with "
+                             f"--preset.")
+    if bench.committed is None:
+        raise BenchmarkError(f"The preset {bench.name} has no committed report; leave out "
+                             f"{flag}.")
+    if _varied(bench, changes):
+        raise BenchmarkError(f"{flag} applies to the preset's own seeds, budgets, marks and "
+                             f"thresholds; leave out the options that change them (or {flag}).")
+    if args.rerun:
+        summary = Path(bench.committed).with_suffix(".json")
+        if not summary.is_file():
+            raise BenchmarkError(f"--rerun compares the runs with the committed summary "
+                                 f"{display(summary)}, which does not exist; leave out --rerun.")
+        return {"rerun": True}
+    if args.report:
+        raise BenchmarkError(f"--publish writes the committed report {display(bench.committed)}; "
+                             f"leave out --report (or --publish).")
+    return {"publish": True, "report": bench.committed}
 
 
 def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
@@ -423,6 +477,7 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
     changes = _overrides(bench, args)
     if args.preset:
         changes.update(_off_the_record(bench, changes, args))
+    changes.update(_publish_or_rerun(bench, changes, args))
     bench = _checked(dataclasses.replace(bench, **changes), args)
     return dataclasses.replace(bench, command=_command(args))
 
@@ -472,8 +527,9 @@ def _overrides(bench: Benchmark, args: argparse.Namespace) -> dict:
         changes["thresholds"] = dict(bench.thresholds, **dict(args.threshold))
     if args.output_root:
         changes["output_root"] = str(Path(args.output_root).resolve())
-        if not args.report and not args.preset:
-            changes["report"] = str(Path(args.output_root).resolve() / REPORT_NAME)
+        if not args.report:
+            name = f"{bench.name}.md" if args.preset else REPORT_NAME
+            changes["report"] = str(Path(args.output_root).resolve() / name)
     if args.report:
         changes["report"] = str(Path(args.report).resolve())
     if args.max_parallel is not None:
@@ -508,8 +564,9 @@ def _checked(bench: Benchmark, args: argparse.Namespace) -> Benchmark:
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this benchmark (without --report-only)."""
-    argv = [a for a in (args.argv or []) if a not in ("--report-only", "--partial")]
+    """The command line that reproduces this benchmark's runs (without --report-only, --partial
+    and --publish, which change only what is written)."""
+    argv = [a for a in (args.argv or []) if a not in ("--report-only", "--partial", "--publish")]
     return " ".join(["python bench/sample_efficiency.py", *argv])
 
 

@@ -37,7 +37,7 @@ class Benchmark:
     marks: tuple[int, ...]  # frame counts of the score table
     thresholds: dict[str, float]  # environment name -> score
     output_root: str
-    report: str  # markdown path
+    report: str  # markdown path: where this report, its summary and figures go
     command: str  # how to reproduce it, shown in the report
     max_parallel: int | None = None
     # environment name -> (its budget, its table frame counts), where they differ from
@@ -50,8 +50,9 @@ class Benchmark:
     # a markdown file written by hand (what the runs are for, how the configs were chosen,
     # which goals were met), put into the report after its first paragraph; None: none
     notes: str | None = None
-    # the committed copies of the report's runs (reports/reference.py's layout): written with every
-    # report, and read for a run whose folder is not under output_root; None: not kept
+    # the committed copies of the report's runs (reports/reference.py's layout): read for a run
+    # whose folder is not under output_root (unless rerun), written only when publishing;
+    # None: not kept
     reference_runs: str | None = None
     # committed summaries (.json) whose environments join this report's summary unchanged, for
     # the aggregate across tasks (their runs were reported there)
@@ -59,9 +60,17 @@ class Benchmark:
     # the evidence across tasks (reports/aggregate.py); None: none
     aggregate: aggregate.AggregateSpec | None = None
     # a markdown file (README.md) showing the summary's headline_table between the lines
-    # `<!-- NAME table ...` and `<!-- end of NAME table -->`: rewritten with every report;
-    # None: none
+    # `<!-- NAME table ...` and `<!-- end of NAME table -->`: rewritten when publishing; None: none
     readme: str | None = None
+    # the committed report (docs/benchmark/<PRESET>.md, its summary <PRESET>.json beside it);
+    # None: the benchmark has none
+    committed: str | None = None
+    # write the committed report: `report` is `committed`, the runs under output_root are copied
+    # into reference_runs and the report counts the copies, readme's table is rewritten
+    publish: bool = False
+    # the runs under output_root only: committed copies are neither counted as finished nor
+    # read, and the report compares its runs with the committed summary
+    rerun: bool = False
 
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
@@ -77,11 +86,25 @@ class Benchmark:
 
     def committed_copy(self, run: Path) -> Path | None:
         """The committed copy of a planned run folder (`reference_runs`/<ENV>/<name>), when the
-        benchmark keeps copies and this one has evaluations; None otherwise."""
-        if not self.reference_runs:
+        benchmark keeps copies, reads them (not a rerun) and this one has evaluations; None
+        otherwise."""
+        if not self.reference_runs or self.rerun:
             return None
         copy = Path(self.reference_runs) / run.parent.name / run.name
         return copy if greedy_csv_path(copy) is not None else None
+
+    def sources(self, prefer_runs: bool | None = None) -> list[Path]:
+        """The folder the report reads for each planned run: its folder under output_root when
+        that exists (`prefer_runs`, the default unless publishing), else its committed copy,
+        else the run folder (missing). A published report reads the copies it has just
+        refreshed, so it counts exactly what is committed."""
+        prefer_runs = not self.publish if prefer_runs is None else prefer_runs
+        return [r if prefer_runs and r.is_dir() else self.committed_copy(r) or r
+                for r in self.run_dirs()]
+
+    def committed_summary(self) -> Path | None:
+        """The committed report's summary (`committed` with .json); None without one."""
+        return Path(self.committed).with_suffix(".json") if self.committed else None
 
 
 def display(path: str | os.PathLike) -> str:

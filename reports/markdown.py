@@ -19,7 +19,7 @@ import numpy as np
 from reports import reference
 from reports.benchmark import ROOT, Benchmark, display
 from reports.reference import WINDOW
-from reports.scores import CURVE_POINTS, RunSummary, group, pairs, spread
+from reports.scores import CURVE_POINTS, RunSummary, group, pairs, permutation_p, spread
 
 Groups = dict[tuple[str, str], list[RunSummary]]  # (environment, algorithm) -> runs by seed
 
@@ -65,12 +65,14 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
                   figures: Sequence[str | os.PathLike], window: float = WINDOW,
                   when: str | None = None, notes: str = "",
                   pending: Sequence[str | os.PathLike] = (),
-                  summary: dict | None = None, commit: str | None = None) -> str:
+                  summary: dict | None = None, commit: str | None = None,
+                  committed: dict | None = None) -> str:
     """The markdown report (figures given as paths relative to the report's folder; `notes`:
     markdown put in after the first paragraph; `pending`: run folders not started or without an
     evaluation yet, left out of every number; `summary`: the summary_json written beside it,
     whose carried environments and aggregate block get a section; `commit`: the code's commit,
-    named in the first paragraph (default: the checkout's now))."""
+    named in the first paragraph (default: the checkout's now); `committed`: the committed
+    summary that a rerun's runs are compared with, in a section of their own)."""
     groups = group(summaries)
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     commit = commit or reference.current_commit() or "unknown (not a git checkout)"
@@ -78,6 +80,8 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     lines += _score_tables(bench, groups, window)
     lines += _threshold_table(bench, groups)
     lines += _mean_score_tables(groups)
+    if committed is not None:
+        lines += _committed_section(bench, groups, committed)
     if summary is not None:
         profile = [f for f in figures if str(f).endswith("_profile.png")]
         lines += (_carried_section(summary, Path(bench.report).parent)
@@ -176,6 +180,34 @@ def _mean_score_tables(groups: Groups) -> list[str]:
              f"{pair['n_a']} / {pair['n_b']}"]
             for env in sorted({env for env, _ in groups}) for pair in pairs(groups, env)]
     return lines + _table(["environment", "A", "B", "A - B", "p", "seeds"], rows) + [""]
+
+
+def _committed_section(bench: Benchmark, groups: Groups, committed: dict) -> list[str]:
+    """A rerun's runs beside the committed report's: the mean score over the budget of each
+    (environment, algorithm) in both, their difference and its permutation p over seeds."""
+    source = bench.committed_summary()
+    link = Path(os.path.relpath(source.with_suffix(".md"), Path(bench.report).parent))
+    lines = ["## Against the committed report", "",
+             f"These runs re-ran the committed benchmark ([{source.stem}]({link.as_posix()}), "
+             f"left unchanged) with the same configs and seeds; runs are not deterministic (the "
+             f"processes' timing varies), so the two agree only as two samples of the same "
+             f"algorithm do. Mean score over the budget, mean ± std (min–max) over seeds; the "
+             f"difference (this report's minus the committed one's) and its two-sided "
+             f"permutation p over seeds.", ""]
+    rows = []
+    for (env, algo), runs in groups.items():
+        block = committed["environments"].get(env, {})
+        entry = block.get("algorithms", {}).get(algo) if "carried_from" not in block else None
+        theirs = [v.get("mean_score") for v in entry["seeds"].values()] if entry else []
+        ours = [r.mean_score for r in runs]
+        a, b = [v for v in ours if v is not None], [v for v in theirs if v is not None]
+        compared = (a and b)
+        rows.append([env, algo, _cell(theirs) if entry else "not in the committed report",
+                     _cell(ours), _num(float(np.mean(a)) - float(np.mean(b))) if compared
+                     else "-", f"{permutation_p(a, b):.3f}" if compared else "-",
+                     f"{len(a)} / {len(b)}"])
+    return lines + _table(["environment", "algorithm", "committed", "this report",
+                           "difference", "p", "seeds"], rows) + [""]
 
 
 def _time_table(groups: Groups) -> list[str]:

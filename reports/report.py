@@ -145,13 +145,13 @@ def _read_carried(bench: Benchmark) -> dict[str, dict]:
     return carried
 
 
-def collect_runs(bench: Benchmark, window: float = WINDOW,
-                 partial: bool = False) -> tuple[list[RunSummary], list[Path]]:
-    """(summaries of the runs with evaluations, pending run folders). A run with a committed
-    copy is read from the copy (write_report has just refreshed the copies of the runs under
-    the output root, so the report counts exactly what is committed). Raises BenchmarkError for
-    a missing or unevaluated run unless `partial`."""
-    runs = [bench.committed_copy(r) or r for r in bench.run_dirs()]
+def collect_runs(bench: Benchmark, window: float = WINDOW, partial: bool = False,
+                 prefer_runs: bool | None = None) -> tuple[list[RunSummary], list[Path]]:
+    """(summaries of the runs with evaluations, pending run folders), read from
+    bench.sources(prefer_runs): a run's folder under the output root, else its committed copy
+    (a published report reads the copies write_report has just refreshed). Raises
+    BenchmarkError for a missing or unevaluated run unless `partial`."""
+    runs = bench.sources(prefer_runs)
     missing = [r for r in runs if not r.is_dir()]
     if missing and not partial:
         raise BenchmarkError(f"{len(missing)} of the {len(runs)} run folder(s) do not exist "
@@ -176,10 +176,10 @@ def collect_runs(bench: Benchmark, window: float = WINDOW,
 
 
 def export_runs(bench: Benchmark, commit: str | None = None) -> list[Path]:
-    """Copy every planned run under the output root that has an evaluation into
+    """When publishing, copy every planned run under the output root that has an evaluation into
     `bench.reference_runs` (reference.export_run); the copies' folders. A live run is read at
     one moment: the copy is what the report then counts."""
-    if not bench.reference_runs:
+    if not bench.reference_runs or not bench.publish:
         return []
     keep = Path(bench.reference_runs).resolve()
     commit = commit or reference.current_commit()
@@ -193,18 +193,24 @@ def export_runs(bench: Benchmark, commit: str | None = None) -> list[Path]:
 
 def write_report(bench: Benchmark, draw_curves: DrawCurves, window: float = WINDOW,
                  when: str | None = None, partial: bool = False) -> tuple[Path, list[Path]]:
-    """Copy the runs into `bench.reference_runs` when the benchmark keeps them, then compute the
-    report from the copies (and from the run folders of any other run) and write it with its
-    figures (the learning curves drawn by `draw_curves`).
+    """Compute the report from the runs (bench.sources) and write it with its summary and
+    figures (the learning curves drawn by `draw_curves`) to `bench.report`. When publishing,
+    first copy the runs under the output root into `bench.reference_runs` and count the copies,
+    and afterwards rewrite `bench.readme`'s table; for a rerun, compare the runs with the
+    committed summary.
 
     Returns (report path, figure paths). Raises BenchmarkError, before writing the report, its
-    figures or its summary (the copies may have been refreshed), when a run folder is missing or
-    a run has no evaluations; with `partial`, such runs are listed as pending instead (an error
-    only when no run has evaluations).
+    figures or its summary (or refreshing a copy), when a run folder is missing or a run has no
+    evaluations; with `partial`, such runs are listed as pending instead (an error only when no
+    run has evaluations). A publication that would drop a run the committed summary holds is
+    refused before anything is written.
     """
     notes = _read_notes(bench)
     carried = _read_carried(bench)
-    readme = _readme_table_span(bench)  # checked before anything is written
+    committed = _read_committed(bench) if bench.rerun or bench.publish else None
+    readme = _readme_table_span(bench) if bench.publish else None  # checked before writing
+    if bench.publish and committed is not None:
+        _check_nothing_dropped(bench, committed, window)
     commit = reference.current_commit()  # before the copies change tracked files ("-dirty")
     export_runs(bench, commit)
     summaries, pending = collect_runs(bench, window, partial)
@@ -218,8 +224,9 @@ def write_report(bench: Benchmark, draw_curves: DrawCurves, window: float = WIND
         figures.append(Path(aggregate.draw_performance_profile(summary["environments"], spec,
                                                                profile)))
     relative = [os.path.relpath(f, report.parent) for f in figures]
-    util.atomic_write_text(report, format_report(bench, summaries, relative, window, when,
-                                                 notes, pending, summary, commit))
+    text = format_report(bench, summaries, relative, window, when, notes, pending, summary,
+                         commit, committed if bench.rerun else None)
+    util.atomic_write_text(report, text)
     summary_path = report.with_suffix(".json")
     util.atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     umask = os.umask(0)  # the temporary files were private (0600): give them the usual mode
@@ -229,6 +236,39 @@ def write_report(bench: Benchmark, draw_curves: DrawCurves, window: float = WIND
     if readme is not None:
         _write_readme_table(bench, summary)
     return report, figures
+
+
+def _read_committed(bench: Benchmark) -> dict | None:
+    """The committed summary (bench.committed_summary()); None when there is none. Raises
+    BenchmarkError for a rerun without one (it has nothing to compare with)."""
+    path = bench.committed_summary()
+    data = util.read_json(path) if path is not None and path.is_file() else None
+    if isinstance(data, dict) and isinstance(data.get("environments"), dict):
+        return data
+    if bench.rerun:
+        raise BenchmarkError(f"--rerun compares the runs with the committed summary "
+                             f"{display(path) if path else '(none)'}, which does not exist; "
+                             f"run without --rerun.")
+    return None
+
+
+def _check_nothing_dropped(bench: Benchmark, committed: dict, window: float) -> None:
+    """Refuse (BenchmarkError) a publication whose summary would lose a run that the committed
+    summary has a mean score for: a run not finished here, or missing, with no finished copy."""
+    summaries, _ = collect_runs(bench, window, partial=True, prefer_runs=True)
+    have = {(s.env, s.algo, str(s.seed)) for s in summaries if s.mean_score is not None}
+    held = [(env, algo, seed) for env, block in committed["environments"].items()
+            if "carried_from" not in block
+            for algo, entry in block["algorithms"].items()
+            for seed, run in entry["seeds"].items() if run.get("mean_score") is not None]
+    lost = [key for key in held if key not in have]
+    if lost:
+        env, algo, seed = lost[0]
+        raise BenchmarkError(
+            f"Publishing would drop {len(lost)} finished run(s) that "
+            f"{display(bench.committed_summary())} holds (e.g. {algo} seed {seed} on {env}, "
+            f"finished neither under the output root nor in the committed copies); finish "
+            f"them, or leave out --publish to write the report to the output root.")
 
 
 def _readme_table_span(bench: Benchmark) -> tuple[str, int, int] | None:

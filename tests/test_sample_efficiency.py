@@ -298,7 +298,9 @@ def test_command_line_presets_and_overrides(tmp_path):
     cpu = bench("--preset", "cpu")
     assert len(cpu.configs) == 6 and cpu.seeds == 3 and all(Path(c).is_file()
                                                             for c in cpu.configs)
-    assert cpu.report == str(ROOT / "docs/benchmark/cpu.md")
+    # a preset's report goes to the output root; its committed one is written by --publish
+    assert cpu.report == str(ROOT / "output/benchmark/cpu/cpu.md")
+    assert cpu.committed == str(ROOT / "docs/benchmark/cpu.md") and not cpu.publish
     assert cpu.command == "python bench/sample_efficiency.py --preset cpu"
     gpu = bench("--preset", "gpu")
     assert len(gpu.configs) == 24 and all(Path(c).is_file() for c in gpu.configs)
@@ -322,20 +324,22 @@ def test_command_line_presets_and_overrides(tmp_path):
                   "--seeds", "1", "--output-root", str(tmp_path))
     assert small.marks == (6000, 8000) and small.seeds == 1
     assert small.thresholds["Hopper-v5"] == 300 and small.output_root == str(tmp_path)
-    # another budget and seeds: not the committed benchmark, so its report goes under the output
-    # root and it leaves the preset's notes, run copies and README table alone
+    # another budget and seeds: not the committed benchmark, so its report goes to the output
+    # root's sample_efficiency.md, without the preset's notes or its committed run copies
     assert small.report == str(tmp_path / se.REPORT_NAME) and small.notes is None
     win4 = bench("--preset", "cpu_win4")
     assert win4.readme == str(ROOT / "README.md") and win4.reference_runs and win4.notes
+    assert win4.report == str(ROOT / "output/benchmark/cpu_win4/cpu_win4.md")
     trial = bench("--preset", "cpu_win4", "--total-frames", "3000", "--output-root", str(tmp_path))
-    assert (trial.readme, trial.reference_runs, trial.notes) == (None, None, None)
+    assert (trial.readme, trial.reference_runs, trial.notes, trial.committed) == (None,) * 4
     assert trial.report == str(tmp_path / se.REPORT_NAME)
     assert bench("--preset", "cpu_win4", "--threshold", "Walker2d-v5=500").readme is None
-    # the preset's own runs under another output root: still the committed benchmark
+    # the preset's own runs under another output root: its report goes there
     moved = bench("--preset", "cpu_win4", "--output-root", str(tmp_path))
-    assert (moved.report, moved.readme) == (win4.report, win4.readme)
+    assert moved.report == str(tmp_path / "cpu_win4.md") and moved.notes == win4.notes
     elsewhere = bench("--preset", "cpu_win4", "--report", str(tmp_path / "r.md"))
-    assert elsewhere.readme is None and elsewhere.reference_runs == win4.reference_runs
+    assert elsewhere.report == str(tmp_path / "r.md")
+    assert elsewhere.reference_runs == win4.reference_runs and not elsewhere.publish
     explicit = bench(str(TINY_DDPG), "--seeds", "2", "--total-frames", "400",
                      "--output-root", str(tmp_path), "--checkpoints-at", "300,100")
     assert explicit.marks == (100, 300) and explicit.report == str(tmp_path / se.REPORT_NAME)
@@ -523,7 +527,7 @@ def test_cpu_win_preset(tmp_path):
 
     win = bench("--preset", "cpu_win")
     assert win.seed_list() == [0, 1, 2, 3, 4] and win.headline == ("steve_td3", "td3")
-    assert win.report == str(ROOT / "docs/benchmark/cpu_win.md")
+    assert win.committed == str(ROOT / "docs/benchmark/cpu_win.md")
     assert win.budget("InvertedPendulum-v5") == (20_000, tuple(range(1000, 20_001, 1000)))
     assert win.budget("Hopper-v5") == (60_000, tuple(range(5000, 60_001, 5000)))
     plans = sweep.plan_runs(win.configs, 1, tmp_path)
@@ -578,7 +582,8 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
         marks=(500, 1000), thresholds={ENV: 50.0}, output_root=str(out),
         report=str(tmp_path / "docs/agg.md"), command="python bench/x", first_seed=100,
         reference_runs=str(kept), carried=(str(tmp_path / "docs/old.json"),), aggregate=spec,
-        readme=str(tmp_path / "README.md"))
+        readme=str(tmp_path / "README.md"), committed=str(tmp_path / "docs/agg.md"),
+        publish=True)
     (tmp_path / "README.md").write_text("# Title\n\nno markers\n")
     with pytest.raises(BenchmarkError, match="README.md has no line starting with "
                                                 "'<!-- agg table' followed by one with"):
