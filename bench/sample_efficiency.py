@@ -227,6 +227,8 @@ def preset(name: str) -> Benchmark:
         if p.get(key):
             p[key] = str(ROOT / p[key])
     p["carried"] = tuple(str(ROOT / c) for c in p.get("carried", ()))
+    p["carried_algorithms"] = tuple((str(ROOT / path), env, tuple(algos))
+                                    for path, env, algos in p.get("carried_algorithms", ()))
     p["thresholds"] = dict(p["thresholds"])
     p["budgets"] = dict(p.get("budgets", {}))
     return Benchmark(name=name, command=f"python bench/sample_efficiency.py --preset {name}",
@@ -428,11 +430,12 @@ def _varied(bench: Benchmark, changes: dict) -> bool:
 def _off_the_record(bench: Benchmark, changes: dict, args: argparse.Namespace) -> dict:
     """The further changes for a preset run with other seeds, budgets, marks or thresholds than
     its own (tuning seeds, a short trial): its report goes to the output root's
-    sample_efficiency.md (unless --report), without the notes, and the committed run copies are
-    not read."""
+    sample_efficiency.md (unless --report), without the notes and the carried algorithms (their
+    seeds and budget are the preset's), and the committed run copies are not read."""
     if not _varied(bench, changes):
         return {}
-    out = {"notes": None, "reference_runs": None, "readme": None, "committed": None}
+    out = {"notes": None, "reference_runs": None, "readme": None, "committed": None,
+           "carried_algorithms": ()}
     if not args.report:  # beside the preset's own report, never over it
         root = Path(args.output_root or bench.output_root).resolve()
         out["report"] = str(root / REPORT_NAME)

@@ -57,6 +57,13 @@ class Benchmark:
     # committed summaries (.json) whose environments join this report's summary unchanged, for
     # the aggregate across tasks (their runs were reported there)
     carried: tuple[str, ...] = ()
+    # named algorithms of one environment carried from a committed summary into an environment
+    # this benchmark runs too: (summary .json, environment, algorithm labels). Their per-seed
+    # numbers (scores at the marks, frames to the threshold, mean score over the budget) join
+    # this report's tables, pairs and aggregate beside its own runs, marked `carried_from`; the
+    # summary must have the same marks for that environment (the same budget), and the
+    # threshold should be the same
+    carried_algorithms: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     # the evidence across tasks (reports/aggregate.py); None: none
     aggregate: aggregate.AggregateSpec | None = None
     # a markdown file (README.md) showing the summary's headline_table between the lines

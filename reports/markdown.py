@@ -72,8 +72,11 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     evaluation yet, left out of every number; `summary`: the summary_json written beside it,
     whose carried environments and aggregate block get a section; `commit`: the code's commit,
     named in the first paragraph (default: the checkout's now); `committed`: the committed
-    summary that a rerun's runs are compared with, in a section of their own)."""
+    summary that a rerun's runs are compared with, in a section of their own). Carried runs
+    (RunSummary.carried_from) are in the score, threshold and mean-score tables and the pairs,
+    marked, but not in the hours, the curves or the list of runs."""
     groups = group(summaries)
+    own = {key: runs for key, runs in groups.items() if runs[0].carried_from is None}
     when = when or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     commit = commit or reference.current_commit() or "unknown (not a git checkout)"
     lines = _opening(bench, summaries, when, commit, notes, pending)
@@ -81,22 +84,24 @@ def format_report(bench: Benchmark, summaries: Sequence[RunSummary],
     lines += _threshold_table(bench, groups)
     lines += _mean_score_tables(groups)
     if committed is not None:
-        lines += _committed_section(bench, groups, committed)
+        lines += _committed_section(bench, own, committed)
     if summary is not None:
         profile = [f for f in figures if str(f).endswith("_profile.png")]
         lines += (_carried_section(summary, Path(bench.report).parent)
                   + _aggregate_section(summary, profile))
         figures = [f for f in figures if f not in profile]
-    lines += _time_table(groups) + _frame_cost(bench, groups)
+    lines += _time_table(own) + _frame_cost(bench, own)
     lines += _curves_section(figures)
-    lines += _runs_table(groups)
+    lines += _runs_table(own)
     return "\n".join(lines) + "\n"
 
 
 def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commit: str,
              notes: str, pending: Sequence[str | os.PathLike]) -> list[str]:
-    """The title, what produced the report from which runs, the runs not yet in it, the notes
-    and the configs."""
+    """The title, what produced the report from which runs, the runs carried into it and those
+    not yet in it, the notes and the configs."""
+    carried = [s for s in summaries if s.carried_from is not None]
+    summaries = [s for s in summaries if s.carried_from is None]
     unfinished = [s for s in summaries if not s.finished]
     lines = [f"# Sample efficiency: {bench.name}", "",
              f"Produced by `{bench.command}` at commit `{commit}` on {when} from "
@@ -104,6 +109,8 @@ def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commi
              f"{len(bench.configs)} config(s) x {bench.seeds} seed(s) "
              f"({_seed_text(bench)}), {_budget_text(bench, summaries)} (runs under "
              f"`{bench.output_root}`).", ""]
+    if carried:
+        lines += _carried_runs_paragraph(carried, Path(bench.report).parent)
     if unfinished:
         lines += [f"**{len(unfinished)} run(s) have not reached the budget yet** (marked "
                   f"`unfinished` below); run the same command again to resume them.", ""]
@@ -114,6 +121,28 @@ def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commi
     if notes.strip():
         lines += [notes.strip(), ""]
     return lines + ["Configs:", ""] + [f"- `{display(c)}`" for c in bench.configs] + [""]
+
+
+def _carried_runs_paragraph(carried: Sequence[RunSummary], report_dir: Path) -> list[str]:
+    """Which algorithms were carried into this report's environments, and from where."""
+    by_source: dict[tuple[str, str], list[str]] = {}
+    for s in carried:
+        names = by_source.setdefault((s.carried_from, s.env), [])
+        if s.algo not in names:
+            names.append(s.algo)
+    parts = [f"{', '.join(f'`{a}`' for a in algos)} on {env} from "
+             f"[{Path(source).stem}]({_carried_link({'carried_from': source}, report_dir)})"
+             for (source, env), algos in by_source.items()]
+    return [f"**Carried from earlier reports** (marked `carried` in the tables): "
+            f"{'; '.join(parts)}. Their runs' numbers are those of their own report, copied "
+            f"unchanged (same configs, budget and marks); they enter the score, threshold and "
+            f"mean-score tables, the pairs and the aggregate beside this report's runs, not the "
+            f"hours, the curves or the list of runs.", ""]
+
+
+def _label(algo: str, runs: Sequence[RunSummary]) -> str:
+    """An algorithm's name in a table: marked when its runs were carried."""
+    return f"{algo} (carried)" if runs[0].carried_from is not None else algo
 
 
 def _score_tables(bench: Benchmark, groups: Groups, window: float) -> list[str]:
@@ -131,7 +160,7 @@ def _score_tables(bench: Benchmark, groups: Groups, window: float) -> list[str]:
         tables.setdefault(bench.budget(env)[1], []).append(env)
     for marks, table_envs in tables.items():
         header = ["environment", "algorithm", "seeds"] + [_frames(m) for m in marks]
-        rows = [[env, algo, str(len(runs))]
+        rows = [[env, _label(algo, runs), str(len(runs))]
                 + [_cell([r.scores[i] for r in runs]) for i in range(len(marks))]
                 for (env, algo), runs in groups.items() if env in table_envs]
         lines += _table(header, rows) + [""]
@@ -152,7 +181,7 @@ def _threshold_table(bench: Benchmark, groups: Groups) -> list[str]:
             continue
         hits = [r.to_threshold for r in runs]
         s = spread(hits)
-        rows.append([env, algo, _num(bench.thresholds[env]),
+        rows.append([env, _label(algo, runs), _num(bench.thresholds[env]),
                      f"{s['n'] if s else 0}/{len(runs)}",
                      _frames(s["mean"]) if s else "-",
                      ", ".join(_frames(h) if h is not None else "-" for h in hits)])
@@ -168,7 +197,7 @@ def _mean_score_tables(groups: Groups) -> list[str]:
              f"{CURVE_POINTS} evenly spaced frame counts up to the budget "
              f"(those with a value), i.e. the area under its learning curve divided by the "
              f"budget. Mean ± std (min–max) over seeds.", ""]
-    rows = [[env, algo, str(len(runs)), _cell([r.mean_score for r in runs])]
+    rows = [[env, _label(algo, runs), str(len(runs)), _cell([r.mean_score for r in runs])]
             for (env, algo), runs in groups.items()]
     lines += _table(["environment", "algorithm", "seeds", "mean score"], rows) + [""]
     lines += ["Pairwise: the difference of two algorithms' mean scores over the budget (averaged "

@@ -50,30 +50,22 @@ def summary_json(bench: Benchmark, summaries: Sequence[RunSummary],
 
     with the report's numbers (scores at the marks, frames to the threshold, mean score over the
     budget; pairs as in the report's pairwise table). `config` (relative to the project root)
-    is there when the runs came from the benchmark's own configs. The environments of
-    `carried` (committed summaries of earlier reports, `bench.carried`) are added unchanged,
-    each with `carried_from`. `aggregate` (when the benchmark has an AggregateSpec) is
-    aggregate.aggregate_block over the spec's tasks on which every algorithm it names has
-    every seed, computed from this file's own per-seed `mean_score`s; the other tasks are
-    listed as `pending_tasks`.
+    is there when the runs came from the benchmark's own configs. An algorithm carried into an
+    environment of this benchmark (`bench.carried_algorithms`) has its runs' numbers as its
+    summary gives them, with `carried_from` (that summary) and its `config` there. The
+    environments of `carried` (committed summaries of earlier reports, `bench.carried`) are
+    added unchanged, each with `carried_from`. `aggregate` (when the benchmark has an
+    AggregateSpec) is aggregate.aggregate_block over the spec's tasks on which every algorithm
+    it names has every seed, computed from this file's own per-seed `mean_score`s; the other
+    tasks are listed as `pending_tasks`.
     """
     groups = group(summaries)
     configs = _configs_by_run(bench)
     environments: dict[str, dict] = {}
     for env in sorted({env for env, _ in groups}):
         marks = bench.budget(env)[1]
-        algorithms = {}
-        for (e, algo), runs in groups.items():
-            if e != env:
-                continue
-            algorithms[algo] = {"seeds": {
-                str(r.seed): {"scores": {str(m): r.scores[i] for i, m in enumerate(marks)},
-                              "frames_to_threshold": r.to_threshold,
-                              "mean_score": r.mean_score}
-                for r in runs}}
-            config = configs.get((env, Path(runs[0].path).name))
-            if config is not None:
-                algorithms[algo] = {"config": config, **algorithms[algo]}
+        algorithms = {algo: _algorithm_entry(runs, marks, configs)
+                      for (e, algo), runs in groups.items() if e == env}
         environments[env] = {
             "marks": list(marks), "algorithms": algorithms,
             "pairs": [{k: pair[k] for k in ("a", "b", "diff", "p")}
@@ -86,6 +78,22 @@ def summary_json(bench: Benchmark, summaries: Sequence[RunSummary],
     if bench.aggregate is not None:
         out["aggregate"] = _aggregate(bench, environments)
     return out
+
+
+def _algorithm_entry(runs: Sequence[RunSummary], marks: Sequence[int],
+                     configs: dict[tuple[str, str], str]) -> dict:
+    """One algorithm's block of an environment in the summary: its config when known, where
+    carried runs came from, and each seed's numbers."""
+    seeds = {"seeds": {str(r.seed): {"scores": {str(m): r.scores[i] for i, m in enumerate(marks)},
+                                     "frames_to_threshold": r.to_threshold,
+                                     "mean_score": r.mean_score}
+                       for r in runs}}
+    first = runs[0]
+    if first.carried_from is not None:
+        return {"carried_from": first.carried_from,
+                **({"config": first.config} if first.config else {}), **seeds}
+    config = configs.get((first.env, Path(first.path).name))
+    return {"config": config, **seeds} if config is not None else seeds
 
 
 def _aggregate(bench: Benchmark, environments: dict) -> dict:
@@ -143,6 +151,53 @@ def _read_carried(bench: Benchmark) -> dict[str, dict]:
         for env, block in data["environments"].items():
             carried[env] = dict(block, carried_from=display(path))
     return carried
+
+
+def _read_carried_algorithms(bench: Benchmark) -> list[RunSummary]:
+    """The runs of bench.carried_algorithms, as RunSummary values marked with the summary they
+    come from. Raises BenchmarkError (one sentence) for a summary, environment or algorithm
+    that is not there, or an environment whose marks differ from this benchmark's."""
+    out = []
+    for path, env, algorithms in bench.carried_algorithms:
+        data = util.read_json(path) if Path(path).is_file() else None
+        block = data.get("environments", {}).get(env) if isinstance(data, dict) else None
+        if not isinstance(block, dict):
+            raise BenchmarkError(f"The carried summary {display(path)} is missing or has no "
+                                 f"{env}; restore it from git or fix the preset's "
+                                 f"carried_algorithms.")
+        marks = bench.budget(env)[1]
+        if tuple(block["marks"]) != tuple(marks):
+            raise BenchmarkError(f"{display(path)} scores {env} at other frame counts than this "
+                                 f"benchmark (another budget or marks); carry {env} from a "
+                                 f"report with the same budget and marks.")
+        for algo in algorithms:
+            entry = block["algorithms"].get(algo)
+            if entry is None:
+                raise BenchmarkError(f"{display(path)} has no algorithm {algo!r} on {env} (it "
+                                     f"has {', '.join(sorted(block['algorithms']))}); fix the "
+                                     f"preset's carried_algorithms.")
+            out += [RunSummary(
+                path=Path(path), env=env, algo=algo, seed=int(seed), finished=True,
+                last_frames=0, episodes=0, hours=0.0,
+                scores=tuple(run["scores"].get(str(m)) for m in marks),
+                mean_score=run.get("mean_score"), to_threshold=run.get("frames_to_threshold"),
+                carried_from=display(path), config=entry.get("config"))
+                for seed, run in entry["seeds"].items()]
+    return out
+
+
+def _with_carried(bench: Benchmark, own: list[RunSummary],
+                  carried: list[RunSummary]) -> list[RunSummary]:
+    """This benchmark's runs and the carried ones; BenchmarkError when an algorithm is both."""
+    ran = {(s.env, s.algo) for s in own}
+    both = sorted({(env, algo) for _, env, algos in bench.carried_algorithms
+                   for algo in algos} & ran)
+    if both:
+        env, algo = both[0]
+        raise BenchmarkError(f"{algo} on {env} is both run by this benchmark and carried from "
+                             f"an earlier report; drop it from the preset's configs or its "
+                             f"carried_algorithms.")
+    return own + carried
 
 
 def collect_runs(bench: Benchmark, window: float = WINDOW, partial: bool = False,
@@ -207,6 +262,7 @@ def write_report(bench: Benchmark, draw_curves: DrawCurves, window: float = WIND
     """
     notes = _read_notes(bench)
     carried = _read_carried(bench)
+    carried_runs = _read_carried_algorithms(bench)
     committed = _read_committed(bench) if bench.rerun or bench.publish else None
     readme = _readme_table_span(bench) if bench.publish else None  # checked before writing
     if bench.publish and committed is not None:
@@ -214,9 +270,10 @@ def write_report(bench: Benchmark, draw_curves: DrawCurves, window: float = WIND
     commit = reference.current_commit()  # before the copies change tracked files ("-dirty")
     export_runs(bench, commit)
     summaries, pending = collect_runs(bench, window, partial)
+    runs = [s.path for s in summaries]
+    summaries = _with_carried(bench, summaries, carried_runs)
     report = Path(bench.report)
-    figures = [Path(f) for f in draw_curves([s.path for s in summaries],
-                                            report.with_name(f"{report.stem}_curves.png"))]
+    figures = [Path(f) for f in draw_curves(runs, report.with_name(f"{report.stem}_curves.png"))]
     summary = summary_json(bench, summaries, carried)
     if "aggregate" in summary and summary["aggregate"]["tasks"]:
         spec = aggregate.spec_of(summary["aggregate"])
@@ -259,7 +316,7 @@ def _check_nothing_dropped(bench: Benchmark, committed: dict, window: float) -> 
     have = {(s.env, s.algo, str(s.seed)) for s in summaries if s.mean_score is not None}
     held = [(env, algo, seed) for env, block in committed["environments"].items()
             if "carried_from" not in block
-            for algo, entry in block["algorithms"].items()
+            for algo, entry in block["algorithms"].items() if "carried_from" not in entry
             for seed, run in entry["seeds"].items() if run.get("mean_score") is not None]
     lost = [key for key in held if key not in have]
     if lost:

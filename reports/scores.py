@@ -103,6 +103,11 @@ class RunSummary:
     scores: tuple[float | None, ...]  # score_at each mark
     mean_score: float | None  # mean_score over the budget
     to_threshold: int | None  # frames_to_threshold (None also when no threshold)
+    # the committed summary a carried run's numbers come from (path is that summary: the run
+    # has no folder here, and finished, last_frames, episodes and hours mean nothing); None for
+    # a run of this benchmark
+    carried_from: str | None = None
+    config: str | None = None  # a carried run's config, as its summary names it
 
 
 def _seed_of(run_dir: Path) -> int | None:
