@@ -41,11 +41,11 @@ def hours_at(greedy: np.ndarray, frames: int) -> float:
 
 def frame_cost(run: Path, start: int, end: int) -> float:
     """Seconds per frame between the evaluations at `start` and `end` frames (module doc)."""
-    import plot
+    from reports import runs
 
     try:
-        greedy = plot.load_greedy(run)  # [k, 4]: hours, epoch, frames, score
-    except plot.PlotError as e:
+        greedy = runs.load_greedy(run)  # [k, 4]: hours, epoch, frames, score
+    except runs.RunReadError as e:
         raise CostError(str(e)) from e
     if greedy[:, 2].max() < end:
         raise CostError(f"{run} has evaluations only up to {int(greedy[:, 2].max())} frames, "

@@ -1,8 +1,8 @@
 """The runs of a sweep and what each one reserves: `plan_runs` and its checks.
 
 Runs in the process that drives a sweep (sweep.py, bench/sample_efficiency.py), before Ray is
-started or joined. Reads the config files (config.load_config); touches no run folder and
-writes nothing.
+started or joined, and where a benchmark's report finds its run folders (reports/benchmark.py).
+Reads the config files (config.load_config); touches no run folder and writes nothing.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Evidence across tasks, as the field reports it (Agarwal et al., "Deep Reinforcement Learning at
 the Edge of the Statistical Precipice", NeurIPS 2021, and its library `rliable`).
 
-Used by bench/sample_efficiency.py when it writes a report, and by anyone who wants to recompute
+Used by reports/report.py when it writes a benchmark report, and by anyone who wants to recompute
 a committed summary's `aggregate` block from that summary alone (`recompute`). Reads and writes
 no files except the figure that `draw_performance_profile` is asked for.
 
 The numbers start from one value per run: its mean score over the budget (the area under its
-learning curve divided by the budget; bench/sample_efficiency.py defines it). Each task's values
+learning curve divided by the budget; reports/scores.py defines it). Each task's values
 are normalised, (score - low) / (high - low), with the task's `normalisation` [low, high]
 (here: a uniformly random policy and a published 1M-frame score). Then, over the tasks:
 - probability of improvement of A over B: the mean over tasks of P(X_A > X_B) + P(X_A = X_B) / 2

@@ -1,14 +1,15 @@
 """Committed reference results: the benchmark summaries and runs a new run is compared with.
 
-Read by `plot.py --reference` and by bench/sample_efficiency.py, which also writes them when it
-writes a report; `score_at` is the reports' score of a run at a frame count, shared by both.
+Read by `plot.py --reference` and by the benchmark's reports (reports/report.py), which also
+write them when they write a report; `score_at` is the reports' score of a run at a frame count,
+shared by both.
 Nothing here trains, starts processes or touches a live run: runs are copied from, never
 written to.
 
 On disk, all inside the repository:
 
     docs/benchmark/<PRESET>.json                  a report's machine-readable summary
-                                                  (bench/sample_efficiency.py): per environment,
+                                                  (reports/report.py): per environment,
                                                   algorithm and seed, the scores at the report's
                                                   frame counts
     docs/benchmark/runs/<PRESET>/<ENV>/<EXPERIMENT>.seed<S>/
@@ -20,7 +21,7 @@ On disk, all inside the repository:
                                                   "copied": ISO time, "source": the run folder}
 
 A committed run is a run folder reduced to the files the reports read, so plot.py and the
-benchmark read it as they read a run. The layout is described for readers in
+reports read it as they read a run (reports/runs.py). The layout is described for readers in
 docs/benchmark/runs/README.md.
 """
 
@@ -37,6 +38,7 @@ import numpy as np
 import util
 from errors import UserError
 from process.rundir import RunDir
+from reports.runs import FRAMES, SCORE
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK_DOCS = ROOT / "docs" / "benchmark"
@@ -44,7 +46,6 @@ PROVENANCE = "provenance.json"
 # keys of log/hps.json that belong to one run, not to its config (master.py adds name and seed)
 RUN_KEYS = ("name", "seed", "output_root")
 WINDOW = 0.1  # a score at F averages the episodes in the last 10% of frames before F
-_FRAMES, _SCORE = 2, 3  # columns of a greedy.csv row: hours, epoch, frames, score (plot.COLUMNS)
 
 
 class UnknownReference(UserError, ValueError):
@@ -58,11 +59,11 @@ def score_at(data: np.ndarray, mark: float, window: float = WINDOW,
     there are fewer than `min_episodes`, or when `mark` is beyond `reached` (an unfinished
     run's frames so far: that window is not complete yet).
 
-    `data`: plot.load_greedy's array [k, 4] (hours, epoch, frames, score).
+    `data`: reports.runs.load_greedy's array [k, 4] (hours, epoch, frames, score).
     """
     if reached is not None and mark > reached:
         return None
-    frames, scores = data[:, _FRAMES], data[:, _SCORE]  # [k], [k]
+    frames, scores = data[:, FRAMES], data[:, SCORE]  # [k], [k]
     inside = (frames > (1.0 - window) * mark) & (frames <= mark)  # [k]: (0.9 F, F]
     count = int(np.count_nonzero(inside))
     return float(np.mean(scores[inside])) if count and count >= min_episodes else None
@@ -96,7 +97,7 @@ def load_summary(preset: str) -> dict:
 def band(summary: dict, env: str, algo: str) -> dict:
     """The reference band of one (environment, algorithm) from a summary: at each of its frame
     counts (its report's marks), the mean, min and max of the seeds' scores there (each seed's
-    score is the report's windowed mean, see bench/sample_efficiency.py) and how many seeds
+    score is the report's windowed mean, see reports/scores.py) and how many seeds
     have one. Marks where no seed has a score are left out.
 
     {"frames": [m], "mean": [m], "low": [m], "high": [m], "seeds": [m]} (numpy arrays).

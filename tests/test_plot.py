@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import plot
+from reports import runs
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -89,7 +90,7 @@ def assert_png(path, min_bytes=10_000):
     ],
 )
 def test_algorithm_label(name, algo):
-    assert plot.algorithm_label(name) == algo
+    assert runs.algorithm_label(name) == algo
 
 
 def test_group_runs_by_algo_and_experiment(tmp_path):
@@ -154,12 +155,12 @@ def test_load_greedy_and_partial_last_line(tmp_path):
     csv = run / "log" / "steve.seed0.greedy.csv"
     with csv.open("a") as f:
         f.write("0.3,2,20")  # an evaluator is in the middle of writing this line
-    data = plot.load_greedy(run)
+    data = runs.load_greedy(run)
     assert data.shape == (2, 4)
     np.testing.assert_allclose(data, [[0.1, 1, 1000, 5.5], [0.2, 1, 1000, 7.5]])
     with csv.open("a") as f:
         f.write("00,9.0\n")  # finished
-    np.testing.assert_allclose(plot.load_greedy(run)[-1], [0.3, 2, 2000, 9.0])
+    np.testing.assert_allclose(runs.load_greedy(run)[-1], [0.3, 2, 2000, 9.0])
 
 
 def test_load_greedy_never_reads_an_unterminated_last_line(tmp_path):
@@ -169,13 +170,13 @@ def test_load_greedy_never_reads_an_unterminated_last_line(tmp_path):
     csv = run / "log" / "steve.seed0.greedy.csv"
     with csv.open("a") as f:
         f.write("0.3,2,2000,12")
-    np.testing.assert_allclose(plot.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 1, 1000, 7.5]])
+    np.testing.assert_allclose(runs.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 1, 1000, 7.5]])
     with csv.open("a") as f:
         f.write("34.5\n")
-    np.testing.assert_allclose(plot.load_greedy(run)[-1], [0.3, 2, 2000, 1234.5])
+    np.testing.assert_allclose(runs.load_greedy(run)[-1], [0.3, 2, 2000, 1234.5])
     csv.write_text("0.1,1,1000,5.5")  # the only line, still being written
     with pytest.raises(plot.PlotError, match="no evaluations yet"):
-        plot.load_greedy(run)
+        runs.load_greedy(run)
 
 
 def test_append_greedy_row_ends_every_row_with_a_newline(tmp_path):
@@ -193,14 +194,14 @@ def test_load_greedy_bad_middle_line(tmp_path):
     csv = run / "log" / "steve.seed0.greedy.csv"
     csv.write_text("0.1,1,1000,5.5\nhours,epoch\n0.2,2,2000,6\n")
     with pytest.raises(plot.PlotError, match="line 2 of"):
-        plot.load_greedy(run)
+        runs.load_greedy(run)
 
 
 @pytest.mark.parametrize("rows", [None, []], ids=["absent", "empty"])
 def test_load_greedy_no_evaluations(tmp_path, rows):
     run = make_run(tmp_path, "Hopper-v5", "steve", 0, rows)
     with pytest.raises(plot.PlotError, match="no evaluations yet") as error:
-        plot.load_greedy(run)
+        runs.load_greedy(run)
     assert str(run) in str(error.value)
     assert "wait for its first evaluation" in str(error.value)
 
@@ -369,13 +370,13 @@ def test_header_lines_are_read_in_their_column_order(tmp_path):
     csv = run / "log" / "steve.seed0.greedy.csv"
     csv.write_text("hours,epoch,frames,score\n0.1,1,1000,5.5\n"
                    "frames,score,hours,epoch\n2000,7.5,0.2,2\n")
-    np.testing.assert_allclose(plot.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 2, 2000, 7.5]])
+    np.testing.assert_allclose(runs.load_greedy(run), [[0.1, 1, 1000, 5.5], [0.2, 2, 2000, 7.5]])
 
 
-def draw(runs, kind="hours", smooth=None):
-    """The figure plot_runs would draw for `runs`, without writing it."""
-    groups = plot.group_runs(runs)
-    data = {run: plot.load_greedy(run) for run in runs}
+def draw(run_dirs, kind="hours", smooth=None):
+    """The figure plot_runs would draw for `run_dirs`, without writing it."""
+    groups = plot.group_runs(run_dirs)
+    data = {run: runs.load_greedy(run) for run in run_dirs}
     window = plot.default_window(data.values()) if smooth is None else smooth
     figure = plot._draw(groups, data, kind, "minmax", window)
     figure.canvas.draw()

@@ -11,7 +11,7 @@ import pytest
 
 import config as config_lib
 import plot
-from reports import reference
+from reports import reference, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "config/experiments/quickstart/steve_td3_pendulum.json"
@@ -127,7 +127,7 @@ def test_export_run_copies_what_the_report_reads_and_leaves_the_run_alone(tmp_pa
     assert provenance["commit"] == "abc123" and provenance["source"] == str(run.resolve())
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # plot.py reads the copy as a run
-    np.testing.assert_array_equal(plot.load_greedy(dest), plot.load_greedy(run))
+    np.testing.assert_array_equal(runs.load_greedy(dest), runs.load_greedy(run))
     # nothing new in the run: the copy is left as it is (its provenance too)
     assert reference.export_run(run, tmp_path / "kept", commit="def456") == dest
     assert json.loads((dest / "provenance.json").read_text())["commit"] == "abc123"
@@ -136,7 +136,7 @@ def test_export_run_copies_what_the_report_reads_and_leaves_the_run_alone(tmp_pa
         f.write("3.0,99,10250,1000.0\n")
     reference.export_run(run, tmp_path / "kept", commit="def456")
     assert json.loads((dest / "provenance.json").read_text())["commit"] == "def456"
-    assert plot.load_greedy(dest)[-1, plot.FRAMES] == 10250
+    assert runs.load_greedy(dest)[-1, runs.FRAMES] == 10250
 
 
 def test_score_at_is_the_reports_window():

@@ -1,6 +1,6 @@
-"""bench/sample_efficiency.py: the report's numbers on fake runs, its command line, and the
-whole machinery (sweep on a local Ray cluster, an interrupted run resumed, report and figures)
-on a tiny budget.
+"""bench/sample_efficiency.py and the report it writes (reports/scores.py, reports/markdown.py,
+reports/report.py): the report's numbers on fake runs, the command line, and the whole machinery
+(sweep on a local Ray cluster, an interrupted run resumed, report and figures) on a tiny budget.
 
 The fast tests write fake run folders (log/hps.json, log/<run>.greedy.csv, state/finished.json)
 under tmp_path and need no Ray. The end-to-end test takes conftest.py's `cluster`, the two-node
@@ -8,6 +8,7 @@ Ray cluster on 127.0.0.1 (one CPU per node, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 tests/test_sweep.py uses too, stopped through its handle at the end of the module.
 """
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -19,6 +20,9 @@ import pytest
 
 import config as config_lib
 import sweep
+from reports import aggregate, markdown, reference, scores
+from reports.benchmark import Benchmark, BenchmarkError
+from reports.report import write_report
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -37,6 +41,11 @@ def _load_module():
 
 
 se = _load_module()
+
+
+def write(bench, **kwargs):
+    """write_report with the benchmark driver's learning curves (plot.py)."""
+    return write_report(bench, se.draw_curves, **kwargs)
 
 
 def greedy(rows) -> np.ndarray:
@@ -60,11 +69,11 @@ def fake_run(root: Path, experiment: str, seed: int, rows, finished_at: int | No
 
 def tiny_bench(tmp_path: Path, **changes):
     out = tmp_path / "out"
-    bench = se.Benchmark(name="tiny test", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=2,
+    bench = Benchmark(name="tiny test", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=2,
                          total_frames=1000, marks=(500, 1000),
                          thresholds={ENV: 100.0}, output_root=str(out),
                          report=str(tmp_path / "docs/report.md"), command="python bench/x")
-    return se.dataclasses.replace(bench, **changes)
+    return dataclasses.replace(bench, **changes)
 
 
 # ------------------------------------------------------------------------------ numbers
@@ -72,58 +81,58 @@ def tiny_bench(tmp_path: Path, **changes):
 
 def test_score_at_averages_the_last_tenth_before_the_mark():
     data = greedy([(400, 1.0), (450, 3.0), (500, 5.0), (520, 100.0), (900, 7.0), (1000, 9.0)])
-    assert se.score_at(data, 500) == pytest.approx(5.0)  # only 500 lies in (450, 500]
-    assert se.score_at(data, 1000) == pytest.approx(9.0)  # (900, 1000]: 900 is left out
-    assert se.score_at(data, 999) == pytest.approx(7.0)  # (899.1, 999]
-    assert se.score_at(data, 800) is None  # nothing in (720, 800]
-    assert se.score_at(data, 2000) is None  # beyond the run
-    assert se.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # (375, 500]
+    assert reference.score_at(data, 500) == pytest.approx(5.0)  # only 500 lies in (450, 500]
+    assert reference.score_at(data, 1000) == pytest.approx(9.0)  # (900, 1000]: 900 is left out
+    assert reference.score_at(data, 999) == pytest.approx(7.0)  # (899.1, 999]
+    assert reference.score_at(data, 800) is None  # nothing in (720, 800]
+    assert reference.score_at(data, 2000) is None  # beyond the run
+    assert reference.score_at(data, 500, window=0.25) == pytest.approx(3.0)  # (375, 500]
     # an unfinished run at 950 frames: (900, 1000] is not complete, so no score there yet
-    assert se.score_at(data, 1000, reached=950) is None
-    assert se.score_at(data, 1000, reached=1000) == pytest.approx(9.0)
+    assert reference.score_at(data, 1000, reached=950) is None
+    assert reference.score_at(data, 1000, reached=1000) == pytest.approx(9.0)
 
 
 def test_frames_to_threshold_uses_the_windowed_score():
     # A lone good episode at 500 is averaged with the bad one at 460: 4.5 < 8.
     data = greedy([(100, 0.0), (460, 0.0), (500, 9.0), (700, 8.0), (800, 8.0)])
-    assert se.frames_to_threshold(data, 8.0) == 700
-    assert se.frames_to_threshold(data, 4.5) == 500
-    assert se.frames_to_threshold(data, 0.0) == 100
-    assert se.frames_to_threshold(data, 9.5) is None
+    assert scores.frames_to_threshold(data, 8.0) == 700
+    assert scores.frames_to_threshold(data, 4.5) == 500
+    assert scores.frames_to_threshold(data, 0.0) == 100
+    assert scores.frames_to_threshold(data, 9.5) is None
 
 
 def test_mean_score_over_the_budget():
     data = greedy([(500, 10.0), (1000, 30.0)])
-    assert se.mean_score(data, 1000, points=2) == pytest.approx(20.0)  # at 500 and 1000
-    assert se.mean_score(data, 1000, points=4) == pytest.approx(20.0)  # 250, 750: no value
+    assert scores.mean_score(data, 1000, points=2) == pytest.approx(20.0)  # at 500 and 1000
+    assert scores.mean_score(data, 1000, points=4) == pytest.approx(20.0)  # 250, 750: no value
     # points=20: 500 and 550 ([495, 550]) see 10; 950 (none in [855, 950]); 1000 sees 30.
-    assert se.mean_score(data, 1000) == pytest.approx((10.0 + 10.0 + 30.0) / 3)
-    assert se.mean_score(greedy([(2000, 5.0)]), 1000) is None
+    assert scores.mean_score(data, 1000) == pytest.approx((10.0 + 10.0 + 30.0) / 3)
+    assert scores.mean_score(greedy([(2000, 5.0)]), 1000) is None
 
 
 def test_permutation_p_values():
     # 3 vs 3 fully separated: 2 of the C(6, 3) = 20 splits are as extreme.
-    assert se.permutation_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
-    assert se.permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert scores.permutation_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
+    assert scores.permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
     # 6 vs 6 separated: 2 / 924.
-    assert se.permutation_p(range(6, 12), range(6)) == pytest.approx(2 / 924)
+    assert scores.permutation_p(range(6, 12), range(6)) == pytest.approx(2 / 924)
     # Monte Carlo when the exact count is too large: close to the exact value.
-    exact = se.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0])
-    approx = se.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0], exact_limit=10)
+    exact = scores.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0])
+    approx = scores.permutation_p([5.0, 1.0, 7.0, 9.0], [0.0, 2.0, 3.0, 4.0], exact_limit=10)
     assert approx == pytest.approx(exact, abs=0.02)
     with pytest.raises(ValueError):
-        se.permutation_p([], [1.0])
+        scores.permutation_p([], [1.0])
 
 
 def test_spread_and_cells():
-    assert se.spread([None, None]) is None
-    s = se.spread([1.0, 3.0, None])
+    assert scores.spread([None, None]) is None
+    s = scores.spread([1.0, 3.0, None])
     assert s == {"n": 2, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
-    assert se._cell([100.0, 300.0]) == "200 ± 100 (100–300)"
-    assert se._cell([1.0, 3.0, None]) == "2.0 ± 1.0 (1.0–3.0) [n=2]"
-    assert se._cell([90.0, 110.0]) == "100 ± 10 (90–110)"  # one format per cell
-    assert se._cell([None]) == "-"
-    assert [se._frames(n) for n in (500, 7500, 17840, 1_250_000)] == ["500", "7.5k", "17.8k",
+    assert markdown._cell([100.0, 300.0]) == "200 ± 100 (100–300)"
+    assert markdown._cell([1.0, 3.0, None]) == "2.0 ± 1.0 (1.0–3.0) [n=2]"
+    assert markdown._cell([90.0, 110.0]) == "100 ± 10 (90–110)"  # one format per cell
+    assert markdown._cell([None]) == "-"
+    assert [markdown._frames(n) for n in (500, 7500, 17840, 1_250_000)] == ["500", "7.5k", "17.8k",
                                                                       "1.25M"]
     assert se.default_marks(30000) == (7500, 15000, 22500, 30000)
 
@@ -138,7 +147,7 @@ def test_report_from_fake_runs(tmp_path):
     fake_run(out, "tiny_steve", 0, [(500, 150.0), (1000, 200.0)], 1000)
     fake_run(out, "tiny_steve", 1, [(460, 110.0), (500, 130.0), (700, 90.0)], None)
 
-    report, figures = se.write_report(bench, when="today")
+    report, figures = write(bench, when="today")
     assert report == tmp_path / "docs/report.md"
     assert [f.name for f in figures] == ["report_curves_frames.png", "report_curves_hours.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)
@@ -175,37 +184,37 @@ def test_report_from_fake_runs(tmp_path):
 def test_report_needs_evaluations_and_folders(tmp_path):
     bench = tiny_bench(tmp_path)
     out = Path(bench.output_root)
-    with pytest.raises(se.BenchmarkError, match="4 run folder\\(s\\) do not exist.*without "
+    with pytest.raises(BenchmarkError, match="4 run folder\\(s\\) do not exist.*without "
                                                 "--report-only"):
-        se.write_report(bench)
+        write(bench)
     for experiment in ("tiny_ddpg", "tiny_steve"):
         for seed in (0, 1):
             fake_run(out, experiment, seed, [(500, 1.0)], 1000)
     (out / ENV / "tiny_steve.seed1/log/tiny_steve.seed1.greedy.csv").write_text("")
-    with pytest.raises(se.BenchmarkError, match="^Run .*tiny_steve.seed1 has no evaluations"):
-        se.write_report(bench)
+    with pytest.raises(BenchmarkError, match="^Run .*tiny_steve.seed1 has no evaluations"):
+        write(bench)
     assert not Path(bench.report).exists()
 
 
 def test_partial_report_lists_pending_runs(tmp_path):
     bench = tiny_bench(tmp_path)
     out = Path(bench.output_root)
-    with pytest.raises(se.BenchmarkError, match="None of the 4 run\\(s\\) has an evaluation"):
-        se.write_report(bench, partial=True)
+    with pytest.raises(BenchmarkError, match="None of the 4 run\\(s\\) has an evaluation"):
+        write(bench, partial=True)
     fake_run(out, "tiny_ddpg", 0, [(500, 10.0), (1000, 30.0)], 1000)
     fake_run(out, "tiny_steve", 0, [(500, 150.0), (1000, 200.0)], 1000)
     fake_run(out, "tiny_steve", 1, [(500, 1.0)], None)
     (out / ENV / "tiny_steve.seed1/log/tiny_steve.seed1.greedy.csv").write_text("")  # started
-    with pytest.raises(se.BenchmarkError, match="1 of the 4 run folder\\(s\\) do not exist"):
-        se.write_report(bench)  # a full report still refuses
-    report, _ = se.write_report(bench, when="today", partial=True)
+    with pytest.raises(BenchmarkError, match="1 of the 4 run folder\\(s\\) do not exist"):
+        write(bench)  # a full report still refuses
+    report, _ = write(bench, when="today", partial=True)
     text = report.read_text()
     assert "from 2 run(s) of 2 config(s)" in text
     assert "**2 run(s) have not started or have no evaluation yet**" in text
     assert "tiny_ddpg.seed1`" in text and "tiny_steve.seed1`" in text
     assert "| InvertedPendulum-v5 | tiny_steve | 1 | 150 ± 0 (150–150) | 200 ± 0 (200–200) |" in (
         text.splitlines())
-    summary = se.json.loads(report.with_suffix(".json").read_text())
+    summary = json.loads(report.with_suffix(".json").read_text())
     algos = summary["environments"][ENV]["algorithms"]
     assert list(algos["tiny_steve"]["seeds"]) == ["0"] and list(algos["tiny_ddpg"]["seeds"]) == [
         "0"]
@@ -218,13 +227,13 @@ def test_unfinished_run_has_no_score_at_marks_it_has_not_reached(tmp_path):
     # a score there would be the mean of its first 40 frames only
     rows = [(f, 100.0) for f in range(100, 1801, 100)] + [(1840, 900.0)]
     running = fake_run(tmp_path, "tiny_steve", 0, rows, None)
-    summary = se.summarize_run(running, marks=(1000, 2000), thresholds={}, total_frames=2000)
+    summary = scores.summarize_run(running, marks=(1000, 2000), thresholds={}, total_frames=2000)
     assert summary.scores == (100.0, None)
     # and no mean score over the budget: the 18 points it has would not be comparable (and
     # would enter the pairs and the aggregate as if it had finished)
     assert summary.mean_score is None
     done = fake_run(tmp_path / "done", "tiny_steve", 0, rows, 2000)  # same rows, finished
-    summary = se.summarize_run(done, marks=(1000, 2000), thresholds={}, total_frames=2000)
+    summary = scores.summarize_run(done, marks=(1000, 2000), thresholds={}, total_frames=2000)
     assert summary.scores == (100.0, 900.0)
     # 1,900's window (1,710, 1,900] holds 100 and 900; 2,000's (1,800, 2,000] holds 900
     assert summary.mean_score == pytest.approx((18 * 100.0 + 500.0 + 900.0) / 20)
@@ -237,17 +246,17 @@ def test_report_carries_the_notes(tmp_path):
             fake_run(out, experiment, seed, [(500, 1.0), (1000, 2.0)], 1000)
     notes = tmp_path / "notes.md"
     bench = tiny_bench(tmp_path, notes=str(notes))
-    with pytest.raises(se.BenchmarkError, match="notes .*notes.md cannot be read"):
-        se.write_report(bench)
+    with pytest.raises(BenchmarkError, match="notes .*notes.md cannot be read"):
+        write(bench)
     assert not Path(bench.report).exists()
     notes.write_text("## Goals\n\nTuned on seeds 100 and up.\n")
-    report, _ = se.write_report(bench, when="today")
+    report, _ = write(bench, when="today")
     lines = report.read_text().splitlines()
     # after the first paragraph, before the config list
     assert lines.index("## Goals") < lines.index("Configs:")
     assert lines.index("Tuned on seeds 100 and up.") == lines.index("## Goals") + 2
     # stamped with the commit of the code that wrote it
-    commit = se.reference.current_commit() or "unknown (not a git checkout)"
+    commit = reference.current_commit() or "unknown (not a git checkout)"
     assert lines[2].startswith(f"Produced by `python bench/x` at commit `{commit}` on today")
 
 
@@ -289,7 +298,9 @@ def test_command_line_presets_and_overrides(tmp_path):
     cpu = bench("--preset", "cpu")
     assert len(cpu.configs) == 6 and cpu.seeds == 3 and all(Path(c).is_file()
                                                             for c in cpu.configs)
-    assert cpu.report == str(ROOT / "docs/benchmark/cpu.md")
+    # a preset's report goes to the output root; its committed one is written by --publish
+    assert cpu.report == str(ROOT / "output/benchmark/cpu/cpu.md")
+    assert cpu.committed == str(ROOT / "docs/benchmark/cpu.md") and not cpu.publish
     assert cpu.command == "python bench/sample_efficiency.py --preset cpu"
     gpu = bench("--preset", "gpu")
     assert len(gpu.configs) == 24 and all(Path(c).is_file() for c in gpu.configs)
@@ -313,20 +324,22 @@ def test_command_line_presets_and_overrides(tmp_path):
                   "--seeds", "1", "--output-root", str(tmp_path))
     assert small.marks == (6000, 8000) and small.seeds == 1
     assert small.thresholds["Hopper-v5"] == 300 and small.output_root == str(tmp_path)
-    # another budget and seeds: not the committed benchmark, so its report goes under the output
-    # root and it leaves the preset's notes, run copies and README table alone
+    # another budget and seeds: not the committed benchmark, so its report goes to the output
+    # root's sample_efficiency.md, without the preset's notes or its committed run copies
     assert small.report == str(tmp_path / se.REPORT_NAME) and small.notes is None
     win4 = bench("--preset", "cpu_win4")
     assert win4.readme == str(ROOT / "README.md") and win4.reference_runs and win4.notes
+    assert win4.report == str(ROOT / "output/benchmark/cpu_win4/cpu_win4.md")
     trial = bench("--preset", "cpu_win4", "--total-frames", "3000", "--output-root", str(tmp_path))
-    assert (trial.readme, trial.reference_runs, trial.notes) == (None, None, None)
+    assert (trial.readme, trial.reference_runs, trial.notes, trial.committed) == (None,) * 4
     assert trial.report == str(tmp_path / se.REPORT_NAME)
     assert bench("--preset", "cpu_win4", "--threshold", "Walker2d-v5=500").readme is None
-    # the preset's own runs under another output root: still the committed benchmark
+    # the preset's own runs under another output root: its report goes there
     moved = bench("--preset", "cpu_win4", "--output-root", str(tmp_path))
-    assert (moved.report, moved.readme) == (win4.report, win4.readme)
+    assert moved.report == str(tmp_path / "cpu_win4.md") and moved.notes == win4.notes
     elsewhere = bench("--preset", "cpu_win4", "--report", str(tmp_path / "r.md"))
-    assert elsewhere.readme is None and elsewhere.reference_runs == win4.reference_runs
+    assert elsewhere.report == str(tmp_path / "r.md")
+    assert elsewhere.reference_runs == win4.reference_runs and not elsewhere.publish
     explicit = bench(str(TINY_DDPG), "--seeds", "2", "--total-frames", "400",
                      "--output-root", str(tmp_path), "--checkpoints-at", "300,100")
     assert explicit.marks == (100, 300) and explicit.report == str(tmp_path / se.REPORT_NAME)
@@ -337,7 +350,7 @@ def test_command_line_presets_and_overrides(tmp_path):
         (("--preset", "cpu", "--report", "x.txt"), "must end in .md"),
         ((), "No config was given"),
     ]:
-        with pytest.raises(se.BenchmarkError, match=message):
+        with pytest.raises(BenchmarkError, match=message):
             bench(*argv)
     with pytest.raises(SystemExit):
         parse(["--preset", "cpu", "--threshold", "Hopper-v5"])
@@ -362,7 +375,7 @@ def test_tiny_benchmark_runs_resumes_and_reports(cluster, tmp_path):
     out = tmp_path / "out"
     full = tiny_bench(tmp_path, total_frames=300, marks=(150, 300),
                       thresholds={ENV: 10.0})
-    first = se.dataclasses.replace(full, configs=(str(TINY_DDPG),), seeds=1, total_frames=150,
+    first = dataclasses.replace(full, configs=(str(TINY_DDPG),), seeds=1, total_frames=150,
                                    marks=(150,), report=str(tmp_path / "first/report.md"))
     lines: list[str] = []
     se.run_benchmark(first, address=cluster.address, cpus_per_run=1, out=lines.append,
@@ -435,10 +448,10 @@ def test_no_report_when_runs_were_stopped_or_failed(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ issue 14
 
 
-def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path):
+def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path, monkeypatch):
     hop = "Hopper-v5"
     out = tmp_path / "out"
-    bench = se.Benchmark(
+    bench = Benchmark(
         name="win", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=2, total_frames=2000,
         marks=(1000, 2000), thresholds={ENV: 100.0, hop: 50.0}, output_root=str(out),
         report=str(tmp_path / "docs/win.md"), command="python bench/x",
@@ -460,12 +473,8 @@ def test_summary_json_has_the_issue_shape_with_budgets_per_environment(tmp_path)
                  int(1000 * scale), env)
     runs = [p for p in out.rglob("*.seed*") if p.is_dir()]
     # run_dirs plans the configs' own environment only: point it at the fake runs
-    se_run_dirs = se.run_dirs
-    try:
-        se.run_dirs = lambda b: sorted(runs)
-        report, _ = se.write_report(bench, when="today")
-    finally:
-        se.run_dirs = se_run_dirs
+    monkeypatch.setattr(Benchmark, "run_dirs", lambda self: sorted(runs))
+    report, _ = write(bench, when="today")
     summary = json.loads(report.with_suffix(".json").read_text())
     assert report.with_suffix(".json") == tmp_path / "docs/win.json"
     assert summary["headline"] == {"algorithm": "tiny_steve", "backbone": "tiny_ddpg"}
@@ -518,7 +527,7 @@ def test_cpu_win_preset(tmp_path):
 
     win = bench("--preset", "cpu_win")
     assert win.seed_list() == [0, 1, 2, 3, 4] and win.headline == ("steve_td3", "td3")
-    assert win.report == str(ROOT / "docs/benchmark/cpu_win.md")
+    assert win.committed == str(ROOT / "docs/benchmark/cpu_win.md")
     assert win.budget("InvertedPendulum-v5") == (20_000, tuple(range(1000, 20_001, 1000)))
     assert win.budget("Hopper-v5") == (60_000, tuple(range(5000, 60_001, 5000)))
     plans = sweep.plan_runs(win.configs, 1, tmp_path)
@@ -564,20 +573,21 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
                              ("tiny_ddpg", [10.0, 20.0, 60.0]))}}}}
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs/old.json").write_text(json.dumps(carried))
-    spec = se.aggregate.AggregateSpec(
+    spec = aggregate.AggregateSpec(
         tasks=(ENV, "Hopper-v5", "Walker2d-v5"), pairs=(("tiny_steve", "tiny_ddpg"),),
         algorithms=("tiny_steve", "tiny_ddpg"), reps=300,
         normalisation={ENV: (0.0, 100.0), "Hopper-v5": (0.0, 100.0), "Walker2d-v5": (0, 1)})
-    bench = se.Benchmark(
+    bench = Benchmark(
         name="agg", configs=(str(TINY_DDPG), str(TINY_STEVE)), seeds=3, total_frames=1000,
         marks=(500, 1000), thresholds={ENV: 50.0}, output_root=str(out),
         report=str(tmp_path / "docs/agg.md"), command="python bench/x", first_seed=100,
         reference_runs=str(kept), carried=(str(tmp_path / "docs/old.json"),), aggregate=spec,
-        readme=str(tmp_path / "README.md"))
+        readme=str(tmp_path / "README.md"), committed=str(tmp_path / "docs/agg.md"),
+        publish=True)
     (tmp_path / "README.md").write_text("# Title\n\nno markers\n")
-    with pytest.raises(se.BenchmarkError, match="README.md has no line starting with "
+    with pytest.raises(BenchmarkError, match="README.md has no line starting with "
                                                 "'<!-- agg table' followed by one with"):
-        se.write_report(bench)  # before anything is written
+        write(bench)  # before anything is written
     assert not kept.exists() and not (tmp_path / "docs/agg.md").exists()
     (tmp_path / "README.md").write_text("# Title\n<!-- agg table (generated) -->\nold\n"
                                         "<!-- end of agg table -->\nafter\n")
@@ -586,7 +596,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
                  1000)
         fake_run(out, "tiny_steve", seed, [(450, low + 5), (500, low + 5), (950, high + 5),
                                            (1000, high + 5)], 1000)
-    report, figures = se.write_report(bench, when="today")
+    report, figures = write(bench, when="today")
     summary = json.loads(report.with_suffix(".json").read_text())
     # the carried task is in the summary unchanged, marked with where it came from
     hop = summary["environments"]["Hopper-v5"]
@@ -606,7 +616,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     wins = np.mean([[a > b or (a == b) / 2 for b in ddpg] for a in steve])
     assert poi["estimate"] == pytest.approx((wins + 6 / 9) / 2)
     assert {k: v for k, v in block.items() if k != "pending_tasks"} == \
-        se.aggregate.recompute(summary)
+        aggregate.recompute(summary)
     text = report.read_text()
     assert "## Across tasks" in text and "Not yet in the aggregate" in text
     assert "## Tasks carried from earlier reports" in text
@@ -617,7 +627,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
             f"{hop_poi['ci'][1]:.2f}] | 0.700 |") in text
     # the headline table (README.md shows cpu_win4's): Hopper's carried 30, 40, 50 -> 40 ± 8;
     # Walker2d-v5 has no run; the IQM over the two complete tasks
-    table = se.headline_table(summary)
+    table = markdown.headline_table(summary)
     assert table[0].startswith(f"| algorithm | {ENV}, 1k frames | Hopper-v5, 1k frames | "
                                "Walker2d-v5 | IQM, normalised, over 2 tasks |")
     steve_row = [c.strip() for c in table[2].strip("|").split("|")]
@@ -638,7 +648,7 @@ def test_committed_copies_carried_tasks_and_the_aggregate(tmp_path):
     # with the run folders gone, the committed copies alone give the same numbers
     first = report.with_suffix(".json").read_text()
     out.rename(tmp_path / "elsewhere")
-    se.write_report(bench, when="today")
+    write(bench, when="today")
     assert report.with_suffix(".json").read_text() == first
 
 
@@ -646,12 +656,12 @@ def test_the_committed_runs_rebuild_the_committed_summary(tmp_path):
     # anyone with the repository alone: --report-only over the committed runs of cpu_win4 (no
     # run folder under the output root) gives the committed summary, number for number
     committed = ROOT / "docs/benchmark/cpu_win4.json"
-    bench = se.dataclasses.replace(se.preset("cpu_win4"), output_root=str(tmp_path / "none"),
+    bench = dataclasses.replace(se.preset("cpu_win4"), output_root=str(tmp_path / "none"),
                                    report=str(tmp_path / "cpu_win4.md"), readme=None)
     kept = Path(bench.reference_runs)
     before = sorted((p, p.stat().st_mtime_ns) for p in kept.rglob("*") if p.is_file())
     assert before, "docs/benchmark/runs/cpu_win4 holds no committed run"
-    se.write_report(bench, when="today", partial=True)
+    write(bench, when="today", partial=True)
     assert json.loads((tmp_path / "cpu_win4.json").read_text()) == json.loads(
         committed.read_text())
     # the committed copies were read, not written
@@ -665,7 +675,7 @@ def test_the_readme_table_is_the_committed_summarys():
     start = readme.index("<!-- cpu_win4 table")
     shown = readme[readme.index("\n", start) + 1:readme.index("<!-- end of cpu_win4 table -->")]
     summary = json.loads((ROOT / "docs/benchmark/cpu_win4.json").read_text())
-    table = se.headline_table(summary)
+    table = markdown.headline_table(summary)
     assert shown.rstrip("\n").splitlines() == "\n".join(table).rstrip("\n").splitlines()
     # the table holds the summary's numbers: the IQM of the headline algorithm, for one
     iqm = summary["aggregate"]["iqm"][summary["headline"]["algorithm"]]
@@ -692,7 +702,7 @@ def test_runs_finished_in_the_committed_copies_are_not_run_again(tmp_path, monke
         return []
 
     monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
-    with pytest.raises(se.BenchmarkError, match="do not exist"):  # the sweep ran nothing here
+    with pytest.raises(BenchmarkError, match="do not exist"):  # the sweep ran nothing here
         se.run_benchmark(bench, out=said.append)
     assert calls == [((str(TINY_DDPG),), 1), ((str(TINY_STEVE),), 2)]
     assert said[0].startswith("1 run(s) finished in the committed copies")
