@@ -111,8 +111,8 @@ def _aggregate(bench: Benchmark, environments: dict) -> dict:
     pending = [t for t in spec.tasks if t not in tasks]
     if tasks:
         block = aggregate.aggregate_block(environments, dataclasses.replace(spec, tasks=tasks))
-    else:
-        block = aggregate.empty_block(spec)
+    else:  # nothing to aggregate yet: the block names no task (no profile is drawn)
+        block = aggregate.empty_block(dataclasses.replace(spec, tasks=()))
     return dict(block, pending_tasks=pending)
 
 

@@ -91,3 +91,17 @@ def test_a_carried_algorithm_that_cannot_be_compared_is_refused(tmp_path, algori
         write_report(bench, se.draw_curves, when="today")
     assert str(error.value).endswith(message), str(error.value)
     assert not list(Path(bench.report).parent.glob("report*"))  # no report, summary or figure
+
+
+def test_a_report_before_any_task_is_complete_lists_every_task_as_pending(tmp_path):
+    # the oracle preset's report while its first runs are going: steve's seed 1 has no mean
+    # score over the budget yet (its run is at 550 of 1,000 frames), so no task is complete
+    out = tmp_path / "out"
+    fake_run(out, "tiny_steve", 1, [(450, 50.0), (500, 50.0), (550, 50.0)], None)
+    bench = carried_bench(tmp_path)
+    report, figures = write_report(bench, se.draw_curves, when="today", partial=True)
+    block = json.loads(report.with_suffix(".json").read_text())["aggregate"]
+    assert block["tasks"] == [] and block["pending_tasks"] == [ENV]
+    assert block["probability_of_improvement"] == [] and block["iqm"] == {}
+    assert not any(f.name.endswith("_profile.png") for f in figures)
+    assert "Not yet in the aggregate" in report.read_text()
