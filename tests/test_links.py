@@ -27,6 +27,8 @@ WRITTEN_LATER = {
                              "its first run",
     "docs/benchmark/cpu.json": "the cpu preset's summary, which its committed report (older "
                                "than summaries) lacks: the --rerun refusal test names it",
+    "docs/benchmark/oracle.md": "the oracle preset's report, published when its runs are done "
+                                "(docs/benchmark/oracle_notes.md)",
 }
 
 _WEB = re.compile(r"^(https?:|mailto:|ftp:)", re.I)
