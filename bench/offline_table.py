@@ -48,7 +48,8 @@ def _frames(checkpoint: Path) -> int | None:
 def nearest_checkpoint(run: Path, frames: int) -> Path:
     """The policy checkpoint of `run` whose frame count is nearest `frames`: one of its backups
     (checkpoints/backups/policy/<updates>), or the run folder itself for its newest checkpoint."""
-    found = [(_frames(run / "checkpoints" / "policy"), run)]
+    newest = [_frames(c) for c in (run / "checkpoints" / "policy").glob("ckpt-*")]
+    found = [(max((f for f in newest if f is not None), default=None), run)]
     backups = run / "checkpoints" / "backups" / "policy"
     if backups.is_dir():
         found += [(_frames(b), b) for b in sorted(backups.iterdir())]

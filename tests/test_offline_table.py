@@ -16,7 +16,8 @@ def checkpoint(folder, frames):
 
 def fake_run(root, env="Hopper-v5", seed=0, finished=True):
     run = root / env / f"steve_td3_offline.seed{seed}"
-    checkpoint(run / "checkpoints" / "policy", 60_000)
+    checkpoint(run / "checkpoints" / "policy" / "ckpt-11", 59_000)  # the newest three
+    checkpoint(run / "checkpoints" / "policy" / "ckpt-12", 60_000)
     for frames in (18_016, 20_016, 22_016, 40_016, 58_016):
         checkpoint(run / "checkpoints" / "backups" / "policy" / str(4 * frames), frames)
     if finished:
