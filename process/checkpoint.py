@@ -11,7 +11,8 @@ On-disk layout of one checkpoint directory (e.g. `<run>/checkpoints/policy/`):
         variables.data-00000-of-00001
         counters.json              {"epoch": int, "updates": int, "frames": int, "hours": float}
     latest.json                    {"checkpoint": "ckpt-<n>", "counters": {...}}
-    .tmp-ckpt-<n>-<pid>/           only while a save is in progress (or after a crash mid-save)
+    .tmp-ckpt-<n>-<pid>/           only while a save is in progress (or after a crash mid-save,
+                                   until the next save, which deletes it once <pid> is gone)
 
 Write order: the files are written into `.tmp-ckpt-<n>-<pid>/`, each file and then the folder
 are fsynced, and the folder is renamed to `ckpt-<n>` in one step (and its parent fsynced); only
@@ -161,6 +162,28 @@ def _checkpoint_for(objects: dict, counters):
     return tf.train.Checkpoint(counters=counters, **objects)
 
 
+_TMP_RE = re.compile(r"^\.tmp-ckpt-\d+-(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_dead_temporaries(directory: str) -> None:
+    """Delete the `.tmp-ckpt-<n>-<pid>` folders of saves whose process is gone (killed
+    mid-save): they are never renamed into place and only take space."""
+    for name in os.listdir(directory):
+        m = _TMP_RE.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
 def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
     """Write a complete checkpoint of `objects` (name -> tf.Module) and the run counters
     (epoch, updates, frames, hours) as `directory/ckpt-<n>`; return its path."""
@@ -169,15 +192,20 @@ def save_checkpoint(directory: str, objects: dict, counters: dict) -> str:
     n = max(existing, default=0) + 1
     values = {key: counters.get(key, 0) for key, _ in _COUNTERS}
     values = {k: (float(v) if k == "hours" else int(v)) for k, v in values.items()}
+    _remove_dead_temporaries(directory)
     tmp = os.path.join(directory, f".tmp-ckpt-{n}-{os.getpid()}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    _checkpoint_for(objects, _counters_module(values)).write(os.path.join(tmp, PREFIX))
-    util.atomic_write_json(os.path.join(tmp, COUNTERS_FILE), values)
-    _fsync_folder(tmp)  # TensorFlow closes its files without fsync
     final = os.path.join(directory, f"ckpt-{n}")
-    os.rename(tmp, final)
+    try:
+        os.makedirs(tmp)
+        _checkpoint_for(objects, _counters_module(values)).write(os.path.join(tmp, PREFIX))
+        util.atomic_write_json(os.path.join(tmp, COUNTERS_FILE), values)
+        _fsync_folder(tmp)  # TensorFlow closes its files without fsync
+        os.rename(tmp, final)
+    except BaseException:  # a full disk, an interrupt: the partial folder goes, its space too
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync(directory)  # the rename, before the pointer names the folder
     util.atomic_write_json(
         pointer_file(directory), {"checkpoint": f"ckpt-{n}", "counters": values}

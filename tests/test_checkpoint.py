@@ -3,6 +3,7 @@ counters), strict refusal of missing/extra/mis-shaped variables with nothing cha
 policy loads, the on-disk layout (pointer, keep 3, incomplete folders ignored) and backups.
 Writes only under tmp_path."""
 
+import errno
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import util
 import valuerl
 import worldmodel
 from process import checkpoint
@@ -177,6 +179,33 @@ def test_layout_pointer_keep_three_and_incomplete_folders(tmp_path):
     assert checkpoint.latest_counters(directory) is None
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         checkpoint.restore_checkpoint(os.path.join(directory, "ckpt-7"), {"valuerl": agent})
+
+
+def test_a_failed_save_leaves_no_folder_and_dead_saves_are_cleared(tmp_path, monkeypatch):
+    directory = str(tmp_path / "ckpts")
+    _, agent = build(seed=0)
+    first = checkpoint.save_checkpoint(directory, {"valuerl": agent}, COUNTERS)
+    write_json = util.atomic_write_json
+
+    def full_disk(path, data):
+        if os.path.basename(path) == "counters.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_json(path, data)
+
+    monkeypatch.setattr(util, "atomic_write_json", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_checkpoint(directory, {"valuerl": agent}, {**COUNTERS, "epoch": 2})
+    monkeypatch.undo()
+    assert sorted(os.listdir(directory)) == ["ckpt-1", "latest.json"]  # no partial folder
+    assert checkpoint.latest_checkpoint(directory) == first
+    # a save killed mid-way leaves its folder; the next save deletes it once its process is gone
+    child = subprocess.Popen(["true"])
+    child.wait()  # a pid that no longer runs
+    os.makedirs(os.path.join(directory, f".tmp-ckpt-2-{child.pid}"))
+    os.makedirs(os.path.join(directory, f".tmp-ckpt-2-{os.getppid()}"))  # a live process's
+    checkpoint.save_checkpoint(directory, {"valuerl": agent}, {**COUNTERS, "epoch": 2})
+    assert sorted(os.listdir(directory)) == [
+        f".tmp-ckpt-2-{os.getppid()}", "ckpt-1", "ckpt-2", "latest.json"]
 
 
 def test_backup_copies_the_latest_complete_checkpoint(tmp_path):
