@@ -86,8 +86,10 @@ class Snapshot:
 
         with replay.ReplayBuffer.open(run.replay) as buf:
             self.count = buf.count
-            slots, row = buf.slots, 2 * buf.obs_dims + buf.action_dims + 2
-        frames = np.memmap(run.replay / "frames.f32", dtype="<f4", mode="r", shape=(slots, row))
+            slots = buf.slots
+        path = run.replay / "frames.f32"
+        row = path.stat().st_size // (4 * slots)  # float32 per frame, simulator states included
+        frames = np.memmap(path, dtype="<f4", mode="r", shape=(slots, row))
         self.rows = np.array(frames[: min(self.count, slots)])
         del frames
         try:
