@@ -568,7 +568,11 @@ class Loop:
             self._tally(fault, "skipped")
             self.say(f"round {k}/{rounds}: disk: skipped ({self.disk_note})")
             return
-        resumed_at = _checkpoint_updates(self.run, "policy")
+        # The policy learner's first update of the round takes its live counter past both its
+        # checkpoint and what state/progress.bin still holds from the last round until
+        # master.py sets it from the checkpoint (after a killed learner, more than that).
+        resumed_at = max(_checkpoint_updates(self.run, "policy"),
+                         _live_updates(self.run, "policy"))
         resume = k > 1 or self.run.path.exists()
         started = time.time()
         log = self.root / f"round{k}.log"
