@@ -22,7 +22,9 @@ The loop (docs/algorithm.md section 5):
    boundaries run in one compiled call (`update_many`), each on its own batch; otherwise one at
    a time (`update`);
 5. on `stop`: a final checkpoint at once; on `finish` (frame budget reached): do the updates
-   still owed for the frames collected, then a final checkpoint.
+   still owed for the frames collected, then a final checkpoint. Before its first update a
+   learner has nothing to save, and a SIGTERM or the master's death ends it at once
+   (runtime.holding_work).
 
 Subclasses add only what is theirs: `role` (their row of the role table in process/roles.py, which
 names their config block, log, checkpoint key and TensorBoard folder), `build()` (the objects to
@@ -291,6 +293,7 @@ class Learner:
                     *(field.reshape(n, batch_size, *field.shape[1:]) for field in batch)))
             self.updates += n
             self._publish()
+            runtime.holding_work()  # updates to save: SIGTERM no longer ends this process at once
             self._record(logs, n)
             if self.updates % epoch_every == 0 or self.updates == self.pretrain_n:
                 self.epoch += 1

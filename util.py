@@ -138,13 +138,14 @@ def read_json(path: str | os.PathLike, default: object = None) -> object:
         return default
 
 
-def sigterm_when_parent_dies() -> bool:
-    """Ask Linux to send this process SIGTERM when its parent dies, even by SIGKILL
-    (prctl PR_SET_PDEATHSIG); False where that cannot be asked (not Linux). Never raises, so
-    it also serves as a subprocess `preexec_fn`. The caller checks afterwards whether the
-    parent died before the request was in place (`os.getppid()` changed)."""
+def signal_when_parent_dies(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process `sig` (SIGTERM by default) when its parent dies, even by
+    SIGKILL (prctl PR_SET_PDEATHSIG; a later call replaces the signal); False where that cannot
+    be asked (not Linux). Never raises, so it also serves as a subprocess `preexec_fn`. The
+    caller checks afterwards whether the parent died before the request was in place
+    (`os.getppid()` changed)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
     except Exception:
         return False
     return True

@@ -7,7 +7,7 @@ sits between the Ray worker and master.py. It takes the run's lock (the one mast
 runs master.py with the locked descriptor (`STEVE_RUN_LOCK_FD`) and passes a stop request on as
 SIGTERM: its own SIGTERM or SIGINT, or the stop-request file `<ENV>/.sweep/<RUN>.stop` that the
 sweep writes on Ctrl-C. If the Ray worker dies, the kernel sends the guard SIGTERM
-(util.sigterm_when_parent_dies), and master.py in turn. At the end it prints one JSON line for
+(util.signal_when_parent_dies), and master.py in turn. At the end it prints one JSON line for
 the task: {"mode", "returncode", "message", "stop_requested"}.
 
 Reads: the run folder's `state/finished.json`, the checkpoints' pointer files and the stop
@@ -102,7 +102,7 @@ def main(job_json: str) -> int:
     Prints one JSON line for the task: {"mode", "returncode", "message", "stop_requested"}.
     """
     job = SweepJob.from_json(job_json)
-    util.sigterm_when_parent_dies()
+    util.signal_when_parent_dies()
     if job.parent and os.getppid() != job.parent:
         return GUARD_STOPPED  # the worker died before the request was in place
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # Ray blocks
@@ -205,7 +205,7 @@ class _Guard:
             self.master = subprocess.Popen(
                 argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, pass_fds=(self.lock.fd,), env=env,
-                preexec_fn=util.sigterm_when_parent_dies, start_new_session=True)
+                preexec_fn=util.signal_when_parent_dies, start_new_session=True)
         return offset
 
     def wait_master(self) -> int:

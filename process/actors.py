@@ -236,6 +236,8 @@ def run_interactor(spec: ProcessSpec, stop, finish) -> None:
         frames = replay.append(obs, step.next_obs, actions, step.reward, step.terminal, *states)
         obs = step.obs
         steps += 1
+        if steps == 1:
+            runtime.holding_work()  # summaries to write at exit: its start-up is over
         pending.extend((frames, float(ret), int(length)) for _, ret, length in step.finished)
         episodes += len(step.finished)
         pending, t0, f0 = _summaries_when_due(writer, pending, episodes, frames, t0, f0)
@@ -308,6 +310,7 @@ def run_evaluator(spec: ProcessSpec, stop, finish) -> None:
         if stop.wait(0.2):
             return
     runtime.started()
+    runtime.holding_work()  # its start-up is over: a SIGTERM now ends its loop
     writer = _summary_writer(spec)
     per_policy = config["evaluator_config"].get("episodes_per_policy") or 0
     done_with_policy = 0

@@ -3,15 +3,26 @@
 `master.py` builds one `ProcessSpec` per child (process/roles.py) and starts
 `child_main(spec, stop, finish, lock)` with the `spawn` method. `child_main` runs in the child
 before anything imports TensorFlow: it sets `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none),
-ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop`, imports
-TensorFlow quietly (`import_tensorflow`: no start-up lines, no cuInit error; `master.py
---verbose` keeps them), then calls the entry function the role table names. A crash writes the
-traceback to `log/<process>.err` (the master quotes its end) and exits with status 1; a crash
-on a full disk (any write: a checkpoint, a log line, a TensorBoard summary, util.disk_full)
-exits with DISK_FULL_EXIT instead, its .err (if it can still be written) ending with
-`disk full: <the path it could not write>`, and the master says which disk to free. Each
-child's stdout and stderr go to `log/<process>.out`. If the master itself dies (even by SIGKILL),
-the kernel sends every child SIGTERM, so no orphan keeps training.
+ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop` (and, in the
+start-up, an exit: below), imports TensorFlow quietly (`import_tensorflow`: no start-up lines,
+no cuInit error; `master.py --verbose` keeps them), then calls the entry function the role
+table names. A crash writes the traceback to `log/<process>.err` (the master quotes its end)
+and exits with status 1; a crash on a full disk (any write: a checkpoint, a log line, a
+TensorBoard summary, util.disk_full) exits with DISK_FULL_EXIT instead, its .err (if it can
+still be written) ending with `disk full: <the path it could not write>`, and the master says
+which disk to free. Each child's stdout and stderr go to `log/<process>.out`. If the master
+itself dies (even by SIGKILL), the kernel ends every child or asks it to stop (below), so no
+orphan keeps training.
+
+Start-up and work. A child begins in its start-up (importing TensorFlow, building, restoring,
+the first compile): on a loaded machine it may take minutes, and it holds nothing to save.
+Until the child calls `holding_work()` (a learner after its first update, an interactor after
+its first step, an evaluator with its first policy), the master's death makes the kernel send
+it SIGKILL, wherever it is; a SIGTERM sets `stop` and ends it (exit status 0) as soon as it runs
+Python again. After that call, both only set `stop`: the child saves its work (a learner's
+final checkpoint) and exits. A child ended in its start-up leaves what a SIGKILL leaves, and
+nothing half-written is published: every file another process reads is written whole or not
+at all (a checkpoint's temporary folder is renamed into place, a log line is appended whole).
 
 Each child also receives a descriptor of the run's lock (rundir.RunLock) and keeps it open until
 it exits: the run stays locked until the last of its processes is gone.
@@ -127,6 +138,8 @@ class Heart:
 
 
 _heart: Heart | None = None  # this process's slot, once child_main installed it
+_stop = None  # this process's `stop` flag, once child_main installed it
+_holding = False  # whether this process holds work that a stop must save (holding_work)
 
 
 def beat() -> None:
@@ -143,6 +156,30 @@ def started() -> None:
         _heart.started()
 
 
+def holding_work() -> None:
+    """This process's start-up is over: it holds work that a stop must save (a learner's
+    updates, an interactor's summaries). From now on SIGTERM and the master's death set `stop`
+    instead of ending it at once (the module docstring). Nothing outside a run's child process;
+    a second call does nothing."""
+    global _holding
+    if _stop is None or _holding:
+        return
+    _holding = True
+    _stop_when_parent_dies(_stop)
+
+
+def _on_sigterm(name: str):
+    """The child's SIGTERM handler: set `stop`; during the start-up, also exit at once."""
+    def handler(*_):
+        _stop.set()
+        if not _holding:
+            # os.write, not print: the handler may run inside a print of the main code.
+            os.write(1, f"{name}: SIGTERM during its start-up, nothing to save; exiting\n"
+                     .encode())
+            os._exit(0)
+    return handler
+
+
 def _redirect_output(path) -> None:
     """Send this process's stdout and stderr (C libraries included) to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,10 +191,20 @@ def _redirect_output(path) -> None:
     os.close(fd)
 
 
-def _stop_when_parent_dies(stop) -> None:
-    """Ask the kernel for SIGTERM (which sets `stop`) when the master dies, even by SIGKILL."""
+def _end_when_parent_dies() -> None:
+    """During the start-up: ask the kernel for SIGKILL when the master dies, even by SIGKILL."""
     parent = multiprocessing.parent_process()
-    if not util.sigterm_when_parent_dies():
+    if not util.signal_when_parent_dies(signal.SIGKILL):
+        return  # not Linux: the master's own shutdown still stops every child
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)  # the master died before the request was in place
+
+
+def _stop_when_parent_dies(stop) -> None:
+    """Once holding work: ask the kernel for SIGTERM (which sets `stop`) when the master dies,
+    even by SIGKILL."""
+    parent = multiprocessing.parent_process()
+    if not util.signal_when_parent_dies():
         return  # not Linux: the master's own shutdown still stops every child
     if parent is not None and os.getppid() != parent.pid:
         stop.set()  # the master died before the request was in place
@@ -208,8 +255,8 @@ def child_main(spec: ProcessSpec, stop, finish, lock=None, heart: Heart | None =
     """Entry point of every child process (see the module docstring). `lock`: the run's lock
     (rundir.InheritedLock), kept open until this process exits so the run stays owned while
     any of its processes lives. `heart`: this child's slot of the master's Heartbeats."""
-    global _heart
-    _heart = heart
+    global _heart, _stop
+    _heart, _stop = heart, stop
     beat()
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     # Each child's output goes to log/<process>.out so the master's console stays readable;
@@ -218,8 +265,8 @@ def child_main(spec: ProcessSpec, stop, finish, lock=None, heart: Heart | None =
     print(f"{spec.name} (pid {os.getpid()}): CUDA_VISIBLE_DEVICES="
           f"{spec.cuda_visible_devices!r}", flush=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _stop_when_parent_dies(stop)
+    signal.signal(signal.SIGTERM, _on_sigterm(spec.name))
+    _end_when_parent_dies()  # until holding_work()
     try:
         import_tensorflow(spec.verbose)
         roles.load(spec.row.entry)(spec, stop, finish)  # the role table names the function
@@ -247,6 +294,7 @@ def check_shapes_main(spec: ProcessSpec, learner_names: list[str], conn) -> None
     import dataclasses
     import tempfile
 
+    _end_when_parent_dies()  # it has nothing to save: a dead master ends it at once
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     devnull = os.open(os.devnull, os.O_WRONLY)  # TensorFlow's start-up lines

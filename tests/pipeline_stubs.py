@@ -9,7 +9,8 @@ t + 1 = TERMINATE_AT of an even episode, and none at a truncation.
 every update, and raises (killing its process, failing the run) on any violation.
 `FullDiskLearner` is a StubLearner whose checkpoint saves find the disk full (ENOSPC) from
 FULL_DISK_AT updates on, while that environment variable is set, and which allows for the frames
-owed after a resume from a checkpoint older than the crash.
+owed after a resume from a checkpoint older than the crash. `SlowStartLearner` is a StubLearner
+whose start-up lasts minutes (a stand-in for importing TensorFlow on a loaded machine).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import gymnasium
@@ -148,3 +150,17 @@ class FullDiskLearner(StubLearner):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
                           str(self.run.checkpoint_dir(self.role)))
         super().save(objects)
+
+
+SLOW_START = "slow start-up: building"  # what SlowStartLearner prints to its .out, then sleeps
+
+
+class SlowStartLearner(StubLearner):
+    """A StubLearner whose build() takes SLOW_START_SECONDS (a start-up under heavy load)."""
+
+    SLOW_START_SECONDS = 300.0
+
+    def build(self):
+        print(SLOW_START, flush=True)
+        time.sleep(self.SLOW_START_SECONDS)
+        return super().build()

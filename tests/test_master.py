@@ -198,6 +198,81 @@ def test_killed_master_leaves_no_orphan(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_master_killed_during_start_up_leaves_no_child(tmp_path):
+    """Children still in their start-up have nothing to save: the master's death ends them at
+    once, in their TensorFlow import or in a start-up that would last minutes (SlowStartLearner,
+    like a start-up on a loaded machine)."""
+    code = ("import sys, master; sys.exit(master.main(sys.argv[1:], "
+            "impl={'policy': 'pipeline_stubs:SlowStartLearner'}))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "pipeline_stubs_Counting-v0/counting/log"
+    outs = [log / f"{name}.out" for name in
+            ("policy-learner", "interactor-0", "interactor-1", "evaluator-0")]
+    family: list[int] = []
+    try:
+        deadline = time.time() + 120
+        # Every child has written its first line (its pid) and is importing TensorFlow.
+        while not all(out.exists() and "(pid" in out.read_text() for out in outs):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        family = process_descendants(proc.pid)
+        assert len(family) >= 3
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while [p for p in family if process_alive(p)] and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [(p, process_cmdline(p)) for p in family if process_alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in family:
+            if process_alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _starting_child(flag, ready, saved, holding):
+    """A child as runtime.child_main sets it up: in its start-up, which does not look at `stop`
+    (`flag`), or past it (`holding`), where its loop ends on `stop` and it saves its work."""
+    from process import runtime
+
+    runtime._stop = flag
+    signal.signal(signal.SIGTERM, runtime._on_sigterm("test-child"))
+    if not holding:
+        ready.set()
+        time.sleep(300)
+        return
+    runtime.holding_work()
+    ready.set()
+    flag.wait()
+    saved.set()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_child_in_its_start_up_and_stops_one_past_it():
+    import multiprocessing as mp
+
+    from process import runtime
+    ctx = mp.get_context("spawn")
+    for holding in (False, True):
+        flag, ready, saved = (runtime.Flag(ctx) for _ in range(3))
+        child = ctx.Process(target=_starting_child, args=(flag, ready, saved, holding))
+        child.start()
+        try:
+            assert ready.wait(60)
+            os.kill(child.pid, signal.SIGTERM)
+            child.join(10)
+            assert child.exitcode == 0 and flag.is_set()  # the master sees a clean stop
+            assert saved.is_set() == holding
+        finally:
+            if child.exitcode is None:
+                child.kill()
+
+
+@pytest.mark.slow
 def test_sigint_writes_final_checkpoints_and_exits_zero(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "master.py"), str(TINY_DDPG), "0",
