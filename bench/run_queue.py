@@ -10,8 +10,9 @@ two runs at a time, one core each). QUEUE_FILE holds one run per line, `CONFIG S
 
 For each line, in order, the run `DIR/SUBDIR/<ENV>/<EXPERIMENT>.seed<SEED>` is:
 - skipped when its `state/finished.json` exists (master.py says so and exits 0);
-- resumed (`master.py --resume`) when its folder exists, else started, with `--seed SEED
-  --total-frames FRAMES --cpus C --output-root DIR/SUBDIR`;
+- resumed (`master.py --resume`) when its folder holds a checkpoint, started again
+  (`--overwrite`) when its folder holds none (it stopped in its start-up), else started, with
+  `--seed SEED --total-frames FRAMES --cpus C --output-root DIR/SUBDIR`;
 - skipped when another process holds it (master.py refuses: "is in use by"), so two queues may
   list the same runs, one from each end: whichever reaches a run first takes it.
 A run that fails is reported and the queue goes on. The same command again continues the queue
@@ -87,6 +88,16 @@ def run_folder(entry: Entry, output_root: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+def has_checkpoint(folder: Path) -> bool:
+    """Whether any learner of the run in `folder` has saved a complete checkpoint (a run stopped
+    in its start-up has none, and master.py --resume refuses it)."""
+    from process import checkpoint
+
+    roles = folder / "checkpoints"
+    return roles.is_dir() and any(checkpoint.latest_checkpoint(str(role)) is not None
+                                  for role in roles.iterdir() if role.name != "backups")
+
+
 def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     """Run (or resume, or skip) one entry; returns 'finished', 'skipped', 'elsewhere' or
     'failed'."""
@@ -96,10 +107,13 @@ def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     if folder is not None and (folder / "state/finished.json").is_file():
         say(f"{label}: finished before, skipped")
         return "skipped"
-    argv = master_argv(entry, output_root, cpus, resume=folder is not None)
+    resume = folder is not None and has_checkpoint(folder)
+    argv = master_argv(entry, output_root, cpus, resume=resume)
+    if folder is not None and not resume:
+        argv.append("--overwrite")  # stopped before its first checkpoint: nothing to resume
     start = time.time()
     say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: "
-        f"{'resuming' if folder is not None else 'starting'}")
+        f"{'resuming' if resume else 'starting again' if folder is not None else 'starting'}")
     log = output_root / entry.subdir / "queue_logs" / f"{Path(entry.config).parent.name}_" \
         f"{Path(entry.config).stem}.seed{entry.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

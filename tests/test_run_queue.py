@@ -1,11 +1,17 @@
-"""bench/run_queue.py: the queue file is read strictly, finished runs are skipped, folders resume.
+"""bench/run_queue.py: the queue file is read strictly, finished runs are skipped, folders with a
+checkpoint resume, folders without one start again.
 
 No run is started here (a run through master.py is what the tests of master.py cover)."""
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import pytest
+
+import config as config_lib
+import valuerl
+from process import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Loaded by path: bench/ is not a package.
@@ -36,7 +42,7 @@ def test_a_bad_line_is_named(tmp_path):
         bench_queue.read_queue(path)
 
 
-def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path):
+def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path, monkeypatch):
     entry = bench_queue.Entry(CONFIG, 3, 60000, "runs")
     argv = bench_queue.master_argv(entry, tmp_path, 1, resume=False)
     assert argv[-8:] == ["--seed", "3", "--total-frames", "60000", "--cpus", "1",
@@ -50,6 +56,22 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path):
     (folder / "state").mkdir(parents=True)
     assert bench_queue.run_folder(entry, tmp_path) == folder
     assert bench_queue.master_argv(entry, tmp_path, 1, resume=True)[-1] == "--resume"
+    # a run stopped in its start-up has no checkpoint: it starts again instead of resuming
+    (folder / "checkpoints/policy").mkdir(parents=True)
+    assert not bench_queue.has_checkpoint(folder)
+    ran = []
+    monkeypatch.setattr(bench_queue.subprocess, "run", lambda argv, **kw: ran.append(argv)
+                        or subprocess.CompletedProcess(argv, 0, "", ""))
+    said = []
+    assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "finished"
+    assert ran[-1][-1] == "--overwrite" and "--resume" not in ran[-1]
+    assert said[0].endswith(f"{CONFIG} seed 3: starting again")
+    tiny = config_lib.load_config(ROOT / "tests/configs/tiny_ddpg.json")
+    agent = valuerl.ValueRL(tiny, seed=0, jit_compile=False)
+    checkpoint.save_checkpoint(str(folder / "checkpoints/policy"), {"valuerl": agent}, {})
+    assert bench_queue.has_checkpoint(folder)
+    assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "finished"
+    assert ran[-1][-1] == "--resume" and said[-2].endswith(f"{CONFIG} seed 3: resuming")
     (folder / "state/finished.json").write_text("{}")
     said = []
     assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "skipped"
