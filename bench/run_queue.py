@@ -98,6 +98,18 @@ def has_checkpoint(folder: Path) -> bool:
                                   for role in roles.iterdir() if role.name != "backups")
 
 
+def command(entry: Entry, output_root: Path, cpus: int) -> tuple[list[str], str]:
+    """(master.py's command line for the entry, 'starting', 'resuming' or 'starting again')."""
+    folder = run_folder(entry, output_root)
+    resume = folder is not None and has_checkpoint(folder)
+    argv = master_argv(entry, output_root, cpus, resume=resume)
+    if folder is None:
+        return argv, "starting"
+    if resume:
+        return argv, "resuming"
+    return argv + ["--overwrite"], "starting again"  # stopped before its first checkpoint
+
+
 def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     """Run (or resume, or skip) one entry; returns 'finished', 'skipped', 'elsewhere' or
     'failed'."""
@@ -107,13 +119,9 @@ def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     if folder is not None and (folder / "state/finished.json").is_file():
         say(f"{label}: finished before, skipped")
         return "skipped"
-    resume = folder is not None and has_checkpoint(folder)
-    argv = master_argv(entry, output_root, cpus, resume=resume)
-    if folder is not None and not resume:
-        argv.append("--overwrite")  # stopped before its first checkpoint: nothing to resume
+    argv, how = command(entry, output_root, cpus)
     start = time.time()
-    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: "
-        f"{'resuming' if resume else 'starting again' if folder is not None else 'starting'}")
+    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: {how}")
     log = output_root / entry.subdir / "queue_logs" / f"{Path(entry.config).parent.name}_" \
         f"{Path(entry.config).stem}.seed{entry.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         for entry in entries:
-            folder = run_folder(entry, args.output_root)
-            print(" ".join(master_argv(entry, args.output_root, args.cpus, folder is not None)))
+            print(" ".join(command(entry, args.output_root, args.cpus)[0]))
         return 0
     outcomes = [run_entry(entry, args.output_root, args.cpus) for entry in entries]
     failed = outcomes.count("failed")
