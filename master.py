@@ -21,7 +21,8 @@ It then (`Supervisor`: start, watch, stop) waits on the children's sentinels (no
 busy-waiting), printing a status line every few seconds (naming the phase while nothing moves:
 warm-up, pretraining, compiling, waiting) and keeping the run's hours in `state/hours.json`,
 so `hours` grows across resumes. If a child dies, it stops the others and exits non-zero,
-quoting the end of the child's error. A child that shows no sign of life (runtime's heartbeats)
+quoting the end of the child's error; the others also get SIGTERM, which ends a child still in
+its start-up at once. A child that shows no sign of life (runtime's heartbeats)
 for `--stall-timeout` seconds (default 600; 0: never) is named with its pid, asked to stop
 (SIGTERM) and killed STALL_KILL_SECONDS later if it has not; the others stop cleanly. A child
 still doing its first-time work (importing TensorFlow, building, compiling, its first
@@ -327,8 +328,11 @@ class Supervisor:
     and stops the others; a child silent beyond its allowance (`_check_stalls`) stops the
     others too and is killed if it does not exit; once the frame budget is reached and every
     interactor has exited, `finish` is set (the learners do the updates they owe); once the
-    learners are done, `stop` lets the evaluators go. Children that do not stop within
-    GRACE_SECONDS are killed.
+    learners are done, `stop` lets the evaluators go. A stop for any other reason (a failure,
+    a stall, Ctrl-C or SIGTERM, a full disk) also sends every child still running SIGTERM
+    (`_hurry`): a child in its start-up reads `stop` only once its start-up is over, which
+    takes minutes on a loaded machine, and a SIGTERM ends it at once (runtime.holding_work).
+    Children that do not stop within GRACE_SECONDS are killed.
     """
 
     def __init__(self, plan: Plan, args: argparse.Namespace, impl: dict | None = None,
@@ -359,6 +363,7 @@ class Supervisor:
         self.interrupted: list[int] = []
         self.deadline: float | None = None  # when stopping children get killed
         self.killed = False
+        self.hurried = False  # whether the children were sent SIGTERM (_hurry)
         self._old_handlers: dict = {}
 
     # ------------------------------------------------------------------ start
@@ -395,6 +400,7 @@ class Supervisor:
             self._note_failure(budget_reached)
             self._check_stalls()
             self._advance(budget_reached)
+            self._hurry()
             self._kill_stalled()
             self._kill_after_grace()
             if time.time() >= next_status:
@@ -411,7 +417,9 @@ class Supervisor:
                 continue
             expected = self.stop.is_set() or (p.exitcode == 0 and (
                 self.finish.is_set() or (name in self.collectors and budget_reached)))
-            if p.exitcode != 0 or not expected:
+            # Ended by _hurry's SIGTERM before child_main took the signal over: nothing held.
+            hurried = self.hurried and p.exitcode == -signal.SIGTERM
+            if (p.exitcode != 0 and not hurried) or not expected:
                 self.failure = (name, p.exitcode)
                 self.stop.set()
 
@@ -448,6 +456,17 @@ class Supervisor:
         self.stop.set()
         p.terminate()  # SIGTERM: a child that still runs Python writes its checkpoint and exits
         self.stall_kill_at = time.time() + STALL_KILL_SECONDS
+
+    def _hurry(self) -> None:
+        """Once `stop` is set by anything but the budget's end, send SIGTERM once to every
+        child still running: one in its start-up exits at once (it holds nothing), one past
+        it only sets `stop` (runtime.child_main's handler), as the master already has."""
+        if self.hurried or not self.stop.is_set() or self.finish.is_set():
+            return
+        self.hurried = True
+        for p in self.procs.values():
+            if p.exitcode is None:
+                p.terminate()
 
     def _kill_stalled(self) -> None:
         """Kill the stalled child if it has not exited STALL_KILL_SECONDS after its SIGTERM."""

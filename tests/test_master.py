@@ -234,6 +234,46 @@ def test_a_master_killed_during_start_up_leaves_no_child(tmp_path):
                 os.kill(p, signal.SIGKILL)
 
 
+@pytest.mark.slow
+def test_a_dead_child_ends_a_sibling_still_in_its_start_up(tmp_path):
+    """A child dies while the policy learner is still starting (SlowStartLearner: minutes):
+    the master sends SIGTERM, so the learner ends at once instead of when its start-up is over
+    (or, before, when the master killed it GRACE_SECONDS later)."""
+    from pipeline_stubs import SLOW_START
+
+    code = ("import sys, master; sys.exit(master.main(sys.argv[1:], "
+            "impl={'policy': 'pipeline_stubs:SlowStartLearner'}))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "pipeline_stubs_Counting-v0/counting/log"
+    family: list[int] = []
+    try:
+        deadline = time.time() + 240
+        while not ((log / "policy-learner.out").exists()
+                   and SLOW_START in (log / "policy-learner.out").read_text()
+                   and (log / "interactor-0.out").exists()
+                   and "(pid" in (log / "interactor-0.out").read_text()):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        family = process_descendants(proc.pid)
+        first = (log / "interactor-0.out").read_text().split()
+        os.kill(int(first[first.index("(pid") + 1].rstrip("):")), signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in family:
+            if process_alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "error: interactor-0 was killed by SIGKILL" in stderr
+    assert "did not stop within" not in stderr  # nobody waited for the grace period to end
+    assert "SIGTERM during its start-up, nothing to save" in (
+        log / "policy-learner.out").read_text()
+
+
 def _starting_child(flag, ready, saved, holding):
     """A child as runtime.child_main sets it up: in its start-up, which does not look at `stop`
     (`flag`), or past it (`holding`), where its loop ends on `stop` and it saves its work."""
