@@ -22,6 +22,8 @@ from reports.reference import WINDOW
 from reports.scores import CURVE_POINTS, RunSummary, group, pairs, permutation_p, spread
 
 Groups = dict[tuple[str, str], list[RunSummary]]  # (environment, algorithm) -> runs by seed
+# A section of a report's notes headed so is the report's first paragraph, under its title.
+ANSWER_HEADING = "## Answer"
 
 
 def _num(x: float, digits: int | None = None) -> str:
@@ -103,7 +105,8 @@ def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commi
     carried = [s for s in summaries if s.carried_from is not None]
     summaries = [s for s in summaries if s.carried_from is None]
     unfinished = [s for s in summaries if not s.finished]
-    lines = [f"# Sample efficiency: {bench.name}", "",
+    answer, notes = split_answer(notes)
+    lines = [f"# Sample efficiency: {bench.name}", ""] + ([answer, ""] if answer else []) + [
              f"Produced by `{bench.command}` at commit `{commit}` on {when} from "
              f"{len(summaries)} run(s) of "
              f"{len(bench.configs)} config(s) x {bench.seeds} seed(s) "
@@ -121,6 +124,18 @@ def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commi
     if notes.strip():
         lines += [notes.strip(), ""]
     return lines + ["Configs:", ""] + [f"- `{display(c)}`" for c in bench.configs] + [""]
+
+
+def split_answer(notes: str) -> tuple[str, str]:
+    """The body of the notes' ANSWER_HEADING section, which the report puts right under its
+    title as its first paragraph, and the notes without that section."""
+    lines = notes.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == ANSWER_HEADING), None)
+    if start is None:
+        return "", notes
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    return "\n".join(lines[start + 1:end]).strip(), "\n".join(lines[:start] + lines[end:])
 
 
 def _carried_runs_paragraph(carried: Sequence[RunSummary], report_dir: Path) -> list[str]:

@@ -258,6 +258,11 @@ def test_report_carries_the_notes(tmp_path):
     # stamped with the commit of the code that wrote it
     commit = reference.current_commit() or "unknown (not a git checkout)"
     assert lines[2].startswith(f"Produced by `python bench/x` at commit `{commit}` on today")
+    # a section headed `## Answer` is lifted out of the notes to be the first paragraph
+    notes.write_text("## Goals\n\nTuned.\n\n## Answer\n\nNo. It buys little.\n\n## More\n\nx\n")
+    lines = write(bench, when="today")[0].read_text().splitlines()
+    assert lines[2] == "No. It buys little." and lines[4].startswith("Produced by")
+    assert "## Answer" not in lines and lines.index("Tuned.") + 2 == lines.index("## More")
 
 
 @pytest.mark.slow
