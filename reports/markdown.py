@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def _opening(bench: Benchmark, summaries: Sequence[RunSummary], when: str, commi
     if notes.strip():
         lines += [notes.strip(), ""]
     return lines + ["Configs:", ""] + [f"- `{display(c)}`" for c in bench.configs] + [""]
+
+
+_LINK = re.compile(r"\]\(([^()\s#]+)(#[^()\s]*)?\)")  # a markdown link's target, anchor apart
+
+
+def relink(text: str, written_in: Path, read_from: Path) -> str:
+    """`text`, written in folder `written_in`, with its relative links changed to resolve from
+    folder `read_from` (web addresses and absolute paths stay)."""
+    def moved(m: re.Match) -> str:
+        target = m.group(1)
+        if "://" in target or target.startswith(("/", "mailto:")):
+            return m.group(0)
+        new = os.path.relpath(os.path.abspath(written_in / target), os.path.abspath(read_from))
+        return f"]({Path(new).as_posix()}{m.group(2) or ''})"
+    same = os.path.abspath(written_in) == os.path.abspath(read_from)
+    return text if same else _LINK.sub(moved, text)
 
 
 def split_answer(notes: str) -> tuple[str, str]:

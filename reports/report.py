@@ -29,7 +29,7 @@ import util
 from cluster.plan import SweepError, plan_runs
 from reports import aggregate, reference
 from reports.benchmark import Benchmark, BenchmarkError, display
-from reports.markdown import format_report, headline_table
+from reports.markdown import format_report, headline_table, relink
 from reports.reference import WINDOW
 from reports.runs import greedy_csv_path, run_info
 from reports.scores import RunSummary, group, pairs, summarize_run
@@ -130,10 +130,13 @@ def _configs_by_run(bench: Benchmark) -> dict[tuple[str, str], str]:
 
 
 def _read_notes(bench: Benchmark) -> str:
+    """The notes, their relative links pointed from the report's folder (a report written to
+    an output root links to the same files as the committed one)."""
     if not bench.notes:
         return ""
     try:
-        return Path(bench.notes).read_text()
+        return relink(Path(bench.notes).read_text(), Path(bench.notes).parent,
+                      Path(bench.report).parent)
     except OSError as e:
         raise BenchmarkError(f"The report's notes {bench.notes} cannot be read "
                              f"({e.strerror}); restore the file or drop the notes.") from None

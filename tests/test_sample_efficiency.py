@@ -258,6 +258,13 @@ def test_report_carries_the_notes(tmp_path):
     # stamped with the commit of the code that wrote it
     commit = reference.current_commit() or "unknown (not a git checkout)"
     assert lines[2].startswith(f"Produced by `python bench/x` at commit `{commit}` on today")
+    # links of the notes resolve from the report's folder; web addresses and anchors stay
+    moved = tmp_path / "elsewhere/notes.md"  # the report is docs/report.md
+    moved.parent.mkdir()
+    moved.write_text("See [a](a.md#x), [b](../b.md), [w](https://x.org/a.md) and [c](#c).\n")
+    lines = write(dataclasses.replace(bench, notes=str(moved)))[0].read_text().splitlines()
+    assert ("See [a](../elsewhere/a.md#x), [b](../b.md), [w](https://x.org/a.md) and [c](#c)."
+            in lines)
     # a section headed `## Answer` is lifted out of the notes to be the first paragraph
     notes.write_text("## Goals\n\nTuned.\n\n## Answer\n\nNo. It buys little.\n\n## More\n\nx\n")
     lines = write(bench, when="today")[0].read_text().splitlines()
