@@ -117,6 +117,12 @@ def _ratios(result: dict, side: str) -> dict[int, float]:
     return {c["j"]: c[f"{side}_ratio"] for c in result["oracle"]["candidates"]}
 
 
+def _ratio(x: float) -> str:
+    """A ratio to three decimals; from 1,000 up (a learned model's rollout run away) in
+    powers of ten."""
+    return f"{x:.3f}" if abs(x) < 1000 else f"{x:.1e}"
+
+
 def format_table(out: Path) -> str:
     lines = []
     for env, rows in _load(out).items():
@@ -132,8 +138,8 @@ def format_table(out: Path) -> str:
             oracle, learned = _ratios(r, "oracle"), _ratios(r, "learned")
             rmse0 = r["oracle"]["candidates"][0]["oracle_rmse"]
             lines.append(f"| {r['seed']} | {r['frames']:,} | {rmse0:.1f} | "
-                         + " | ".join(f"{oracle[j]:.3f}" for j in SHOWN) + " | "
-                         + " | ".join(f"{learned[j]:.3f}" for j in SHOWN) + " |")
+                         + " | ".join(_ratio(oracle[j]) for j in SHOWN) + " | "
+                         + " | ".join(_ratio(learned[j]) for j in SHOWN) + " |")
         h10 = [_ratios(r, "oracle")[10] for r in rows]
         mean = sum(h10) / len(h10)
         verdict = "runs" if mean <= H10_RULE else "does not run"

@@ -66,7 +66,8 @@ def result(seed, frames, h10):
     return [{"run": f"/runs/Hopper-v5/steve_td3_offline.seed{seed}", "env": "Hopper-v5",
              "frames": frames, "oracle": {"candidates": [
                  {"j": j, "gamma_j": 0.99 ** j, "oracle_rmse": 40.0 * r, "oracle_ratio": r,
-                  "learned_ratio": 1.0 + (1 - r)} for j, r in ratios.items()]}}]
+                  "learned_ratio": 1.0 + (1 - r) if j < 30 else 1.7e16}
+                 for j, r in ratios.items()]}}]
 
 
 @pytest.mark.parametrize("h10, verdict", [(0.80, "runs"), (0.81, "does not run")])
@@ -79,6 +80,8 @@ def test_the_table_and_the_h10_rule(tmp_path, capsys, h10, verdict):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "## Hopper-v5"
     assert "| 1 | 60,000 | 40.0 | 0.990 | 0.950 | 0.920 | " + f"{h10:.3f}" in "\n".join(lines)
+    assert "| 0.700 | 1.010 | 1.050 | 1.080 | " in "\n".join(lines)  # the learned side
+    assert lines[6].endswith(f" | {2 - h10:.3f} | 1.7e+16 |")  # a run-away rollout
     assert lines[-2] == (f"H = 10 rule: mean oracle RMSE_10 / RMSE_0 over 6 row(s) {h10:.3f} "
                          f"(rule: <= 0.80): steve_td3_oracle_h10 {verdict}.")
 
