@@ -210,17 +210,17 @@ PRESETS: dict[str, dict] = {
     # Issue 31's evidence, model or method (docs/benchmark/oracle_notes.md, written before any
     # run): STEVE-TD3 with the simulator as its model (steve_td3_oracle) and TD3 given STEVE-TD3's
     # compute (td3_matched: 4 updates per frame more, the multiplier chosen by cost on seed 100),
-    # beside steve_td3 and td3, the same frozen configs: on Hopper-v5 carried from cpu_win.json,
-    # on HalfCheetah-v5 run again (its rerun check failed, so the notes' rule replaces the
-    # cpu_win4 runs by new ones on the same seeds). Held-out seeds 0-4, 60k frames, the
+    # beside steve_td3 and td3, the same frozen configs run again on both tasks (the rerun
+    # check failed on each, so the notes' rule replaces the committed cpu_win and cpu_win4 runs
+    # by new ones on the same seeds). Held-out seeds 0-4, 60k frames, the
     # thresholds and normalisation of cpu_win/cpu_win4. The runs were made by
     # bench/run_queue.py with bench/queues/oracle_{a,b}.txt from a frozen checkout.
     "oracle": dict(
         configs=tuple(f"config/experiments/benchmark/oracle/{env}/{algo}.json"
                       for env in ("hopper", "halfcheetah")
                       for algo in ("steve_td3_oracle", "td3_matched"))
-        + tuple(f"config/experiments/benchmark/cpu_win/halfcheetah/{algo}.json"
-                for algo in ("steve_td3", "td3")),
+        + tuple(f"config/experiments/benchmark/cpu_win/{env}/{algo}.json"
+                for env in ("hopper", "halfcheetah") for algo in ("steve_td3", "td3")),
         seeds=5,
         total_frames=60_000,
         marks=tuple(range(5_000, 60_001, 5_000)),
@@ -231,7 +231,6 @@ PRESETS: dict[str, dict] = {
         output_root="output/benchmark/oracle",
         committed="docs/benchmark/oracle.md",
         reference_runs="docs/benchmark/runs/oracle",
-        carried_algorithms=(("docs/benchmark/cpu_win.json", "Hopper-v5", ("steve_td3", "td3")),),
         aggregate=aggregate.AggregateSpec(
             tasks=("Hopper-v5", "HalfCheetah-v5"),
             normalisation={t: _NORMALISATION[t] for t in ("Hopper-v5", "HalfCheetah-v5")},
