@@ -259,7 +259,7 @@ def test_report_carries_the_notes(tmp_path):
     commit = reference.current_commit() or "unknown (not a git checkout)"
     assert lines[2].startswith(f"Produced by `python bench/x` at commit `{commit}` on today")
     # links of the notes resolve from the report's folder; web addresses and anchors stay
-    moved = tmp_path / "elsewhere/notes.md"  # the report is docs/report.md
+    moved = tmp_path / "elsewhere/notes.md"  # the report is in tmp_path/docs
     moved.parent.mkdir()
     moved.write_text("See [a](a.md#x), [b](../b.md), [w](https://x.org/a.md) and [c](#c).\n")
     lines = write(dataclasses.replace(bench, notes=str(moved)))[0].read_text().splitlines()
