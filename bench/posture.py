@@ -1,8 +1,9 @@
 """Is a trained run's policy moving on its back? The torso angle of its greedy episodes.
 
-Run: `.venv/bin/python bench/posture.py RUN_DIR [RUN_DIR ...] [--episodes 3] [--seed 123]`.
-RUN_DIR is a run folder (its newest policy checkpoint) or a checkpoint folder inside one, as for
-bench/target_quality.py. Writes nothing.
+Run: `.venv/bin/python bench/posture.py RUN_DIR [RUN_DIR ...] [--episodes 3] [--seed 123]
+[--summary]`. RUN_DIR is a run folder (its newest policy checkpoint) or a checkpoint folder
+inside one, as for bench/target_quality.py. Writes nothing. `--summary` prints one table with a
+row per run (its returns and its share of steps upside down) instead of a table per run.
 
 For the planar MuJoCo locomotion tasks (HalfCheetah, Hopper, Walker2d: a torso hinge joint named
 `rooty`), each greedy episode's return, its length and the share of its steps with the torso
@@ -94,12 +95,26 @@ def format_postures(run: str, postures: list[Posture]) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_HEAD = ["| run | returns | steps upside down |", "|---|---|---|"]
+
+
+def summary_row(run: str, postures: list[Posture]) -> str:
+    """One row of the --summary table: the run folder's name, the episodes' returns, and the
+    range of their shares upside down."""
+    shares = sorted(round(100 * p.upside_down) for p in postures)
+    share = f"{shares[0]}%" if shares[0] == shares[-1] else f"{shares[0]}-{shares[-1]}%"
+    returns = ", ".join(f"{p.ret:,.0f}" for p in postures)
+    return f"| {Path(run).name} | {returns} | {share} |"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders written by master.py, or checkpoint folders inside them")
     p.add_argument("--episodes", type=int, default=3, help="greedy episodes per run")
     p.add_argument("--seed", type=int, default=123, help="seed of the episodes' start states")
+    p.add_argument("--summary", action="store_true",
+                   help="one table, a row per run, instead of a table per run")
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be at least 1")
@@ -108,10 +123,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from process import runtime
+
+    runtime.import_tensorflow()  # without its start-up lines
     import envwrap
     from bench import target_quality
     from process import checkpoint
 
+    if args.summary:
+        print("\n".join(SUMMARY_HEAD), flush=True)
     for run in args.runs:
         try:
             loaded = target_quality.load_run(run)
@@ -123,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         except (PostureError, target_quality.DiagnosticError, checkpoint.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(format_postures(run, postures), "", sep="\n", flush=True)
+        if args.summary:
+            print(summary_row(run, postures), flush=True)
+        else:
+            print(format_postures(run, postures), "", sep="\n", flush=True)
     return 0
 
 

@@ -81,3 +81,12 @@ def test_main_reads_a_run_folder_and_prints_its_table(tmp_path, capsys):
     assert lines[0] == f"## {run}"
     rows = [line for line in lines if line.startswith("| 0 |") or line.startswith("| 1 |")]
     assert len(rows) == 2 and all("| 60 | " in row for row in rows)  # the config's 60 frames
+    # --summary: one table, one row per run
+    assert posture.main([str(run), str(run), "--episodes", "2", "--summary"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == posture.SUMMARY_HEAD and len(lines) == 4
+    assert lines[2] == lines[3] and lines[2].startswith("| cheetah_run | ")
+    assert lines[2].endswith(" | 0% |")  # an untrained cheetah stays upright for 60 frames
+    back = [posture.Posture(ret=-3.0, length=60, upside_down=u, largest_angle=3.0,
+                            final_angle=3.0) for u in (0.98, 0.991, 0.99)]
+    assert posture.summary_row("r/td3.seed4", back) == "| td3.seed4 | -3, -3, -3 | 98-99% |"
