@@ -18,6 +18,7 @@ def _supervisor(**exitcodes):
     sup.stop, sup.finish = Flag(), Flag()
     sup.failure = None
     sup.stalled = None
+    sup.hurried = False
     return sup
 
 
@@ -130,6 +131,33 @@ def test_after_stop_an_exit_is_expected():
     sup.stop.set()
     sup._note_failure(budget_reached=False)
     assert sup.failure is None
+
+
+def test_a_stop_but_the_budgets_sends_every_running_child_sigterm_once():
+    sup, signals = _watched(policy_learner=(0.0, False), interactor_0=(0.0, True),
+                            evaluator_0=(0.0, False))
+    sup._hurry()
+    assert not signals  # nothing stops yet
+    sup.procs["interactor-0"].exitcode = 1  # it dies: a failure, which sets `stop`
+    sup._note_failure(budget_reached=False)
+    sup._hurry()
+    sup._hurry()
+    assert signals == [("TERM", "policy_learner"), ("TERM", "evaluator_0")]
+    assert sup.failure == ("interactor-0", 1)
+    # Ctrl-C: a child SIGTERMed before it took the signal over exits -15, which is no failure
+    sup, signals = _watched(policy_learner=(0.0, True), evaluator_0=(0.0, False))
+    sup.stop.set()
+    sup._hurry()
+    sup.procs["evaluator-0"].exitcode = -15
+    sup.procs["policy-learner"].exitcode = 0
+    sup._note_failure(budget_reached=False)
+    assert sup.failure is None and len(signals) == 2
+    # the budget's end sets `stop` after `finish`: the evaluators are let go, not signalled
+    sup, signals = _watched(evaluator_0=(0.0, True))
+    sup.finish.set()
+    sup.stop.set()
+    sup._hurry()
+    assert not signals
 
 
 def test_children_are_killed_after_the_grace_period(monkeypatch):
