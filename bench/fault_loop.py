@@ -440,6 +440,21 @@ class Loop:
             time.sleep(0.1)
         return None if proc.poll() is None else time.time() - t0
 
+    def _expect_exit(self, proc: subprocess.Popen, family: set[int], seconds: float,
+                     status: int, after: str, problems: list[str]) -> float | None:
+        """Wait up to `seconds` for master.py to exit with `status`; note a problem if it does
+        not, killing its family (refreshed first) when it still runs. The seconds it took, or
+        None."""
+        took = self._wait_exit(proc, seconds)
+        if took is None:
+            problems.append(f"master.py still ran {seconds:.0f} s after {after}")
+            for p in family | self._family(proc):
+                if process_alive(p):
+                    os.kill(p, signal.SIGKILL)
+        elif proc.returncode != status:
+            problems.append(f"master.py exited with status {proc.returncode}, not {status}")
+        return took
+
     def _family(self, proc: subprocess.Popen) -> set[int]:
         return {proc.pid} | process_descendants(proc.pid)
 
@@ -647,15 +662,8 @@ class Loop:
         family |= self._family(proc)
         stop_time = time.time()
         os.kill(victim, signal.SIGSTOP)
-        limit = self.stall_timeout + STALL_MARGIN
-        took = self._wait_exit(proc, limit)
-        if took is None:
-            problems.append(f"master.py still ran {limit:.0f} s after the stop")
-            for p in family:
-                if process_alive(p):
-                    os.kill(p, signal.SIGKILL)
-        elif proc.returncode != 3:
-            problems.append(f"master.py exited with status {proc.returncode}, not 3")
+        took = self._expect_exit(proc, family, self.stall_timeout + STALL_MARGIN, 3,
+                                 "the stop", problems)
         named = f"error: {victim_name} (pid {victim}) showed no sign of life"
         if named not in _read_from(log, log_offset):
             problems.append(f"master.py's console does not say {named!r}")
@@ -727,15 +735,7 @@ class Loop:
         family |= self._family(proc)
         fill_time = time.time()
         written = fill_disk(self.filler)
-        took = self._wait_exit(proc, DISK_SECONDS)
-        family |= self._family(proc) if took is None else set()
-        if took is None:
-            problems.append(f"master.py still ran {DISK_SECONDS:.0f} s after the disk filled")
-            for p in family:
-                if process_alive(p):
-                    os.kill(p, signal.SIGKILL)
-        elif proc.returncode != 2:
-            problems.append(f"master.py exited with status {proc.returncode}, not 2")
+        took = self._expect_exit(proc, family, DISK_SECONDS, 2, "the disk filled", problems)
         console = _read_from(log, log_offset)
         errors = [line for line in console.splitlines() if line.startswith("error:")]
         if not (len(errors) == 1 and f"on {self.disk}" in errors[0] and "full" in errors[0]
