@@ -29,6 +29,32 @@ def snapshot(folder: Path) -> dict:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
+def child_pid(out: Path) -> int:
+    """A child's pid, from the first line it writes to its log/<process>.out."""
+    words = out.read_text().split()
+    return int(words[words.index("(pid") + 1].rstrip("):"))
+
+
+def start_slow_start_master(tmp_path: Path, **popen) -> tuple[subprocess.Popen, Path]:
+    """master.py on the counting config with SlowStartLearner (a start-up of minutes), and
+    the run's log folder."""
+    code = ("import sys, master; sys.exit(master.main(sys.argv[1:], "
+            "impl={'policy': 'pipeline_stubs:SlowStartLearner'}))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=env, **popen)
+    return proc, tmp_path / "pipeline_stubs_Counting-v0/counting/log"
+
+
+def kill_all(proc: subprocess.Popen, family: list[int]) -> None:
+    """A test's clean-up: kill the master and whatever of its family still lives."""
+    if proc.poll() is None:
+        proc.kill()
+    for p in family:
+        if process_alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_tiny_ddpg_run_and_resume(tmp_path):
     out = run_master(TINY_DDPG, 0, "--total-frames", 300, "--output-root", tmp_path)
@@ -155,8 +181,7 @@ def test_a_stalled_child_is_named_and_the_run_stopped(tmp_path):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         family = process_descendants(proc.pid)
-        first = (run / "log/policy-learner.out").read_text().split()
-        pid = int(first[first.index("(pid") + 1].rstrip("):"))
+        pid = child_pid(run / "log/policy-learner.out")
         assert pid in family
         os.kill(pid, signal.SIGSTOP)
         _, stderr = proc.communicate(timeout=120)
@@ -202,13 +227,8 @@ def test_a_master_killed_during_start_up_leaves_no_child(tmp_path):
     """Children still in their start-up have nothing to save: the master's death ends them at
     once, in their TensorFlow import or in a start-up that would last minutes (SlowStartLearner,
     like a start-up on a loaded machine)."""
-    code = ("import sys, master; sys.exit(master.main(sys.argv[1:], "
-            "impl={'policy': 'pipeline_stubs:SlowStartLearner'}))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
-                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = tmp_path / "pipeline_stubs_Counting-v0/counting/log"
+    proc, log = start_slow_start_master(tmp_path, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
     outs = [log / f"{name}.out" for name in
             ("policy-learner", "interactor-0", "interactor-1", "evaluator-0")]
     family: list[int] = []
@@ -227,11 +247,7 @@ def test_a_master_killed_during_start_up_leaves_no_child(tmp_path):
             time.sleep(0.1)
         assert not [(p, process_cmdline(p)) for p in family if process_alive(p)]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for p in family:
-            if process_alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_all(proc, family)
 
 
 @pytest.mark.slow
@@ -241,13 +257,8 @@ def test_a_dead_child_ends_a_sibling_still_in_its_start_up(tmp_path):
     (or, before, when the master killed it GRACE_SECONDS later)."""
     from pipeline_stubs import SLOW_START
 
-    code = ("import sys, master; sys.exit(master.main(sys.argv[1:], "
-            "impl={'policy': 'pipeline_stubs:SlowStartLearner'}))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(counting_config(tmp_path)), "0",
-                             "--output-root", str(tmp_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "pipeline_stubs_Counting-v0/counting/log"
+    proc, log = start_slow_start_master(tmp_path, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
     family: list[int] = []
     try:
         deadline = time.time() + 240
@@ -258,15 +269,10 @@ def test_a_dead_child_ends_a_sibling_still_in_its_start_up(tmp_path):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.1)
         family = process_descendants(proc.pid)
-        first = (log / "interactor-0.out").read_text().split()
-        os.kill(int(first[first.index("(pid") + 1].rstrip("):")), signal.SIGKILL)
+        os.kill(child_pid(log / "interactor-0.out"), signal.SIGKILL)
         _, stderr = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for p in family:
-            if process_alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_all(proc, family)
     assert proc.returncode == 1, stderr[-3000:]
     assert "error: interactor-0 was killed by SIGKILL" in stderr
     assert "did not stop within" not in stderr  # nobody waited for the grace period to end
