@@ -14,12 +14,20 @@ greedy policy's discounted return from s1's exact state in the simulator, `true_
   Q members, transition members and TD3 smoothing noise (the generator restored from the same
   checkpoint, the draws made in the same order and shapes), so they differ by the model only;
 - per candidate j: the learned one's error (mu_learned - y*), its model part
-  (mu_learned - mu_oracle) and its value part (mu_oracle - y*), each as RMSE; RMSE_j / RMSE_0
-  for both next to gamma^j (with a perfect model and a Q error of the same size everywhere,
-  candidate j's error shrinks like gamma^(j+1)); and the rank correlation over states between
-  the spread the ensembles predict (sigma2[0, j]) and the squared error, for both;
+  (mu_learned - mu_oracle) and its value part (mu_oracle - y*), each as RMSE and as bias (the
+  mean); RMSE_j / RMSE_0 for both next to gamma^j (with a perfect model and a Q error of the
+  same size everywhere, candidate j's error shrinks like gamma^(j+1)); the cosine of the model
+  part with the value part, mean(model value) / (RMSE_model RMSE_value), which says how the two
+  add up: RMSE_learned^2 = RMSE_value^2 + RMSE_model^2 + 2 cos RMSE_value RMSE_model exactly
+  (cos < 0: the model's error cancels part of the value's); and the rank correlation over
+  states between the spread the ensembles predict (sigma2[0, j]) and the squared error, for
+  both;
 - per H: STEVE's reduction (docs/algorithm.md section 3) and MVE (j = H) over candidates 0..H,
-  for both, with STEVE's mean weight on j = 0.
+  for both, with STEVE's mean weight on j = 0;
+- per rollout step t: the learned model's imagined observations against the simulator's
+  (`state_error`), and for both sides the share of rollouts with an observation outside the
+  range of the sampled s1 (`outside`: any dimension below its minimum or above its maximum over
+  the B states), which says when a learned rollout leaves the states the model was trained on.
 A model-free run (no world model) gets the oracle's side only.
 """
 
@@ -161,11 +169,16 @@ def compare(config: dict, policy_path: str, model: Any, oracle, batch, s1_state:
         for name, out in outs.items():
             err = out["mu"][0, j] - truth  # [B]
             row[f"{name}_rmse"] = _rmse(err)
+            row[f"{name}_bias"] = float(np.mean(err))
             row[f"{name}_ratio"] = _rmse(err) / rmse0[name] if rmse0[name] else float("nan")
             row[f"{name}_rank_corr"] = rank_correlation(out["sigma2"][0, j], err ** 2)
             row[f"{name}_std"] = float(np.sqrt(out["sigma2"][0, j].mean()))
         if "learned" in outs:
-            row["model_part_rmse"] = _rmse(outs["learned"]["mu"][0, j] - outs["oracle"]["mu"][0, j])
+            model_part = outs["learned"]["mu"][0, j] - outs["oracle"]["mu"][0, j]  # [B]
+            value_part = outs["oracle"]["mu"][0, j] - truth  # [B]
+            row["model_part_rmse"] = _rmse(model_part)
+            row["model_part_bias"] = float(np.mean(model_part))
+            row["model_value_cos"] = _cosine(model_part, value_part)
         result["candidates"].append(row)
     for H in horizons:
         row = {"H": H}
@@ -179,7 +192,27 @@ def compare(config: dict, policy_path: str, model: Any, oracle, batch, s1_state:
         result["by_horizon"].append(row)
     if "learned" in outs:
         result["state_error"] = _state_errors(outs["learned"], outs["oracle"], batch.next_obs)
+    result["outside"] = {name: _outside(out["x"], batch.next_obs) for name, out in outs.items()}
     return result
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """mean(a b) / (RMSE(a) RMSE(b)); nan when either is zero or not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        den = _rmse(a) * _rmse(b)
+        value = float(np.mean(a * b) / den) if den > 0 else float("nan")
+    return value if math.isfinite(value) else float("nan")
+
+
+def _outside(x: np.ndarray, states: np.ndarray) -> list[float]:
+    """Per step t = 1..max(H): the share of rollouts x[t] [M, B, obs] with some dimension
+    outside [min, max] of `states` [B, obs] over its B rows (a rollout that has ended keeps
+    counting: its last states are still fed to the networks)."""
+    low, high = states.min(axis=0), states.max(axis=0)  # [obs]
+    with np.errstate(invalid="ignore"):
+        return [float(np.mean(np.any((x[t] < low) | (x[t] > high) | ~np.isfinite(x[t]),
+                                     axis=-1)))
+                for t in range(1, x.shape[0])]
 
 
 def _state_errors(learned: dict, oracle: dict, states: np.ndarray) -> list[float]:
@@ -207,19 +240,26 @@ def format_tables(result: dict) -> list[str]:
     """The per-candidate and per-horizon tables of one checkpoint, as markdown lines."""
     learned = "model_part_rmse" in result["candidates"][0]
     shown = [r for r in result["candidates"] if r["j"] in set(result["horizons"]) | {2}]
-    head = "| j | gamma^j | oracle RMSE (value part) | oracle RMSE_j / RMSE_0 |"
-    sep = "|---|---|---|---|"
+    biases = "oracle_bias" in result["candidates"][0]  # analyses written before 2026-12-07
+    head = "| j | gamma^j | oracle RMSE (value part) |" + (" value part bias |" if biases else "")
+    head += " oracle RMSE_j / RMSE_0 |"
+    sep = "|---|---|---|---|" + ("---|" if biases else "")
     if learned:
         head += " learned RMSE | learned RMSE_j / RMSE_0 | model part RMSE |"
         sep += "---|---|---|"
+        if biases:
+            head += " model part bias | cos(model, value) |"
+            sep += "---|---|"
     head += " rank corr. (sigma2, err^2) oracle" + (" / learned |" if learned else " |")
     lines = [head, sep + "---|"]
     for r in shown:
-        cells = [str(r["j"]), _f(r["gamma_j"], 3), _f(r["oracle_rmse"]),
-                 _f(r["oracle_ratio"], 3)]
+        cells = [str(r["j"]), _f(r["gamma_j"], 3), _f(r["oracle_rmse"])]
+        cells += [_f(r["oracle_bias"])] if biases else []
+        cells += [_f(r["oracle_ratio"], 3)]
         if learned:
             cells += [_f(r["learned_rmse"]), _f(r["learned_ratio"], 3),
                       _f(r["model_part_rmse"])]
+            cells += [_f(r["model_part_bias"]), _f(r["model_value_cos"], 2)] if biases else []
         corr = _f(r["oracle_rank_corr"], 2)
         if learned:
             corr += f" / {_f(r['learned_rank_corr'], 2)}"
@@ -242,4 +282,11 @@ def format_tables(result: dict) -> list[str]:
         lines += ["", "Learned model against the simulator along the same rollouts (state error "
                   "/ state variance): " + ", ".join(f"t = {t}: {errs[t - 1]:.3f}"
                                                     for t in picks) + "."]
+    if "outside" in result:
+        steps = len(next(iter(result["outside"].values())))
+        picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= steps]
+        lines += ["", "Rollouts with an observation outside the range of the sampled states: "
+                  + "; ".join(f"{name} " + ", ".join(f"t = {t}: {share[t - 1]:.0%}"
+                                                      for t in picks)
+                              for name, share in result["outside"].items()) + "."]
     return lines

@@ -90,3 +90,21 @@ def test_a_table_of_nothing_is_one_sentence(tmp_path, capsys):
     assert offline_table.main(["table", str(tmp_path)]) == 2
     assert "holds no analysis (.json); write them with `bench/offline_table.py run` first." \
         in capsys.readouterr().err
+
+
+def test_the_model_part_table_shows_how_the_parts_add_up(tmp_path, capsys):
+    old = result(0, 20_016, 0.9)  # written before the biases: no row in the second table
+    new = result(1, 20_016, 0.9)
+    for c in new[0]["oracle"]["candidates"]:
+        c.update(oracle_bias=-30.0 - c["j"], model_part_bias=12.5 if c["j"] < 30 else 3e16,
+                 model_value_cos=float("nan") if c["j"] == 0 else 0.1 if c["j"] < 5 else -0.25)
+    new[0]["oracle"]["outside"] = {"learned": [0.01 * t for t in range(1, 31)],
+                                   "oracle": [0.0] * 30}
+    (tmp_path / "Hopper-v5.seed0.20k.json").write_text(json.dumps(old))
+    (tmp_path / "Hopper-v5.seed1.20k.json").write_text(json.dumps(new))
+    assert offline_table.main(["table", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| seed | frames | cos: j = 3 | j = 10 | j = 30 | value bias j = 0 |" in text
+    assert "| 1 | 20,016 | 0.10 | -0.25 | -0.25 | -30.0 | 3.0e+16 | 3% / 0% | 5% / 0% | " \
+           "10% / 0% |" in text
+    assert "| 0 | 20,016 | -" not in text.split("cos: j = 3")[1]  # the old analysis has no row

@@ -227,8 +227,22 @@ def test_exact_states_are_replayed_and_walker2d_is_not_refused(tmp_path):
     assert all(math.isfinite(r["oracle_steve_rmse"]) and math.isfinite(r["learned_steve_rmse"])
                for r in table["by_horizon"])
     assert len(table["state_error"]) == 5 and table["state_error"][0] > 0
+    # The learned error is the value part plus the model part, so the parts' RMSEs and their
+    # cosine give the learned RMSE exactly.
+    assert first["model_part_bias"] == pytest.approx(0.0, abs=1e-9)
+    for r in table["candidates"][1:]:
+        v, m = r["oracle_rmse"], r["model_part_rmse"]
+        assert -1 <= r["model_value_cos"] <= 1
+        assert r["learned_rmse"] ** 2 == pytest.approx(
+            v ** 2 + m ** 2 + 2 * r["model_value_cos"] * v * m, rel=1e-6)
+        assert r["learned_bias"] == pytest.approx(r["oracle_bias"] + r["model_part_bias"],
+                                                  abs=1e-6)
+    assert first["oracle_bias"] == pytest.approx(report["candidates"][0]["bias"], rel=1e-6)
+    assert sorted(table["outside"]) == ["learned", "oracle"]
+    assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table["outside"].values())
     text = tq.format_report(report)
     assert "model part RMSE" in text and "| H | STEVE RMSE oracle / learned |" in text
+    assert "cos(model, value)" in text and "outside the range of the sampled states" in text
 
 
 def test_oracle_candidates_are_the_simulators_own(tmp_path):
@@ -272,3 +286,11 @@ def test_td3_smoothing_noise_is_the_same_on_both_sides(tmp_path):
     first = report["oracle"]["candidates"][0]
     # a_0 at s1 is drawn with the same noise on both sides, so j = 0 agrees to the last bit.
     assert first["model_part_rmse"] == 0.0
+
+
+def test_outside_counts_rollouts_leaving_the_sampled_range():
+    states = np.array([[0.0, 0.0], [1.0, 1.0]])  # [B, obs]: the range is [0, 1] per dimension
+    x = np.zeros((3, 1, 4, 2))  # [t, M, B, obs]
+    x[1, 0] = [[0.5, 0.5], [2.0, 0.0], [0.0, -0.1], [1.0, 1.0]]
+    x[2, 0] = [[np.inf, 0.5], [np.nan, 0.0], [0.2, 0.3], [0.0, 0.0]]
+    assert oracle_candidates._outside(x, states) == [0.5, 0.5]
