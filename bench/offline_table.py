@@ -18,8 +18,8 @@ the candidates under the simulator (the value part of the error) and under the l
 beside gamma^j, and the notes' H = 10 rule: the mean over the task's rows of the oracle's
 RMSE_10 / RMSE_0, at most 0.80 for `steve_td3_oracle_h10` to run on that task. Below it, for
 the analyses that hold them, how the learned candidates' error splits: the cosine of the model
-part with the value part (bench/oracle_candidates.py), the two parts' biases, and when the
-learned rollouts leave the range of the sampled states.
+part with the value part (bench/oracle_candidates.py), the two parts' biases, the model part's
+median and RMSE, and how many learned rollouts leave the range of the sampled states.
 """
 
 from __future__ import annotations
@@ -156,31 +156,35 @@ def format_table(out: Path) -> str:
 
 
 PARTS = (3, 10, 30)  # the candidates j of the model-part table
-STEPS = (3, 5, 10)  # the rollout steps t of its outside-the-range columns
 
 
 def _parts_table(rows: list[dict]) -> list[str]:
-    """How the learned candidates' model part adds to their value part, and when the learned
+    """How the learned candidates' model part adds to their value part, and how many learned
     rollouts leave the sampled states' range (analyses written from 2026-12-07 on)."""
-    rows = [r for r in rows if "model_value_cos" in r["oracle"]["candidates"][0]
-            and "learned" in r["oracle"].get("outside", {})]
+    rows = [r for r in rows if "model_part_median" in r["oracle"]["candidates"][0]
+            and "learned" in r["oracle"].get("far", {})]
     if not rows:
         return []
     js = " | ".join(f"j = {j}" for j in PARTS)
-    ts = " | ".join(f"t = {t}" for t in STEPS)
     lines = ["Model part (learned - oracle) against value part (oracle - truth): their cosine "
              "(below 0: the model's error cancels part of the value's), the value part's bias "
-             "at j = 0 and the model part's at j = 30, and the share of rollouts with an "
-             "observation outside the range of the sampled states, learned / oracle.", "",
-             f"| seed | frames | cos: {js} | value bias j = 0 | model bias j = 30 | outside: "
-             f"{ts} |", "|---|---|" + "---|" * (len(PARTS) + 2 + len(STEPS))]
+             "at j = 0 and the model part's at j = 30, the model part's median size and RMSE "
+             "at j = 10, and the share of rollouts with an observation outside the range of the "
+             "sampled states at t = 5, and far outside it (by more than its width) at t = 5 and "
+             "t = 10, learned / oracle.", "",
+             f"| seed | frames | cos: {js} | value bias j = 0 | model bias j = 30 | model part "
+             "j = 10: median / RMSE | outside t = 5 | far t = 5 | far t = 10 |",
+             "|---|---|" + "---|" * (len(PARTS) + 6)]
     for r in rows:
         cand = {c["j"]: c for c in r["oracle"]["candidates"]}
-        out = r["oracle"]["outside"]
+        out, far = r["oracle"]["outside"], r["oracle"]["far"]
         cells = [str(r["seed"]), f"{r['frames']:,}"]
         cells += [_cos(cand[j]["model_value_cos"]) for j in PARTS]
-        cells += [f"{cand[0]['oracle_bias']:.1f}", _bias(cand[30]["model_part_bias"])]
-        cells += [f"{out['learned'][t - 1]:.0%} / {out['oracle'][t - 1]:.0%}" for t in STEPS]
+        cells += [f"{cand[0]['oracle_bias']:.1f}", _size(cand[30]["model_part_bias"]),
+                  f"{_size(cand[10]['model_part_median'])} / "
+                  f"{_size(cand[10]['model_part_rmse'])}",
+                  f"{out['learned'][4]:.0%} / {out['oracle'][4]:.0%}"]
+        cells += [f"{far['learned'][t - 1]:.1%} / {far['oracle'][t - 1]:.1%}" for t in (5, 10)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -189,7 +193,7 @@ def _cos(x: float) -> str:
     return "-" if x != x else f"{x:.2f}"  # nan: a part is zero or ran away
 
 
-def _bias(x: float) -> str:
+def _size(x: float) -> str:
     return f"{x:.1f}" if abs(x) < 1e4 else f"{x:.1e}"
 
 

@@ -15,19 +15,22 @@ greedy policy's discounted return from s1's exact state in the simulator, `true_
   checkpoint, the draws made in the same order and shapes), so they differ by the model only;
 - per candidate j: the learned one's error (mu_learned - y*), its model part
   (mu_learned - mu_oracle) and its value part (mu_oracle - y*), each as RMSE and as bias (the
-  mean); RMSE_j / RMSE_0 for both next to gamma^j (with a perfect model and a Q error of the
-  same size everywhere, candidate j's error shrinks like gamma^(j+1)); the cosine of the model
-  part with the value part, mean(model value) / (RMSE_model RMSE_value), which says how the two
-  add up: RMSE_learned^2 = RMSE_value^2 + RMSE_model^2 + 2 cos RMSE_value RMSE_model exactly
-  (cos < 0: the model's error cancels part of the value's); and the rank correlation over
-  states between the spread the ensembles predict (sigma2[0, j]) and the squared error, for
-  both;
+  mean), and the model part's median size (a few run-away rollouts make its RMSE large while
+  the median stays small); RMSE_j / RMSE_0 for both next to gamma^j (with a perfect model and a
+  Q error of the same size everywhere, candidate j's error shrinks like gamma^(j+1)); the cosine
+  of the model part with the value part, mean(model value) / (RMSE_model RMSE_value), which says
+  how the two add up, exactly: RMSE_learned^2 = RMSE_value^2 + RMSE_model^2
+  + 2 cos RMSE_value RMSE_model (cos < 0: the model's error cancels part of the value's); and
+  the rank correlation over states between the spread the ensembles predict (sigma2[0, j]) and
+  the squared error, for both;
 - per H: STEVE's reduction (docs/algorithm.md section 3) and MVE (j = H) over candidates 0..H,
   for both, with STEVE's mean weight on j = 0;
 - per rollout step t: the learned model's imagined observations against the simulator's
   (`state_error`), and for both sides the share of rollouts with an observation outside the
   range of the sampled s1 (`outside`: any dimension below its minimum or above its maximum over
-  the B states), which says when a learned rollout leaves the states the model was trained on.
+  the B states), which says when a learned rollout leaves the states the model was trained on,
+  and far outside it (`far`: beyond the range by more than the range's own width, or not
+  finite), which counts the rollouts that run away.
 A model-free run (no world model) gets the oracle's side only.
 """
 
@@ -178,6 +181,7 @@ def compare(config: dict, policy_path: str, model: Any, oracle, batch, s1_state:
             value_part = outs["oracle"]["mu"][0, j] - truth  # [B]
             row["model_part_rmse"] = _rmse(model_part)
             row["model_part_bias"] = float(np.mean(model_part))
+            row["model_part_median"] = float(np.median(np.abs(model_part)))
             row["model_value_cos"] = _cosine(model_part, value_part)
         result["candidates"].append(row)
     for H in horizons:
@@ -193,6 +197,8 @@ def compare(config: dict, policy_path: str, model: Any, oracle, batch, s1_state:
     if "learned" in outs:
         result["state_error"] = _state_errors(outs["learned"], outs["oracle"], batch.next_obs)
     result["outside"] = {name: _outside(out["x"], batch.next_obs) for name, out in outs.items()}
+    result["far"] = {name: _outside(out["x"], batch.next_obs, margin=1.0)
+                     for name, out in outs.items()}
     return result
 
 
@@ -204,11 +210,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return value if math.isfinite(value) else float("nan")
 
 
-def _outside(x: np.ndarray, states: np.ndarray) -> list[float]:
+def _outside(x: np.ndarray, states: np.ndarray, margin: float = 0.0) -> list[float]:
     """Per step t = 1..max(H): the share of rollouts x[t] [M, B, obs] with some dimension
-    outside [min, max] of `states` [B, obs] over its B rows (a rollout that has ended keeps
-    counting: its last states are still fed to the networks)."""
+    outside [min - margin w, max + margin w] of `states` [B, obs] over its B rows (w = max - min)
+    or not finite. A rollout that has ended keeps counting: its last states are still fed to the
+    networks."""
     low, high = states.min(axis=0), states.max(axis=0)  # [obs]
+    low, high = low - margin * (high - low), high + margin * (high - low)
     with np.errstate(invalid="ignore"):
         return [float(np.mean(np.any((x[t] < low) | (x[t] > high) | ~np.isfinite(x[t]),
                                      axis=-1)))
@@ -285,8 +293,11 @@ def format_tables(result: dict) -> list[str]:
     if "outside" in result:
         steps = len(next(iter(result["outside"].values())))
         picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= steps]
-        lines += ["", "Rollouts with an observation outside the range of the sampled states: "
-                  + "; ".join(f"{name} " + ", ".join(f"t = {t}: {share[t - 1]:.0%}"
-                                                      for t in picks)
-                              for name, share in result["outside"].items()) + "."]
+        far = result.get("far", {})
+        lines += ["", "Rollouts with an observation outside the range of the sampled states "
+                  "(in brackets: far outside it, by more than its width): "
+                  + "; ".join(f"{name} " + ", ".join(
+                      f"t = {t}: {share[t - 1]:.0%}"
+                      + (f" ({far[name][t - 1]:.1%})" if name in far else "") for t in picks)
+                      for name, share in result["outside"].items()) + "."]
     return lines

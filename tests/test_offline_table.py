@@ -97,14 +97,17 @@ def test_the_model_part_table_shows_how_the_parts_add_up(tmp_path, capsys):
     new = result(1, 20_016, 0.9)
     for c in new[0]["oracle"]["candidates"]:
         c.update(oracle_bias=-30.0 - c["j"], model_part_bias=12.5 if c["j"] < 30 else 3e16,
+                 model_part_median=2.0 + c["j"], model_part_rmse=4e5 if c["j"] == 10 else 1.0,
                  model_value_cos=float("nan") if c["j"] == 0 else 0.1 if c["j"] < 5 else -0.25)
     new[0]["oracle"]["outside"] = {"learned": [0.01 * t for t in range(1, 31)],
                                    "oracle": [0.0] * 30}
+    new[0]["oracle"]["far"] = {"learned": [0.001 * t for t in range(1, 31)],
+                               "oracle": [0.0] * 30}
     (tmp_path / "Hopper-v5.seed0.20k.json").write_text(json.dumps(old))
     (tmp_path / "Hopper-v5.seed1.20k.json").write_text(json.dumps(new))
     assert offline_table.main(["table", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "| seed | frames | cos: j = 3 | j = 10 | j = 30 | value bias j = 0 |" in text
-    assert "| 1 | 20,016 | 0.10 | -0.25 | -0.25 | -30.0 | 3.0e+16 | 3% / 0% | 5% / 0% | " \
-           "10% / 0% |" in text
+    assert "| 1 | 20,016 | 0.10 | -0.25 | -0.25 | -30.0 | 3.0e+16 | 12.0 / 4.0e+05 | 5% / 0% | " \
+           "0.5% / 0.0% | 1.0% / 0.0% |" in text
     assert "| 0 | 20,016 | -" not in text.split("cos: j = 3")[1]  # the old analysis has no row

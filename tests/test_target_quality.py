@@ -238,8 +238,14 @@ def test_exact_states_are_replayed_and_walker2d_is_not_refused(tmp_path):
         assert r["learned_bias"] == pytest.approx(r["oracle_bias"] + r["model_part_bias"],
                                                   abs=1e-6)
     assert first["oracle_bias"] == pytest.approx(report["candidates"][0]["bias"], rel=1e-6)
-    assert sorted(table["outside"]) == ["learned", "oracle"]
-    assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table["outside"].values())
+    # median |x| <= sqrt(2) RMSE(x) for any x (Markov's inequality on x^2)
+    assert all(0 <= r["model_part_median"] <= math.sqrt(2) * r["model_part_rmse"] + 1e-9
+               for r in table["candidates"])
+    for key in ("outside", "far"):
+        assert sorted(table[key]) == ["learned", "oracle"]
+        assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table[key].values())
+    assert all(f <= o for f, o in zip(table["far"]["learned"], table["outside"]["learned"],
+                                                  strict=True))
     text = tq.format_report(report)
     assert "model part RMSE" in text and "| H | STEVE RMSE oracle / learned |" in text
     assert "cos(model, value)" in text and "outside the range of the sampled states" in text
@@ -294,3 +300,6 @@ def test_outside_counts_rollouts_leaving_the_sampled_range():
     x[1, 0] = [[0.5, 0.5], [2.0, 0.0], [0.0, -0.1], [1.0, 1.0]]
     x[2, 0] = [[np.inf, 0.5], [np.nan, 0.0], [0.2, 0.3], [0.0, 0.0]]
     assert oracle_candidates._outside(x, states) == [0.5, 0.5]
+    # far outside: beyond the range by more than its width (here 1), so below -1 or above 2
+    x[1, 0, 1] = [2.5, 0.0]
+    assert oracle_candidates._outside(x, states, margin=1.0) == [0.25, 0.5]
