@@ -160,7 +160,7 @@ PARTS = (3, 10, 30)  # the candidates j of the model-part table
 
 def _parts_table(rows: list[dict]) -> list[str]:
     """How the learned candidates' model part adds to their value part, and how many learned
-    rollouts leave the sampled states' range (analyses written from 2026-12-07 on)."""
+    rollouts leave the sampled states' range (older analyses hold none of it: no row)."""
     rows = [r for r in rows if "model_part_median" in r["oracle"]["candidates"][0]
             and "learned" in r["oracle"].get("far", {})]
     if not rows:

@@ -248,7 +248,7 @@ def format_tables(result: dict) -> list[str]:
     """The per-candidate and per-horizon tables of one checkpoint, as markdown lines."""
     learned = "model_part_rmse" in result["candidates"][0]
     shown = [r for r in result["candidates"] if r["j"] in set(result["horizons"]) | {2}]
-    biases = "oracle_bias" in result["candidates"][0]  # analyses written before 2026-12-07
+    biases = "oracle_bias" in result["candidates"][0]  # older analyses hold no biases
     head = "| j | gamma^j | oracle RMSE (value part) |" + (" value part bias |" if biases else "")
     head += " oracle RMSE_j / RMSE_0 |"
     sep = "|---|---|---|---|" + ("---|" if biases else "")
