@@ -171,10 +171,13 @@ def _parts_table(rows: list[dict]) -> list[str]:
              "at j = 0 and the model part's at j = 30, the model part's median size and RMSE "
              "at j = 10, and the share of rollouts with an observation outside the range of the "
              "sampled states at t = 5, and far outside it (by more than its width) at t = 5 and "
-             "t = 10, learned / oracle.", "",
+             "t = 10, learned / oracle; then the learned side's far share at t = 10 from the "
+             "sampled states whose observation clips a velocity and from the others (-: none "
+             "clipped), with the clipped states' share.", "",
              f"| seed | frames | cos: {js} | value bias j = 0 | model bias j = 30 | model part "
-             "j = 10: median / RMSE | outside t = 5 | far t = 5 | far t = 10 |",
-             "|---|---|" + "---|" * (len(PARTS) + 6)]
+             "j = 10: median / RMSE | outside t = 5 | far t = 5 | far t = 10 | far t = 10 from "
+             "clipped / other (clipped) |",
+             "|---|---|" + "---|" * (len(PARTS) + 7)]
     for r in rows:
         cand = {c["j"]: c for c in r["oracle"]["candidates"]}
         out, far = r["oracle"]["outside"], r["oracle"]["far"]
@@ -185,8 +188,17 @@ def _parts_table(rows: list[dict]) -> list[str]:
                   f"{_size(cand[10]['model_part_rmse'])}",
                   f"{out['learned'][4]:.0%} / {out['oracle'][4]:.0%}"]
         cells += [f"{far['learned'][t - 1]:.1%} / {far['oracle'][t - 1]:.1%}" for t in (5, 10)]
+        cells.append(_by_start(r["oracle"]))
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _by_start(result: dict) -> str:
+    by_start = result.get("far_by_start") or {}
+    if by_start.get("clipped") is None or by_start.get("other") is None:
+        return "-"
+    return (f"{by_start['clipped'][9]:.1%} / {by_start['other'][9]:.1%} "
+            f"({result['clipped_share']:.0%})")
 
 
 def _cos(x: float) -> str:

@@ -30,7 +30,10 @@ greedy policy's discounted return from s1's exact state in the simulator, `true_
   range of the sampled s1 (`outside`: any dimension below its minimum or above its maximum over
   the B states), which says when a learned rollout leaves the states the model was trained on,
   and far outside it (`far`: beyond the range by more than the range's own width, or not
-  finite), which counts the rollouts that run away.
+  finite), which counts the rollouts that run away; where the observation is the joint
+  positions then velocities, the share of sampled s1 whose observation clips a velocity
+  (`clipped_share`; Hopper-v5 and Walker2d-v5 clip at +-10) and the learned side's `far` share
+  split by start (`far_by_start`: rollouts from a clipped s1, and from the others).
 A model-free run (no world model) gets the oracle's side only.
 """
 
@@ -199,7 +202,27 @@ def compare(config: dict, policy_path: str, model: Any, oracle, batch, s1_state:
     result["outside"] = {name: _outside(out["x"], batch.next_obs) for name, out in outs.items()}
     result["far"] = {name: _outside(out["x"], batch.next_obs, margin=1.0)
                      for name, out in outs.items()}
+    clipped = _clipped(oracle, s1_state, batch.next_obs)
+    if clipped is not None:
+        result["clipped_share"] = float(clipped.mean())
+        if "learned" in outs:
+            x = outs["learned"]["x"]  # [H+1, M, B, obs]
+            result["far_by_start"] = {
+                part: (_outside(x[:, :, mask], batch.next_obs, margin=1.0) if mask.any()
+                       else None)
+                for part, mask in (("clipped", clipped), ("other", ~clipped))}
     return result
+
+
+def _clipped(oracle, states: np.ndarray, obs: np.ndarray) -> np.ndarray | None:
+    """Per sampled s1: whether its observation [B, obs] clips a velocity of its exact state
+    [B, nq + nv], that is, its last nv numbers differ from qvel; None where the observation is
+    not the joint positions (less up to two) then velocities."""
+    nq = oracle.nq
+    nv = states.shape[1] - nq
+    if not 0 <= nq + nv - obs.shape[1] <= 2:
+        return None
+    return ~np.all(np.isclose(obs[:, -nv:], states[:, nq:], rtol=1e-5, atol=1e-6), axis=1)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -300,4 +323,13 @@ def format_tables(result: dict) -> list[str]:
                       f"t = {t}: {share[t - 1]:.0%}"
                       + (f" ({far[name][t - 1]:.1%})" if name in far else "") for t in picks)
                       for name, share in result["outside"].items()) + "."]
+    by_start = result.get("far_by_start")
+    if by_start and all(v is not None for v in by_start.values()):
+        steps = len(by_start["clipped"])
+        picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= steps]
+        lines += ["", f"Learned rollouts far outside that range, from the "
+                  f"{result['clipped_share']:.0%} of sampled states whose observation clips a "
+                  "velocity / from the others: " + ", ".join(
+                      f"t = {t}: {by_start['clipped'][t - 1]:.1%} / {by_start['other'][t - 1]:.1%}"
+                      for t in picks) + "."]
     return lines

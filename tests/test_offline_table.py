@@ -103,11 +103,13 @@ def test_the_model_part_table_shows_how_the_parts_add_up(tmp_path, capsys):
                                    "oracle": [0.0] * 30}
     new[0]["oracle"]["far"] = {"learned": [0.001 * t for t in range(1, 31)],
                                "oracle": [0.0] * 30}
+    new[0]["oracle"].update(clipped_share=0.7, far_by_start={"clipped": [0.02] * 30,
+                                                             "other": [0.005] * 30})
     (tmp_path / "Hopper-v5.seed0.20k.json").write_text(json.dumps(old))
     (tmp_path / "Hopper-v5.seed1.20k.json").write_text(json.dumps(new))
     assert offline_table.main(["table", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "| seed | frames | cos: j = 3 | j = 10 | j = 30 | value bias j = 0 |" in text
     assert "| 1 | 20,016 | 0.10 | -0.25 | -0.25 | -30.0 | 3.0e+16 | 12.0 / 4.0e+05 | 5% / 0% | " \
-           "0.5% / 0.0% | 1.0% / 0.0% |" in text
+           "0.5% / 0.0% | 1.0% / 0.0% | 2.0% / 0.5% (70%) |" in text
     assert "| 0 | 20,016 | -" not in text.split("cos: j = 3")[1]  # the old analysis has no row

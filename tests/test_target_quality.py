@@ -244,6 +244,9 @@ def test_exact_states_are_replayed_and_walker2d_is_not_refused(tmp_path):
     for key in ("outside", "far"):
         assert sorted(table[key]) == ["learned", "oracle"]
         assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table[key].values())
+    # random actions put some of Walker2d-v5's velocities at the clip, and not all of them
+    assert 0 < table["clipped_share"] < 1
+    assert all(len(v) == 5 for v in table["far_by_start"].values())
     assert all(f <= o for f, o in zip(table["far"]["learned"], table["outside"]["learned"],
                                                   strict=True))
     text = tq.format_report(report)
@@ -303,3 +306,12 @@ def test_outside_counts_rollouts_leaving_the_sampled_range():
     # far outside: beyond the range by more than its width (here 1), so below -1 or above 2
     x[1, 0, 1] = [2.5, 0.0]
     assert oracle_candidates._outside(x, states, margin=1.0) == [0.25, 0.5]
+
+
+def test_clipped_compares_the_observed_velocities_with_the_state():
+    oracle = type("Fake", (), {"nq": 2})()
+    states = np.array([[0.0, 0.5, 3.0, 12.0], [0.0, 0.5, 3.0, -4.0]])  # qpos 2, qvel 2
+    obs = np.array([[0.5, 3.0, 10.0], [0.5, 3.0, -4.0]])  # qpos[1:], clip(qvel, -10, 10)
+    assert oracle_candidates._clipped(oracle, states, obs).tolist() == [True, False]
+    # an observation that is not positions then velocities (here 6 numbers) gives None
+    assert oracle_candidates._clipped(oracle, states, np.zeros((2, 6))) is None
