@@ -186,7 +186,7 @@ def _parts_table(rows: list[dict]) -> list[str]:
         cells += [f"{cand[0]['oracle_bias']:.1f}", _size(cand[30]["model_part_bias"]),
                   f"{_size(cand[10]['model_part_median'])} / "
                   f"{_size(cand[10]['model_part_rmse'])}",
-                  f"{out['learned'][4]:.0%} / {out['oracle'][4]:.0%}"]
+                  f"{out['learned'][5 - 1]:.0%} / {out['oracle'][5 - 1]:.0%}"]
         cells += [f"{far['learned'][t - 1]:.1%} / {far['oracle'][t - 1]:.1%}" for t in (5, 10)]
         cells.append(_by_start(r["oracle"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -197,7 +197,7 @@ def _by_start(result: dict) -> str:
     by_start = result.get("far_by_start") or {}
     if by_start.get("clipped") is None or by_start.get("other") is None:
         return "-"
-    return (f"{by_start['clipped'][9]:.1%} / {by_start['other'][9]:.1%} "
+    return (f"{by_start['clipped'][10 - 1]:.1%} / {by_start['other'][10 - 1]:.1%} "
             f"({result['clipped_share']:.0%})")
 
 

@@ -271,26 +271,21 @@ def format_tables(result: dict) -> list[str]:
     """The per-candidate and per-horizon tables of one checkpoint, as markdown lines."""
     learned = "model_part_rmse" in result["candidates"][0]
     shown = [r for r in result["candidates"] if r["j"] in set(result["horizons"]) | {2}]
-    biases = "oracle_bias" in result["candidates"][0]  # older analyses hold no biases
-    head = "| j | gamma^j | oracle RMSE (value part) |" + (" value part bias |" if biases else "")
-    head += " oracle RMSE_j / RMSE_0 |"
-    sep = "|---|---|---|---|" + ("---|" if biases else "")
+    head = "| j | gamma^j | oracle RMSE (value part) | value part bias | oracle RMSE_j / RMSE_0 |"
+    sep = "|---|---|---|---|---|"
     if learned:
-        head += " learned RMSE | learned RMSE_j / RMSE_0 | model part RMSE |"
-        sep += "---|---|---|"
-        if biases:
-            head += " model part bias | cos(model, value) |"
-            sep += "---|---|"
+        head += (" learned RMSE | learned RMSE_j / RMSE_0 | model part RMSE | model part bias |"
+                 " cos(model, value) |")
+        sep += "---|---|---|---|---|"
     head += " rank corr. (sigma2, err^2) oracle" + (" / learned |" if learned else " |")
     lines = [head, sep + "---|"]
     for r in shown:
-        cells = [str(r["j"]), _f(r["gamma_j"], 3), _f(r["oracle_rmse"])]
-        cells += [_f(r["oracle_bias"])] if biases else []
-        cells += [_f(r["oracle_ratio"], 3)]
+        cells = [str(r["j"]), _f(r["gamma_j"], 3), _f(r["oracle_rmse"]), _f(r["oracle_bias"]),
+                 _f(r["oracle_ratio"], 3)]
         if learned:
             cells += [_f(r["learned_rmse"]), _f(r["learned_ratio"], 3),
-                      _f(r["model_part_rmse"])]
-            cells += [_f(r["model_part_bias"]), _f(r["model_value_cos"], 2)] if biases else []
+                      _f(r["model_part_rmse"]), _f(r["model_part_bias"]),
+                      _f(r["model_value_cos"], 2)]
         corr = _f(r["oracle_rank_corr"], 2)
         if learned:
             corr += f" / {_f(r['learned_rank_corr'], 2)}"
@@ -307,26 +302,23 @@ def format_tables(result: dict) -> list[str]:
                 cell += f" / {_f(r[f'learned_{key}'], digits)}"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    top = max(result["horizons"])  # the per-step lists hold t = 1..top
+    picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= top]
+    if not picks:
+        return lines
     if "state_error" in result:
         errs = result["state_error"]
-        picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= len(errs)]
         lines += ["", "Learned model against the simulator along the same rollouts (state error "
                   "/ state variance): " + ", ".join(f"t = {t}: {errs[t - 1]:.3f}"
                                                     for t in picks) + "."]
-    if "outside" in result:
-        steps = len(next(iter(result["outside"].values())))
-        picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= steps]
-        far = result.get("far", {})
-        lines += ["", "Rollouts with an observation outside the range of the sampled states "
-                  "(in brackets: far outside it, by more than its width): "
-                  + "; ".join(f"{name} " + ", ".join(
-                      f"t = {t}: {share[t - 1]:.0%}"
-                      + (f" ({far[name][t - 1]:.1%})" if name in far else "") for t in picks)
-                      for name, share in result["outside"].items()) + "."]
+    far = result["far"]
+    lines += ["", "Rollouts with an observation outside the range of the sampled states "
+              "(in brackets: far outside it, by more than its width): "
+              + "; ".join(f"{name} " + ", ".join(f"t = {t}: {share[t - 1]:.0%} "
+                                                  f"({far[name][t - 1]:.1%})" for t in picks)
+                          for name, share in result["outside"].items()) + "."]
     by_start = result.get("far_by_start")
     if by_start and all(v is not None for v in by_start.values()):
-        steps = len(by_start["clipped"])
-        picks = [t for t in sorted(set(result["horizons"]) | {1}) if 1 <= t <= steps]
         lines += ["", f"Learned rollouts far outside that range, from the "
                   f"{result['clipped_share']:.0%} of sampled states whose observation clips a "
                   "velocity / from the others: " + ", ".join(

@@ -252,6 +252,8 @@ def test_exact_states_are_replayed_and_walker2d_is_not_refused(tmp_path):
     text = tq.format_report(report)
     assert "model part RMSE" in text and "| H | STEVE RMSE oracle / learned |" in text
     assert "cos(model, value)" in text and "outside the range of the sampled states" in text
+    # the per-step lines start at the first model step (t = 0 is s1 itself, not a step)
+    assert "(state error / state variance): t = 1: " in text and "t = 0:" not in text
 
 
 def test_oracle_candidates_are_the_simulators_own(tmp_path):
