@@ -186,10 +186,7 @@ def test_a_stalled_child_is_named_and_the_run_stopped(tmp_path):
         os.kill(pid, signal.SIGSTOP)
         _, stderr = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if pid is not None and process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_all(proc, [] if pid is None else [pid])
     assert proc.returncode == master.STALL_EXIT == 3, stderr[-3000:]
     assert f"error: policy-learner (pid {pid}) showed no sign of life for " in stderr
     assert "--stall-timeout 5" in stderr and "continue with --resume" in stderr
