@@ -1,6 +1,7 @@
 """Run a list of benchmark runs one after another, each resumed where it stopped.
 
     .venv/bin/python bench/run_queue.py QUEUE_FILE --output-root DIR [--cpus 1] [--dry-run]
+    .venv/bin/python bench/run_queue.py QUEUE_FILE [QUEUE_FILE ...] --output-root DIR --status
 
 For long campaigns on a small machine (docs/benchmark/oracle_notes.md: two queues side by side,
 two runs at a time, one core each). QUEUE_FILE holds one run per line, `CONFIG SEED FRAMES SUBDIR`
@@ -19,11 +20,19 @@ A run that fails is reported and the queue goes on. The same command again conti
 (finished runs are skipped, interrupted ones resumed); run it again after a machine restart.
 Prints one line per run (start, end, exit status, minutes); writes nothing but what master.py
 writes.
+
+`--status` runs nothing and changes nothing: one line per run of the queue files (a run listed
+in two queues once) saying whether it is finished, live (a process on this machine holds its
+lock), stopped part-way (it resumes) or waiting, with its frames and hours, and the core-hours
+left: each unfinished run's frames to go times the hours per frame of the finished runs of its
+config, or of any config file that resolves to the same config, whatever their budgets (a run
+whose config has none finished gets no estimate, and the total says how many).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -33,6 +42,9 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import util  # noqa: E402
+
 LIVE_ELSEWHERE = "is in use by"
 
 
@@ -73,13 +85,20 @@ def master_argv(entry: Entry, output_root: Path, cpus: int, resume: bool) -> lis
     return argv + (["--resume"] if resume else [])
 
 
-def run_path(entry: Entry, output_root: Path) -> Path:
-    """Where master.py puts the run: <root>/<SUBDIR>/<ENV>/<EXPERIMENT>.seed<SEED>, ENV from
+def run_dir(entry: Entry, output_root: Path):
+    """The run as master.py lays it out: <root>/<SUBDIR>/<ENV>/<EXPERIMENT>.seed<SEED>, ENV from
     the config (runs of one config name on two tasks are two folders)."""
     import config as config_lib
+    from process.rundir import RunDir
 
-    env = config_lib.load_config(ROOT / entry.config)["env"]["name"]
-    return output_root / entry.subdir / env / f"{Path(entry.config).stem}.seed{entry.seed}"
+    return RunDir.for_config(config_lib.load_config(ROOT / entry.config),
+                             Path(entry.config).stem, entry.seed,
+                             str(output_root / entry.subdir))
+
+
+def run_path(entry: Entry, output_root: Path) -> Path:
+    """Where master.py puts the run (see run_dir)."""
+    return run_dir(entry, output_root).path
 
 
 def run_folder(entry: Entry, output_root: Path) -> Path | None:
@@ -138,27 +157,117 @@ def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     return status
 
 
+class Status(NamedTuple):
+    entry: Entry
+    state: str  # "finished", "live", "stopped" or "waiting"
+    frames: int  # frames collected so far
+    hours: float  # hours the run has run so far
+
+
+def entry_status(entry: Entry, output_root: Path) -> Status:
+    """Where one run stands, read from its folder without touching it (no lock is taken: a
+    live run is one whose lock file a process on this machine holds open)."""
+    import sweep
+    from process import preflight, rundir
+
+    run = run_dir(entry, output_root)
+    if not run.path.is_dir():
+        return Status(entry, "waiting", 0, 0.0)
+    hours = preflight.hours_so_far(run)
+    record = run.finished_file
+    if record.is_file():
+        frames = int(json.loads(record.read_text()).get("frames", entry.frames))
+        return Status(entry, "finished", frames, hours)
+    live = run.lock_file.exists() and bool(rundir.processes_holding(run.lock_file))
+    frames = sweep.run_progress(run)["frames"]
+    return Status(entry, "live" if live else "stopped", frames, hours)
+
+
+def resolved(config: str) -> str:
+    """The config file's resolved config, as text: two files that resolve alike (e.g.
+    oracle/<task>/td3_matched.json and the oracle_tuning/<task>/td3_x<m>.json it copies) run
+    alike."""
+    import config as config_lib
+
+    return json.dumps(config_lib.load_config(ROOT / config), sort_keys=True)
+
+
+def hours_per_frame(statuses: list[Status]) -> dict[str, float]:
+    """Per resolved config (see resolved): the finished runs' hours over their frames."""
+    done: dict[str, list[float]] = {}
+    for s in statuses:
+        if s.state == "finished" and s.frames > 0:
+            sums = done.setdefault(resolved(s.entry.config), [0.0, 0.0])
+            sums[0] += s.hours
+            sums[1] += s.frames
+    return {key: hours / frames for key, (hours, frames) in done.items() if hours > 0}
+
+
+def status_lines(entries: list[Entry], output_root: Path) -> list[str]:
+    """The `--status` report: a line per run (each run once), then the totals."""
+    unique = list(dict.fromkeys(entries))
+    statuses = [entry_status(e, output_root) for e in unique]
+    rates = hours_per_frame(statuses)
+    lines, left, unknown = [], 0.0, 0
+    counts = dict.fromkeys(("finished", "live", "stopped", "waiting"), 0)
+    for s in statuses:
+        counts[s.state] += 1
+        label = f"{s.entry.config} seed {s.entry.seed}"
+        budget = util.format_count(s.entry.frames)
+        if s.state == "finished":
+            lines.append(f"{s.state:9} {label}: {util.format_count(s.frames)} frames in "
+                         f"{s.hours:.1f} h")
+            continue
+        rate = rates.get(resolved(s.entry.config))
+        to_go = max(0, s.entry.frames - s.frames)
+        if rate is None:
+            unknown += 1
+            estimate = "no estimate (no finished run of this config)"
+        else:
+            left += to_go * rate
+            estimate = f"about {to_go * rate:.1f} h left"
+        done = "" if s.state == "waiting" else (
+            f"{util.format_count(s.frames)} of {budget} frames, {s.hours:.1f} h so far, ")
+        lines.append(f"{s.state:9} {label}: {done}{estimate}")
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+    tail = f" ({unknown} run(s) without an estimate not counted)" if unknown else ""
+    lines.append(f"{len(unique)} runs: {summary}; about {left:.1f} core-hours left{tail}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("queue", type=Path, help="the queue file (CONFIG SEED FRAMES SUBDIR)")
+    parser.add_argument("queue", type=Path, nargs="+",
+                        help="the queue file (CONFIG SEED FRAMES SUBDIR); several only with "
+                             "--status or --dry-run")
     parser.add_argument("--output-root", type=Path, required=True,
                         help="base folder of the runs (outside the repository)")
     parser.add_argument("--cpus", type=int, default=1, help="master.py --cpus (default 1)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each run's master.py command and run nothing")
+    parser.add_argument("--status", action="store_true",
+                        help="say where each run stands and the core-hours left; run nothing")
     args = parser.parse_args(argv)
+    if len(args.queue) > 1 and not (args.status or args.dry_run):
+        print(f"error: {len(args.queue)} queue files given; run one queue at a time (start a "
+              f"second queue beside it), or add --status or --dry-run.", file=sys.stderr)
+        return 2
     try:
-        entries = read_queue(args.queue)
+        entries = [e for queue in args.queue for e in read_queue(queue)]
     except (OSError, QueueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.status:
+        for line in status_lines(entries, args.output_root):
+            print(line)
+        return 0
     if args.dry_run:
         for entry in entries:
             print(" ".join(command(entry, args.output_root, args.cpus)[0]))
         return 0
     outcomes = [run_entry(entry, args.output_root, args.cpus) for entry in entries]
     failed = outcomes.count("failed")
-    print(f"queue {args.queue}: {len(entries)} runs, {outcomes.count('finished')} finished now, "
+    print(f"queue {args.queue[0]}: {len(entries)} runs, {outcomes.count('finished')} finished now, "
           f"{outcomes.count('skipped')} finished before, {outcomes.count('elsewhere')} live "
           f"elsewhere, {failed} failed", flush=True)
     return 1 if failed else 0

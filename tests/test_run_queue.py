@@ -4,6 +4,7 @@ checkpoint resume, folders without one start again.
 No run is started here (a run through master.py is what the tests of master.py cover)."""
 
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -76,3 +77,57 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path, monkeypatch
     said = []
     assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "skipped"
     assert said == [f"{CONFIG} seed 3: finished before, skipped"]
+
+
+def test_status_says_where_each_run_stands_and_the_hours_left(tmp_path, capsys):
+    """--status reads the run folders (a finished, a stopped, a live and two waiting runs)
+    without touching them, lists a run named by two queues once, and estimates the hours left
+    from the finished runs of the same resolved config."""
+    same = tmp_path / "same.json"  # another file resolving to CONFIG's config
+    same.write_text(json.dumps({"inherits": [str(ROOT / CONFIG)]}))
+    tiny = "tests/configs/tiny_ddpg.json"
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text(f"{CONFIG} 0 60000 runs\n{CONFIG} 1 60000 runs\n{CONFIG} 2 60000 runs\n")
+    second.write_text(f"{CONFIG} 2 60000 runs\n{same} 3 60000 runs\n{tiny} 0 300 runs\n")
+    out = tmp_path / "out"
+    runs = out / "runs/Hopper-v5"
+    # seed 0 finished: 60k frames in 4 hours (the hours of its last evaluation row)
+    (runs / "steve_td3_oracle.seed0/state").mkdir(parents=True)
+    (runs / "steve_td3_oracle.seed0/state/finished.json").write_text('{"frames": 60000}')
+    (runs / "steve_td3_oracle.seed0/log").mkdir()
+    (runs / "steve_td3_oracle.seed0/log/steve_td3_oracle.seed0.greedy.csv").write_text(
+        "1.5,10,20000,50.0\n4.0,30,60000,90.0\n")
+    # seed 1 stopped: its checkpoint is at 15k frames, 1 hour in
+    stopped = runs / "steve_td3_oracle.seed1"
+    agent = valuerl.ValueRL(config_lib.load_config(ROOT / tiny), seed=0, jit_compile=False)
+    checkpoint.save_checkpoint(str(stopped / "checkpoints/policy"), {"valuerl": agent},
+                               {"frames": 15000, "hours": 1.0})
+    # seed 2 live: a process (this one) holds its lock file open
+    live = runs / "steve_td3_oracle.seed2/state/owner.lock"
+    live.parent.mkdir(parents=True)
+    live.write_text('{"pid": 1}\n')
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with open(live):
+        assert bench_queue.main([str(first), str(second), "--output-root", str(out),
+                                 "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing touched
+    assert lines == [
+        f"finished  {CONFIG} seed 0: 60.0k frames in 4.0 h",
+        f"stopped   {CONFIG} seed 1: 15.0k of 60.0k frames, 1.0 h so far, about 3.0 h left",
+        f"live      {CONFIG} seed 2: 0 of 60.0k frames, 0.0 h so far, about 4.0 h left",
+        f"waiting   {same} seed 3: about 4.0 h left",
+        f"waiting   {tiny} seed 0: no estimate (no finished run of this config)",
+        "5 runs: 1 finished, 1 live, 1 stopped, 2 waiting; about 11.0 core-hours left "
+        "(1 run(s) without an estimate not counted)"]
+    # the live run is live only while a process holds its lock
+    assert bench_queue.entry_status(bench_queue.Entry(CONFIG, 2, 60000, "runs"),
+                                    out).state == "stopped"
+
+
+def test_several_queues_only_for_status_or_dry_run(tmp_path, capsys):
+    queue = tmp_path / "q.txt"
+    queue.write_text(f"{CONFIG} 0 60000 runs\n")
+    assert bench_queue.main([str(queue), str(queue), "--output-root", str(tmp_path)]) == 2
+    assert "2 queue files given; run one queue at a time" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.seed0"))
