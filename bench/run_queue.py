@@ -107,6 +107,12 @@ def run_folder(entry: Entry, output_root: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+def finished(entry: Entry, output_root: Path) -> bool:
+    """Whether the run has reached its budget (master.py wrote its state/finished.json)."""
+    folder = run_folder(entry, output_root)
+    return folder is not None and (folder / "state/finished.json").is_file()
+
+
 def has_checkpoint(folder: Path) -> bool:
     """Whether any learner of the run in `folder` has saved a complete checkpoint (a run stopped
     in its start-up has none, and master.py --resume refuses it)."""
@@ -133,9 +139,8 @@ def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     """Run (or resume, or skip) one entry; returns 'finished', 'skipped', 'elsewhere' or
     'failed'."""
     say = say or (lambda text: print(text, flush=True))
-    folder = run_folder(entry, output_root)
     label = f"{entry.config} seed {entry.seed}"
-    if folder is not None and (folder / "state/finished.json").is_file():
+    if finished(entry, output_root):
         say(f"{label}: finished before, skipped")
         return "skipped"
     argv, how = command(entry, output_root, cpus)
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="base folder of the runs (outside the repository)")
     parser.add_argument("--cpus", type=int, default=1, help="master.py --cpus (default 1)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print each run's master.py command and run nothing")
+                        help="print the master.py command of each run to come (a finished run is "
+                             "named instead) and run nothing")
     parser.add_argument("--status", action="store_true",
                         help="say where each run stands and the core-hours left; run nothing")
     args = parser.parse_args(argv)
@@ -263,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dry_run:
         for entry in entries:
-            print(" ".join(command(entry, args.output_root, args.cpus)[0]))
+            if finished(entry, args.output_root):
+                print(f"# {entry.config} seed {entry.seed}: finished before, would be skipped")
+            else:
+                print(" ".join(command(entry, args.output_root, args.cpus)[0]))
         return 0
     outcomes = [run_entry(entry, args.output_root, args.cpus) for entry in entries]
     failed = outcomes.count("failed")

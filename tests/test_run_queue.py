@@ -125,9 +125,18 @@ def test_status_says_where_each_run_stands_and_the_hours_left(tmp_path, capsys):
                                     out).state == "stopped"
 
 
-def test_several_queues_only_for_status_or_dry_run(tmp_path, capsys):
+def test_several_queues_only_for_status_or_dry_run_and_what_a_dry_run_prints(tmp_path, capsys):
     queue = tmp_path / "q.txt"
     queue.write_text(f"{CONFIG} 0 60000 runs\n")
     assert bench_queue.main([str(queue), str(queue), "--output-root", str(tmp_path)]) == 2
     assert "2 queue files given; run one queue at a time" in capsys.readouterr().err
     assert not any(tmp_path.rglob("*.seed0"))
+    # --dry-run prints the command of a run to come and names a finished run instead
+    (tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed0/state").mkdir(parents=True)
+    (tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed0/state/finished.json").write_text("{}")
+    queue.write_text(f"{CONFIG} 0 60000 runs\n{CONFIG} 1 60000 runs\n")
+    assert bench_queue.main([str(queue), "--output-root", str(tmp_path), "--dry-run"]) == 0
+    [done, to_come] = capsys.readouterr().out.splitlines()
+    assert done == f"# {CONFIG} seed 0: finished before, would be skipped"
+    assert to_come.endswith(f"--seed 1 --total-frames 60000 --cpus 1 --output-root "
+                            f"{tmp_path / 'runs'}")
