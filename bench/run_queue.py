@@ -10,10 +10,11 @@ two runs at a time, one core each). QUEUE_FILE holds one run per line, `CONFIG S
     config/experiments/benchmark/oracle/hopper/steve_td3_oracle.json 0 60000 runs
 
 For each line, in order, the run `DIR/SUBDIR/<ENV>/<EXPERIMENT>.seed<SEED>` is:
-- skipped when its `state/finished.json` exists (master.py says so and exits 0);
+- skipped when its `state/finished.json` records a budget of FRAMES or more;
 - resumed (`master.py --resume`) when its folder holds a checkpoint, started again
-  (`--overwrite`) when its folder holds none (it stopped in its start-up), else started, with
-  `--seed SEED --total-frames FRAMES --cpus C --output-root DIR/SUBDIR`;
+  (`--overwrite`) when its folder holds something else (it stopped in its start-up), else
+  started, with `--seed SEED --total-frames FRAMES --cpus C --output-root DIR/SUBDIR` (the
+  decision is the sweep's, `cluster.guard.run_state`);
 - skipped when another process holds it (master.py refuses: "is in use by"), so two queues may
   list the same runs, one from each end: whichever reaches a run first takes it.
 A run that fails is reported and the queue goes on. The same command again continues the queue
@@ -32,6 +33,7 @@ whose config has none finished gets no estimate, and the total says how many).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -96,51 +98,36 @@ def run_dir(entry: Entry, output_root: Path):
                              str(output_root / entry.subdir))
 
 
-def run_path(entry: Entry, output_root: Path) -> Path:
-    """Where master.py puts the run (see run_dir)."""
-    return run_dir(entry, output_root).path
+def mode(entry: Entry, output_root: Path) -> str:
+    """How the run would start now, as the sweep decides it (`cluster.guard.run_state`): DONE
+    when its state/finished.json records a budget of at least the entry's frames, RESUME when a
+    learner has saved a checkpoint, RESTART when its folder holds anything else (it stopped in
+    its start-up, and master.py refuses to resume it), NEW otherwise."""
+    from cluster.guard import run_state
 
-
-def run_folder(entry: Entry, output_root: Path) -> Path | None:
-    """The run's folder if master.py made one."""
-    path = run_path(entry, output_root)
-    return path if path.is_dir() else None
-
-
-def finished(entry: Entry, output_root: Path) -> bool:
-    """Whether the run has reached its budget (master.py wrote its state/finished.json)."""
-    folder = run_folder(entry, output_root)
-    return folder is not None and (folder / "state/finished.json").is_file()
-
-
-def has_checkpoint(folder: Path) -> bool:
-    """Whether any learner of the run in `folder` has saved a complete checkpoint (a run stopped
-    in its start-up has none, and master.py --resume refuses it)."""
-    from process import checkpoint
-
-    roles = folder / "checkpoints"
-    return roles.is_dir() and any(checkpoint.latest_checkpoint(str(role)) is not None
-                                  for role in roles.iterdir() if role.name != "backups")
+    return run_state(run_dir(entry, output_root), entry.frames)
 
 
 def command(entry: Entry, output_root: Path, cpus: int) -> tuple[list[str], str]:
-    """(master.py's command line for the entry, 'starting', 'resuming' or 'starting again')."""
-    folder = run_folder(entry, output_root)
-    resume = folder is not None and has_checkpoint(folder)
-    argv = master_argv(entry, output_root, cpus, resume=resume)
-    if folder is None:
-        return argv, "starting"
-    if resume:
-        return argv, "resuming"
-    return argv + ["--overwrite"], "starting again"  # stopped before its first checkpoint
+    """(master.py's command line for the entry, 'starting', 'resuming' or 'starting again');
+    not for a finished run (see mode)."""
+    from cluster.guard import RESTART, RESUME
+
+    how = mode(entry, output_root)
+    argv = master_argv(entry, output_root, cpus, resume=how == RESUME)
+    if how == RESTART:
+        return argv + ["--overwrite"], "starting again"
+    return argv, "resuming" if how == RESUME else "starting"
 
 
 def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     """Run (or resume, or skip) one entry; returns 'finished', 'skipped', 'elsewhere' or
     'failed'."""
     say = say or (lambda text: print(text, flush=True))
+    from cluster.guard import DONE
+
     label = f"{entry.config} seed {entry.seed}"
-    if finished(entry, output_root):
+    if mode(entry, output_root) == DONE:
         say(f"{label}: finished before, skipped")
         return "skipped"
     argv, how = command(entry, output_root, cpus)
@@ -173,21 +160,22 @@ def entry_status(entry: Entry, output_root: Path) -> Status:
     """Where one run stands, read from its folder without touching it (no lock is taken: a
     live run is one whose lock file a process on this machine holds open)."""
     import sweep
+    from cluster.guard import DONE, run_state
     from process import preflight, rundir
 
     run = run_dir(entry, output_root)
     if not run.path.is_dir():
         return Status(entry, "waiting", 0, 0.0)
     hours = preflight.hours_so_far(run)
-    record = run.finished_file
-    if record.is_file():
-        frames = int(json.loads(record.read_text()).get("frames", entry.frames))
+    if run_state(run, entry.frames) == DONE:
+        frames = int(util.read_json(run.finished_file).get("frames", entry.frames))
         return Status(entry, "finished", frames, hours)
     live = run.lock_file.exists() and bool(rundir.processes_holding(run.lock_file))
     frames = sweep.run_progress(run)["frames"]
     return Status(entry, "live" if live else "stopped", frames, hours)
 
 
+@functools.cache
 def resolved(config: str) -> str:
     """The config file's resolved config, as text: two files that resolve alike (e.g.
     oracle/<task>/td3_matched.json and the oracle_tuning/<task>/td3_x<m>.json it copies) run
@@ -268,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         return 0
     if args.dry_run:
+        from cluster.guard import DONE
+
         for entry in entries:
-            if finished(entry, args.output_root):
+            if mode(entry, args.output_root) == DONE:
                 print(f"# {entry.config} seed {entry.seed}: finished before, would be skipped")
             else:
                 print(" ".join(command(entry, args.output_root, args.cpus)[0]))

@@ -52,14 +52,12 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path, monkeypatch
     # The same config name and seed on another task is another run, not this one.
     other = tmp_path / "runs/HalfCheetah-v5/steve_td3_oracle.seed3"
     (other / "state").mkdir(parents=True)
-    (other / "state/finished.json").write_text("{}")
-    assert bench_queue.run_folder(entry, tmp_path) is None
-    (folder / "state").mkdir(parents=True)
-    assert bench_queue.run_folder(entry, tmp_path) == folder
+    (other / "state/finished.json").write_text('{"total_frames": 60000}')
+    assert bench_queue.run_dir(entry, tmp_path).path == folder
+    assert bench_queue.command(entry, tmp_path, 1) == (argv, "starting")
     assert bench_queue.master_argv(entry, tmp_path, 1, resume=True)[-1] == "--resume"
     # a run stopped in its start-up has no checkpoint: it starts again instead of resuming
     (folder / "checkpoints/policy").mkdir(parents=True)
-    assert not bench_queue.has_checkpoint(folder)
     ran = []
     monkeypatch.setattr(bench_queue.subprocess, "run", lambda argv, **kw: ran.append(argv)
                         or subprocess.CompletedProcess(argv, 0, "", ""))
@@ -70,10 +68,14 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path, monkeypatch
     tiny = config_lib.load_config(ROOT / "tests/configs/tiny_ddpg.json")
     agent = valuerl.ValueRL(tiny, seed=0, jit_compile=False)
     checkpoint.save_checkpoint(str(folder / "checkpoints/policy"), {"valuerl": agent}, {})
-    assert bench_queue.has_checkpoint(folder)
     assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "finished"
     assert ran[-1][-1] == "--resume" and said[-2].endswith(f"{CONFIG} seed 3: resuming")
-    (folder / "state/finished.json").write_text("{}")
+    # finished with a smaller budget than the entry's: it goes on
+    (folder / "state").mkdir()
+    (folder / "state/finished.json").write_text('{"total_frames": 30000}')
+    assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "finished"
+    assert ran[-1][-1] == "--resume" and said[-2].endswith(f"{CONFIG} seed 3: resuming")
+    (folder / "state/finished.json").write_text('{"total_frames": 60000}')
     said = []
     assert bench_queue.run_entry(entry, tmp_path, 1, say=said.append) == "skipped"
     assert said == [f"{CONFIG} seed 3: finished before, skipped"]
@@ -93,7 +95,8 @@ def test_status_says_where_each_run_stands_and_the_hours_left(tmp_path, capsys):
     runs = out / "runs/Hopper-v5"
     # seed 0 finished: 60k frames in 4 hours (the hours of its last evaluation row)
     (runs / "steve_td3_oracle.seed0/state").mkdir(parents=True)
-    (runs / "steve_td3_oracle.seed0/state/finished.json").write_text('{"frames": 60000}')
+    (runs / "steve_td3_oracle.seed0/state/finished.json").write_text(
+        '{"frames": 60000, "total_frames": 60000}')
     (runs / "steve_td3_oracle.seed0/log").mkdir()
     (runs / "steve_td3_oracle.seed0/log/steve_td3_oracle.seed0.greedy.csv").write_text(
         "1.5,10,20000,50.0\n4.0,30,60000,90.0\n")
@@ -133,7 +136,8 @@ def test_several_queues_only_for_status_or_dry_run_and_what_a_dry_run_prints(tmp
     assert not any(tmp_path.rglob("*.seed0"))
     # --dry-run prints the command of a run to come and names a finished run instead
     (tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed0/state").mkdir(parents=True)
-    (tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed0/state/finished.json").write_text("{}")
+    (tmp_path / "runs/Hopper-v5/steve_td3_oracle.seed0/state/finished.json").write_text(
+        '{"total_frames": 60000}')
     queue.write_text(f"{CONFIG} 0 60000 runs\n{CONFIG} 1 60000 runs\n")
     assert bench_queue.main([str(queue), "--output-root", str(tmp_path), "--dry-run"]) == 0
     [done, to_come] = capsys.readouterr().out.splitlines()
