@@ -4,12 +4,12 @@
 `child_main(spec, stop, finish, lock)` with the `spawn` method. `child_main` runs in the child
 before anything imports TensorFlow: it sets `CUDA_VISIBLE_DEVICES` (the learner's GPU, or none),
 ignores Ctrl-C (the master handles it and sets `stop`), turns SIGTERM into `stop` (and, in the
-start-up, an exit: below), imports TensorFlow quietly (`import_tensorflow`: no start-up lines,
-no cuInit error; `master.py --verbose` keeps them), then calls the entry function the role
-table names. A crash writes the traceback to `log/<process>.err` (the master quotes its end)
-and exits with status 1; a crash on a full disk (any write: a checkpoint, a log line, a
-TensorBoard summary, util.disk_full) exits with DISK_FULL_EXIT instead, its .err (if it can
-still be written) ending with `disk full: <the path it could not write>`, and the master says
+start-up, an exit: below), imports TensorFlow quietly and without Keras (`import_tensorflow`: no
+start-up lines, no cuInit error; `master.py --verbose` keeps them), then calls the entry
+function the role table names. A crash writes the traceback to `log/<process>.err` (the master
+quotes its end) and exits with status 1; a crash on a full disk (any write: a checkpoint, a log
+line, a TensorBoard summary, util.disk_full) exits with DISK_FULL_EXIT instead, its .err (if it
+can still be written) ending with `disk full: <the path it could not write>`, and the master says
 which disk to free. Each child's stdout and stderr go to `log/<process>.out`. If the master
 itself dies (even by SIGKILL), the kernel ends every child or asks it to stop (below), so no
 orphan keeps training.
@@ -50,6 +50,7 @@ loaded policy; an evaluator: its first step); until then its allowance is longer
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import re
@@ -218,18 +219,39 @@ _STARTUP_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeL
 _NOISY_LIBRARIES = r"(tensorflow|tensorboard|keras|absl|google|gymnasium|pygame|pybullet)"
 
 
+def _import_tensorflow_without_keras():
+    """`import tensorflow`, leaving out the Keras 3 import that TensorFlow (2.16 and later) makes
+    at its own import (`keras.src.optimizers`, for its SavedModel registry; it pulls in all of
+    Keras and matplotlib). Nothing here uses Keras, and leaving it out saves each process about
+    1.2 s of CPU and 80 MB of memory (docs/tests.md). TensorFlow skips that import when
+    TF_USE_LEGACY_KERAS is set and the `tf_keras` package is absent, so the variable is set for
+    the import only: it is gone afterwards, and `tf.keras`, read only when first used, is Keras 3
+    as usual. Anything else (the variable already set, `tf_keras` installed, TensorFlow already
+    imported) is a plain `import tensorflow`."""
+    if ("tensorflow" in sys.modules or "TF_USE_LEGACY_KERAS" in os.environ
+            or importlib.util.find_spec("tf_keras") is not None):
+        import tensorflow as tf
+
+        return tf
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import tensorflow as tf
+    finally:
+        del os.environ["TF_USE_LEGACY_KERAS"]
+    return tf
+
+
 def import_tensorflow(verbose: bool = False):
     """Import TensorFlow (if not yet imported) and return it; unless `verbose`, quietly.
 
+    Without the Keras import TensorFlow makes of its own (_import_tensorflow_without_keras).
     Quietly means: TF_CPP_MIN_LOG_LEVEL=3 (which also drops the "failed call to cuInit" error
     of every machine without a GPU), deprecation warnings of the libraries around it ignored,
     and what TensorFlow writes to stderr while loading kept back and passed on without its
     start-up notices. Call it before anything else imports TensorFlow.
     """
     if verbose or "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        return tf
+        return _import_tensorflow_without_keras()
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category, module=_NOISY_LIBRARIES)
@@ -238,7 +260,7 @@ def import_tensorflow(verbose: bool = False):
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow as tf
+            tf = _import_tensorflow_without_keras()
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -189,13 +189,20 @@ def test_quiet_import_drops_start_up_lines_and_keeps_the_rest(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_tensorflow_starts_quietly():
-    code = ("from process import runtime; tf = runtime.import_tensorflow(); "
-            "tf.config.list_physical_devices(); print(float(tf.constant(2.0) + 1))")
+def test_real_tensorflow_starts_quietly_and_without_keras():
+    # without Keras (runtime._import_tensorflow_without_keras): not imported, the variable that
+    # left it out gone again, and tf.keras still Keras 3 for whoever uses it
+    code = ("import os, sys; from process import runtime; tf = runtime.import_tensorflow(); "
+            "tf.config.list_physical_devices(); print(float(tf.constant(2.0) + 1)); "
+            "print('keras' in sys.modules, 'matplotlib' in sys.modules, "
+            "'TF_USE_LEGACY_KERAS' in os.environ); "
+            "print(tf.keras.layers.Dense(3)(tf.ones((1, 2))).shape, 'keras' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TF_USE_LEGACY_KERAS", None)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "3.0\n" and done.stderr == ""
+    assert done.stdout == "3.0\nFalse False False\n(1, 3) True\n" and done.stderr == ""
 
 
 def test_verbose_flag_reaches_every_child():
