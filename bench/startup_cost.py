@@ -41,8 +41,9 @@ def measure(code: str, scratch: str) -> tuple[float, float, bool]:
     env.pop("TF_USE_LEGACY_KERAS", None)
     proc = subprocess.Popen([sys.executable, "-c", code, scratch], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    with proc.stdout:
+        out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # the process's own rusage, not all children's
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"error: the {code!r} process failed (exit {proc.returncode})")
