@@ -108,12 +108,11 @@ def mode(entry: Entry, output_root: Path) -> str:
     return run_state(run_dir(entry, output_root), entry.frames)
 
 
-def command(entry: Entry, output_root: Path, cpus: int) -> tuple[list[str], str]:
-    """(master.py's command line for the entry, 'starting', 'resuming' or 'starting again');
-    not for a finished run (see mode)."""
+def command(entry: Entry, output_root: Path, cpus: int, how: str) -> tuple[list[str], str]:
+    """(master.py's command line for the entry, 'starting', 'resuming' or 'starting again'),
+    given how the run starts (`mode`; not DONE)."""
     from cluster.guard import RESTART, RESUME
 
-    how = mode(entry, output_root)
     argv = master_argv(entry, output_root, cpus, resume=how == RESUME)
     if how == RESTART:
         return argv + ["--overwrite"], "starting again"
@@ -127,12 +126,13 @@ def run_entry(entry: Entry, output_root: Path, cpus: int, say=None) -> str:
     from cluster.guard import DONE
 
     label = f"{entry.config} seed {entry.seed}"
-    if mode(entry, output_root) == DONE:
+    how = mode(entry, output_root)
+    if how == DONE:
         say(f"{label}: finished before, skipped")
         return "skipped"
-    argv, how = command(entry, output_root, cpus)
+    argv, doing = command(entry, output_root, cpus, how)
     start = time.time()
-    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: {how}")
+    say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: {doing}")
     log = output_root / entry.subdir / "queue_logs" / f"{Path(entry.config).parent.name}_" \
         f"{Path(entry.config).stem}.seed{entry.seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -259,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.guard import DONE
 
         for entry in entries:
-            if mode(entry, args.output_root) == DONE:
+            how = mode(entry, args.output_root)
+            if how == DONE:
                 print(f"# {entry.config} seed {entry.seed}: finished before, would be skipped")
             else:
-                print(" ".join(command(entry, args.output_root, args.cpus)[0]))
+                print(" ".join(command(entry, args.output_root, args.cpus, how)[0]))
         return 0
     outcomes = [run_entry(entry, args.output_root, args.cpus) for entry in entries]
     failed = outcomes.count("failed")

@@ -12,6 +12,7 @@ import pytest
 
 import config as config_lib
 import valuerl
+from cluster.guard import NEW
 from process import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,8 @@ def test_finished_runs_are_skipped_and_started_ones_resume(tmp_path, monkeypatch
     (other / "state").mkdir(parents=True)
     (other / "state/finished.json").write_text('{"total_frames": 60000}')
     assert bench_queue.run_dir(entry, tmp_path).path == folder
-    assert bench_queue.command(entry, tmp_path, 1) == (argv, "starting")
+    assert bench_queue.mode(entry, tmp_path) == NEW
+    assert bench_queue.command(entry, tmp_path, 1, NEW) == (argv, "starting")
     assert bench_queue.master_argv(entry, tmp_path, 1, resume=True)[-1] == "--resume"
     # a run stopped in its start-up has no checkpoint: it starts again instead of resuming
     (folder / "checkpoints/policy").mkdir(parents=True)
